@@ -1,0 +1,651 @@
+//! Configuration: `SEALGATE_*` environment variables parsed once, at start, into a validated
+//! [`Config`]. Nothing else in the program reads the environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sealgate_protocol::BareNewline;
+
+/// Where a listener binds: a TCP address or a unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `HOST:PORT`; port 0 asks the kernel for a free one (tests).
+    Tcp(String),
+    /// `unix:PATH`; the socket file is replaced at start and removed at exit.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => f.write_str(addr),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Where a client connection to the next hop goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `HOST:PORT`
+    Tcp(String),
+    /// `unix:PATH`
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => f.write_str(addr),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// The next hop, in Postfix-like destination syntax (`SEALGATE_NEXT_HOP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHopAddr {
+    /// `maildir:PATH`: `PATH/<recipient>/{tmp,new,cur}`.
+    Maildir(PathBuf),
+    /// `lmtp:HOST:PORT` or `lmtp:unix:PATH` (Dovecot).
+    Lmtp(Endpoint),
+    /// `smtp:HOST:PORT` or `smtp:unix:PATH` (Postfix's content_filter return port).
+    Smtp(Endpoint),
+}
+
+impl fmt::Display for NextHopAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NextHopAddr::Maildir(path) => write!(f, "maildir:{}", path.display()),
+            NextHopAddr::Lmtp(endpoint) => write!(f, "lmtp:{endpoint}"),
+            NextHopAddr::Smtp(endpoint) => write!(f, "smtp:{endpoint}"),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration. Every field has a default; see [`VARIABLES`] for the
+/// documentation of each variable.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `SEALGATE_LMTP_LISTEN`
+    pub lmtp_listen: ListenAddr,
+    /// `SEALGATE_LMTP_SOCKET_MODE`, applied to a unix socket.
+    pub lmtp_socket_mode: u32,
+    /// `SEALGATE_NEXT_HOP`
+    pub next_hop: NextHopAddr,
+    /// `SEALGATE_HOSTNAME`: our name in the greeting, LHLO/EHLO to the next hop and Maildir
+    /// file names.
+    pub hostname: String,
+    /// `SEALGATE_MAX_CONNECTIONS`
+    pub max_connections: usize,
+    /// `SEALGATE_MAX_LINE_LENGTH`
+    pub max_line_length: usize,
+    /// `SEALGATE_MAX_RECIPIENTS`
+    pub max_recipients: usize,
+    /// `SEALGATE_MAX_MESSAGE_SIZE`; `None` means unlimited.
+    pub max_message_size: Option<u64>,
+    /// `SEALGATE_MAX_HEADER_SIZE`
+    pub max_header_size: usize,
+    /// `SEALGATE_IDLE_TIMEOUT`
+    pub idle_timeout: Duration,
+    /// `SEALGATE_COMMAND_TIMEOUT`
+    pub command_timeout: Duration,
+    /// `SEALGATE_DATA_TIMEOUT`
+    pub data_timeout: Duration,
+    /// `SEALGATE_BARE_NEWLINE`
+    pub bare_newline: BareNewline,
+    /// `SEALGATE_NEXT_HOP_CONNECT_TIMEOUT`
+    pub next_hop_connect_timeout: Duration,
+    /// `SEALGATE_NEXT_HOP_TIMEOUT`
+    pub next_hop_timeout: Duration,
+    /// `SEALGATE_NEXT_HOP_POOL_SIZE`
+    pub next_hop_pool_size: usize,
+    /// `SEALGATE_SHUTDOWN_GRACE`
+    pub shutdown_grace: Duration,
+    /// `SEALGATE_LOG`
+    pub log_filter: String,
+    /// `SEALGATE_LOG_FORMAT`
+    pub log_format: LogFormat,
+}
+
+/// One documented variable: name, default (as written in the environment) and meaning.
+#[derive(Debug)]
+pub struct Variable {
+    /// The environment variable's name.
+    pub name: &'static str,
+    /// Its default, in the syntax the variable takes.
+    pub default: &'static str,
+    /// What it controls and what happens at the limit.
+    pub doc: &'static str,
+}
+
+/// Every variable sealgate reads. README.md's reference table mirrors this list.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "SEALGATE_LMTP_LISTEN",
+        default: "127.0.0.1:10024",
+        doc: "LMTP listener: HOST:PORT or unix:PATH.",
+    },
+    Variable {
+        name: "SEALGATE_LMTP_SOCKET_MODE",
+        default: "0660",
+        doc: "Octal file mode of the LMTP unix socket.",
+    },
+    Variable {
+        name: "SEALGATE_NEXT_HOP",
+        default: "maildir:./mail",
+        doc: "Where mail goes: maildir:PATH, lmtp:HOST:PORT, lmtp:unix:PATH, smtp:HOST:PORT, smtp:unix:PATH.",
+    },
+    Variable {
+        name: "SEALGATE_HOSTNAME",
+        default: "(the system host name)",
+        doc: "Name used in the greeting, in LHLO/EHLO to the next hop and in Maildir file names.",
+    },
+    Variable {
+        name: "SEALGATE_MAX_CONNECTIONS",
+        default: "100",
+        doc: "Concurrent LMTP connections; at the limit sealgate stops accepting until one ends.",
+    },
+    Variable {
+        name: "SEALGATE_MAX_LINE_LENGTH",
+        default: "4096",
+        doc: "Longest command line in octets (without CRLF); longer gets 500 5.5.2 and is discarded.",
+    },
+    Variable {
+        name: "SEALGATE_MAX_RECIPIENTS",
+        default: "1000",
+        doc: "Recipients per transaction; each further RCPT gets 452 4.5.3.",
+    },
+    Variable {
+        name: "SEALGATE_MAX_MESSAGE_SIZE",
+        default: "104857600",
+        doc: "Largest message in octets (K/M/G suffixes, 0 = unlimited); announced as SIZE. MAIL with a larger SIZE= gets 552 5.3.4; a larger DATA is drained and every recipient gets 552 5.3.4.",
+    },
+    Variable {
+        name: "SEALGATE_MAX_HEADER_SIZE",
+        default: "1048576",
+        doc: "Largest header block in octets, the per-transaction buffer; a larger one is drained and every recipient gets 552 5.3.4.",
+    },
+    Variable {
+        name: "SEALGATE_IDLE_TIMEOUT",
+        default: "300s",
+        doc: "Wait for a command outside a transaction; then 421 4.4.2 and close.",
+    },
+    Variable {
+        name: "SEALGATE_COMMAND_TIMEOUT",
+        default: "300s",
+        doc: "Wait for the next command inside a transaction; then 421 4.4.2 and close.",
+    },
+    Variable {
+        name: "SEALGATE_DATA_TIMEOUT",
+        default: "300s",
+        doc: "Wait for more DATA bytes; then the transaction is aborted, 421 4.4.2 and close.",
+    },
+    Variable {
+        name: "SEALGATE_BARE_NEWLINE",
+        default: "reject",
+        doc: "Bare LF or bare CR in DATA: reject (550 5.5.2 per recipient), normalize (to CRLF) or allow. Only CRLF.CRLF ever ends DATA.",
+    },
+    Variable {
+        name: "SEALGATE_NEXT_HOP_CONNECT_TIMEOUT",
+        default: "10s",
+        doc: "Connecting to the next hop; then 451 4.4.1.",
+    },
+    Variable {
+        name: "SEALGATE_NEXT_HOP_TIMEOUT",
+        default: "300s",
+        doc: "Each read or write to the next hop; then 451 4.4.2. Keep it below Postfix's lmtp_data_done_timeout (600s).",
+    },
+    Variable {
+        name: "SEALGATE_NEXT_HOP_POOL_SIZE",
+        default: "16",
+        doc: "Idle next-hop connections kept for reuse (0 = a new connection per message).",
+    },
+    Variable {
+        name: "SEALGATE_SHUTDOWN_GRACE",
+        default: "30s",
+        doc: "On SIGTERM/SIGINT: how long in-flight transactions may finish; then they are cut (never acknowledged).",
+    },
+    Variable {
+        name: "SEALGATE_LOG",
+        default: "info",
+        doc: "Log filter, RUST_LOG syntax (e.g. info,sealgate=debug). RUST_LOG is used when this is unset.",
+    },
+    Variable {
+        name: "SEALGATE_LOG_FORMAT",
+        default: "text",
+        doc: "Log lines as text or json.",
+    },
+];
+
+/// A configuration problem, reported before any port is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The offending variable.
+    pub variable: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// The first invalid or unknown `SEALGATE_*` variable.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let vars: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Config::from_vars(&vars)
+    }
+
+    /// Builds the configuration from a map of variables (tests pass their own).
+    ///
+    /// # Errors
+    /// The first invalid or unknown `SEALGATE_*` variable.
+    pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        // A typo in a variable name would silently fall back to a default: refuse instead.
+        for name in vars.keys() {
+            if name.starts_with("SEALGATE_") && !VARIABLES.iter().any(|v| v.name == name) {
+                return Err(ConfigError {
+                    variable: name.clone(),
+                    problem: "unknown variable (see `sealgate --help`)".into(),
+                });
+            }
+        }
+        let get = |name: &str| -> Option<&str> {
+            vars.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+        };
+        let read = |name: &'static str| Value {
+            name,
+            raw: get(name),
+        };
+
+        let max_message_size = read("SEALGATE_MAX_MESSAGE_SIZE").size(104_857_600)?;
+        let max_header_size = read("SEALGATE_MAX_HEADER_SIZE").size(1_048_576)?;
+        let config = Config {
+            lmtp_listen: read("SEALGATE_LMTP_LISTEN").parse(parse_listen, "127.0.0.1:10024")?,
+            lmtp_socket_mode: read("SEALGATE_LMTP_SOCKET_MODE").parse(parse_mode, "0660")?,
+            next_hop: read("SEALGATE_NEXT_HOP").parse(parse_next_hop, "maildir:./mail")?,
+            hostname: match get("SEALGATE_HOSTNAME") {
+                Some(name) => parse_hostname(name).map_err(|p| read("SEALGATE_HOSTNAME").err(p))?,
+                None => system_hostname(),
+            },
+            max_connections: read("SEALGATE_MAX_CONNECTIONS").count(100, 1)?,
+            max_line_length: read("SEALGATE_MAX_LINE_LENGTH").count(4096, 512)?,
+            max_recipients: read("SEALGATE_MAX_RECIPIENTS").count(1000, 1)?,
+            max_message_size: (max_message_size != 0).then_some(max_message_size),
+            max_header_size: usize::try_from(max_header_size)
+                .ok()
+                .filter(|&n| n >= 1024)
+                .ok_or_else(|| read("SEALGATE_MAX_HEADER_SIZE").err("must be at least 1024"))?,
+            idle_timeout: read("SEALGATE_IDLE_TIMEOUT").duration("300s")?,
+            command_timeout: read("SEALGATE_COMMAND_TIMEOUT").duration("300s")?,
+            data_timeout: read("SEALGATE_DATA_TIMEOUT").duration("300s")?,
+            bare_newline: read("SEALGATE_BARE_NEWLINE").parse(parse_bare_newline, "reject")?,
+            next_hop_connect_timeout: read("SEALGATE_NEXT_HOP_CONNECT_TIMEOUT").duration("10s")?,
+            next_hop_timeout: read("SEALGATE_NEXT_HOP_TIMEOUT").duration("300s")?,
+            next_hop_pool_size: read("SEALGATE_NEXT_HOP_POOL_SIZE").count(16, 0)?,
+            shutdown_grace: read("SEALGATE_SHUTDOWN_GRACE").duration("30s")?,
+            log_filter: get("SEALGATE_LOG")
+                .or_else(|| get("RUST_LOG"))
+                .unwrap_or("info")
+                .to_string(),
+            log_format: read("SEALGATE_LOG_FORMAT").parse(parse_log_format, "text")?,
+        };
+        Ok(config)
+    }
+
+    /// The effective configuration as `NAME=value` lines, for `sealgate check-config`.
+    pub fn describe(&self) -> String {
+        let size = |n: Option<u64>| n.map_or("0".to_string(), |n| n.to_string());
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        let bare = match self.bare_newline {
+            BareNewline::Reject => "reject",
+            BareNewline::Normalize => "normalize",
+            BareNewline::Allow => "allow",
+        };
+        let lines = [
+            ("SEALGATE_LMTP_LISTEN", self.lmtp_listen.to_string()),
+            (
+                "SEALGATE_LMTP_SOCKET_MODE",
+                format!("{:04o}", self.lmtp_socket_mode),
+            ),
+            ("SEALGATE_NEXT_HOP", self.next_hop.to_string()),
+            ("SEALGATE_HOSTNAME", self.hostname.clone()),
+            ("SEALGATE_MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("SEALGATE_MAX_LINE_LENGTH", self.max_line_length.to_string()),
+            ("SEALGATE_MAX_RECIPIENTS", self.max_recipients.to_string()),
+            ("SEALGATE_MAX_MESSAGE_SIZE", size(self.max_message_size)),
+            ("SEALGATE_MAX_HEADER_SIZE", self.max_header_size.to_string()),
+            ("SEALGATE_IDLE_TIMEOUT", secs(self.idle_timeout)),
+            ("SEALGATE_COMMAND_TIMEOUT", secs(self.command_timeout)),
+            ("SEALGATE_DATA_TIMEOUT", secs(self.data_timeout)),
+            ("SEALGATE_BARE_NEWLINE", bare.to_string()),
+            (
+                "SEALGATE_NEXT_HOP_CONNECT_TIMEOUT",
+                secs(self.next_hop_connect_timeout),
+            ),
+            ("SEALGATE_NEXT_HOP_TIMEOUT", secs(self.next_hop_timeout)),
+            (
+                "SEALGATE_NEXT_HOP_POOL_SIZE",
+                self.next_hop_pool_size.to_string(),
+            ),
+            ("SEALGATE_SHUTDOWN_GRACE", secs(self.shutdown_grace)),
+            ("SEALGATE_LOG", self.log_filter.clone()),
+            (
+                "SEALGATE_LOG_FORMAT",
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+                .to_string(),
+            ),
+        ];
+        lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    }
+}
+
+/// One variable's raw value on its way to a typed one.
+struct Value<'a> {
+    name: &'static str,
+    raw: Option<&'a str>,
+}
+
+impl Value<'_> {
+    fn err(&self, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable: self.name.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    fn parse<T>(
+        &self,
+        parser: fn(&str) -> Result<T, String>,
+        default: &str,
+    ) -> Result<T, ConfigError> {
+        parser(self.raw.unwrap_or(default)).map_err(|p| self.err(p))
+    }
+
+    fn count(&self, default: usize, min: usize) -> Result<usize, ConfigError> {
+        let Some(raw) = self.raw else {
+            return Ok(default);
+        };
+        match raw.parse::<usize>() {
+            Ok(n) if n >= min => Ok(n),
+            Ok(_) => Err(self.err(format!("must be at least {min}"))),
+            Err(_) => Err(self.err(format!("{raw:?} is not a whole number"))),
+        }
+    }
+
+    fn size(&self, default: u64) -> Result<u64, ConfigError> {
+        self.raw
+            .map_or(Ok(default), |raw| parse_size(raw).map_err(|p| self.err(p)))
+    }
+
+    fn duration(&self, default: &str) -> Result<Duration, ConfigError> {
+        let duration = parse_duration(self.raw.unwrap_or(default)).map_err(|p| self.err(p))?;
+        if duration.is_zero() {
+            return Err(self.err("must be longer than 0"));
+        }
+        Ok(duration)
+    }
+}
+
+fn parse_listen(raw: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = raw.strip_prefix("unix:") {
+        return parse_path(path).map(ListenAddr::Unix);
+    }
+    parse_host_port(raw).map(ListenAddr::Tcp)
+}
+
+fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
+    if let Some(path) = raw.strip_prefix("unix:") {
+        return parse_path(path).map(Endpoint::Unix);
+    }
+    parse_host_port(raw).map(Endpoint::Tcp)
+}
+
+fn parse_next_hop(raw: &str) -> Result<NextHopAddr, String> {
+    let (kind, rest) = raw
+        .split_once(':')
+        .ok_or_else(|| format!("{raw:?}: expected maildir:PATH, lmtp:DEST or smtp:DEST"))?;
+    match kind {
+        "maildir" => parse_path(rest).map(NextHopAddr::Maildir),
+        "lmtp" => parse_endpoint(rest).map(NextHopAddr::Lmtp),
+        "smtp" => parse_endpoint(rest).map(NextHopAddr::Smtp),
+        other => Err(format!(
+            "unknown next hop type {other:?}: expected maildir, lmtp or smtp"
+        )),
+    }
+}
+
+fn parse_path(raw: &str) -> Result<PathBuf, String> {
+    if raw.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(PathBuf::from(raw))
+}
+
+fn parse_host_port(raw: &str) -> Result<String, String> {
+    let (host, port) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{raw:?}: expected HOST:PORT or unix:PATH"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{raw:?}: missing host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{raw:?}: port must be a number from 0 to 65535"))?;
+    Ok(raw.to_string())
+}
+
+fn parse_mode(raw: &str) -> Result<u32, String> {
+    match u32::from_str_radix(raw, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("{raw:?}: expected an octal mode such as 0660")),
+    }
+}
+
+fn parse_hostname(raw: &str) -> Result<String, String> {
+    let valid = raw.len() <= 253
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if valid {
+        Ok(raw.to_string())
+    } else {
+        Err(format!("{raw:?} is not a host name"))
+    }
+}
+
+fn parse_bare_newline(raw: &str) -> Result<BareNewline, String> {
+    match raw {
+        "reject" => Ok(BareNewline::Reject),
+        "normalize" => Ok(BareNewline::Normalize),
+        "allow" => Ok(BareNewline::Allow),
+        other => Err(format!("{other:?}: expected reject, normalize or allow")),
+    }
+}
+
+fn parse_log_format(raw: &str) -> Result<LogFormat, String> {
+    match raw {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("{other:?}: expected text or json")),
+    }
+}
+
+/// Octets, with an optional binary suffix: `512`, `64K`, `10M`, `2G`.
+fn parse_size(raw: &str) -> Result<u64, String> {
+    let upper = raw.to_ascii_uppercase();
+    let (digits, unit) = match upper.trim_end_matches('B').trim_end_matches('I') {
+        s if s.ends_with('K') => (&s[..s.len() - 1], 1u64 << 10),
+        s if s.ends_with('M') => (&s[..s.len() - 1], 1 << 20),
+        s if s.ends_with('G') => (&s[..s.len() - 1], 1 << 30),
+        s => (s, 1),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{raw:?}: expected a size such as 1048576, 512K, 10M or 1G"))
+}
+
+/// `300s`, `5m`, `1h`, `250ms`, or bare seconds.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let bad = || format!("{raw:?}: expected a duration such as 30s, 5m, 1h or 250ms");
+    let (number, unit_ms) = if let Some(n) = raw.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = raw.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = raw.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = raw.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (raw, 1000)
+    };
+    let n: u64 = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| parse_hostname(s).is_ok() && !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::from_vars(&BTreeMap::new()).unwrap();
+        assert_eq!(
+            config.lmtp_listen,
+            ListenAddr::Tcp("127.0.0.1:10024".into())
+        );
+        assert_eq!(config.next_hop, NextHopAddr::Maildir("./mail".into()));
+        assert_eq!(config.max_message_size, Some(104_857_600));
+        assert_eq!(config.bare_newline, BareNewline::Reject);
+        // check-config output names every documented variable with its default value.
+        let described = config.describe();
+        for variable in VARIABLES {
+            let line = described
+                .lines()
+                .find(|l| l.starts_with(&format!("{}=", variable.name)))
+                .unwrap_or_else(|| panic!("{} missing from describe()", variable.name));
+            if !variable.default.starts_with('(') {
+                let value = &line[variable.name.len() + 1..];
+                let same = value == variable.default
+                    || parse_duration(value).ok() == parse_duration(variable.default).ok();
+                assert!(same, "{line} vs default {}", variable.default);
+            }
+        }
+    }
+
+    #[test]
+    fn next_hop_syntax() {
+        let cases = [
+            (
+                "maildir:/var/mail",
+                Ok(NextHopAddr::Maildir("/var/mail".into())),
+            ),
+            (
+                "lmtp:unix:/run/dovecot/lmtp",
+                Ok(NextHopAddr::Lmtp(Endpoint::Unix(
+                    "/run/dovecot/lmtp".into(),
+                ))),
+            ),
+            (
+                "lmtp:127.0.0.1:24",
+                Ok(NextHopAddr::Lmtp(Endpoint::Tcp("127.0.0.1:24".into()))),
+            ),
+            (
+                "smtp:[::1]:10026",
+                Ok(NextHopAddr::Smtp(Endpoint::Tcp("[::1]:10026".into()))),
+            ),
+            ("smtp:127.0.0.1", Err(())),
+            ("lmtp:127.0.0.1:99999", Err(())),
+            ("pop3:x:1", Err(())),
+            ("maildir:", Err(())),
+            ("nothing", Err(())),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(parse_next_hop(raw).map_err(|_| ()), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999G").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let cases = [
+            ("SEALGATE_LMTP_LISTEN", "localhost"),
+            ("SEALGATE_MAX_RECIPIENTS", "0"),
+            ("SEALGATE_MAX_LINE_LENGTH", "100"),
+            ("SEALGATE_IDLE_TIMEOUT", "0s"),
+            ("SEALGATE_BARE_NEWLINE", "sometimes"),
+            ("SEALGATE_LMTP_SOCKET_MODE", "999"),
+            ("SEALGATE_HOSTNAME", "bad host"),
+            ("SEALGATE_MAX_HEADER_SIZE", "10"),
+            ("SEALGATE_NEXT_HOPP", "maildir:x"),
+        ];
+        for (name, value) in cases {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.variable, name);
+        }
+    }
+
+    #[test]
+    fn unlimited_message_size() {
+        let config = Config::from_vars(&vars(&[("SEALGATE_MAX_MESSAGE_SIZE", "0")])).unwrap();
+        assert_eq!(config.max_message_size, None);
+    }
+}

@@ -1,0 +1,126 @@
+//! Delivery to the next hop: the mail store (Maildir), Dovecot over LMTP, or Postfix over SMTP
+//! reinjection. A delivery never returns an error: every failure ends as a reply for the
+//! recipients it concerns (4xx for anything transient, the next hop's own 5xx relayed).
+
+mod client;
+mod maildir;
+
+use std::sync::Arc;
+
+use sealgate_protocol::{EnhancedCode, Reply};
+
+use crate::config::{Config, NextHopAddr};
+use crate::pipeline::{Envelope, Recipient};
+
+pub use client::Client;
+pub use maildir::Maildir;
+
+/// The configured next hop, shared by all sessions.
+pub enum NextHop {
+    /// Files in a Maildir tree.
+    Maildir(Maildir),
+    /// An LMTP or SMTP server.
+    Client(Arc<Client>),
+}
+
+impl NextHop {
+    /// Builds the next hop named by the configuration. Nothing is opened yet.
+    pub fn new(config: &Config) -> NextHop {
+        match &config.next_hop {
+            NextHopAddr::Maildir(root) => NextHop::Maildir(Maildir::new(root, &config.hostname)),
+            NextHopAddr::Lmtp(endpoint) => {
+                NextHop::Client(Arc::new(Client::new(endpoint, true, config)))
+            }
+            NextHopAddr::Smtp(endpoint) => {
+                NextHop::Client(Arc::new(Client::new(endpoint, false, config)))
+            }
+        }
+    }
+
+    /// Whether the next hop stores mail that needs SMTPUTF8, so we may announce it.
+    pub fn supports_smtputf8(&self) -> bool {
+        matches!(self, NextHop::Maildir(_))
+    }
+
+    /// Opens one delivery of one copy to `recipients`. Refusals by the next hop (e.g. Dovecot's
+    /// `550 5.1.1` for an unknown user) are kept and reported by [`Delivery::finish`].
+    pub async fn begin(&self, envelope: &Envelope, recipients: &[&Recipient]) -> Delivery {
+        match self {
+            NextHop::Maildir(maildir) => maildir.begin(envelope, recipients).await,
+            NextHop::Client(client) => client.begin(envelope, recipients).await,
+        }
+    }
+}
+
+/// One copy on its way to the next hop.
+pub enum Delivery {
+    /// Maildir files being written.
+    Maildir(maildir::Delivery),
+    /// An LMTP/SMTP transaction in its DATA phase.
+    Client(Box<client::Delivery>),
+    /// Nothing to write to: every recipient already has its final reply.
+    Done(Vec<Reply>),
+}
+
+impl Delivery {
+    /// Appends message bytes (unstuffed, CRLF lines). After a failure this does nothing and the
+    /// failure shows in [`Delivery::finish`].
+    pub async fn write(&mut self, data: &[u8]) {
+        match self {
+            Delivery::Maildir(d) => d.write(data).await,
+            Delivery::Client(d) => d.write(data).await,
+            Delivery::Done(_) => {}
+        }
+    }
+
+    /// False once nothing written can reach any recipient, so callers may skip work.
+    pub fn is_open(&self) -> bool {
+        match self {
+            Delivery::Maildir(d) => d.is_open(),
+            Delivery::Client(d) => d.is_open(),
+            Delivery::Done(_) => false,
+        }
+    }
+
+    /// Ends the message and waits until the next hop has stored it (or refused it): one final
+    /// reply per recipient given to [`NextHop::begin`], in that order.
+    pub async fn finish(self) -> Vec<Reply> {
+        match self {
+            Delivery::Maildir(d) => d.finish().await,
+            Delivery::Client(d) => d.finish().await,
+            Delivery::Done(replies) => replies,
+        }
+    }
+
+    /// Abandons the copy: nothing is stored and nothing acknowledged.
+    pub async fn abort(self) {
+        match self {
+            Delivery::Maildir(d) => d.abort().await,
+            Delivery::Client(d) => d.abort(),
+            Delivery::Done(_) => {}
+        }
+    }
+}
+
+/// The reply for a copy that reached the next hop and was stored.
+pub(crate) fn stored(detail: &str) -> Reply {
+    Reply::new(250, EnhancedCode::new(2, 0, 0), format!("Ok: {detail}"))
+}
+
+/// The next hop could not be reached.
+pub(crate) fn unreachable(what: &str) -> Reply {
+    Reply::new(
+        451,
+        EnhancedCode::new(4, 4, 1),
+        format!("Next hop unavailable: {what}"),
+    )
+}
+
+/// The conversation with the next hop broke off.
+pub(crate) fn connection_lost(what: &str) -> Reply {
+    Reply::new(
+        451,
+        EnhancedCode::new(4, 4, 2),
+        format!("Next hop connection failed: {what}"),
+    )
+}

@@ -1,0 +1,133 @@
+//! The `sealgate` command: reads the configuration, binds the listener, serves until
+//! SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use sealgate::config::{Config, LogFormat, VARIABLES};
+use sealgate::server::Listener;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+/// sysexits(3): bad command line.
+const EX_USAGE: u8 = 64;
+/// sysexits(3): bad configuration.
+const EX_CONFIG: u8 = 78;
+/// sysexits(3): cannot bind or another OS-level failure.
+const EX_OSERR: u8 = 71;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["run"] => run(),
+        ["check-config"] => check_config(),
+        ["--help" | "-h" | "help"] => {
+            print!("{}", help());
+            ExitCode::SUCCESS
+        }
+        ["--version" | "-V"] => {
+            println!("sealgate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprint!("sealgate: unknown arguments {args:?}\n\n{}", help());
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+fn help() -> String {
+    let mut text = String::from(
+        "sealgate: inbound-mail privacy filter for Postfix and Dovecot\n\n\
+         Usage:\n  sealgate [run]        serve LMTP until SIGTERM/SIGINT\n  \
+         sealgate check-config print the effective configuration, or the error\n  \
+         sealgate --version\n\nEnvironment (default in brackets):\n",
+    );
+    for v in VARIABLES {
+        text.push_str(&format!("  {} [{}]\n      {}\n", v.name, v.default, v.doc));
+    }
+    text
+}
+
+fn check_config() -> ExitCode {
+    match Config::from_env() {
+        Ok(config) => {
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("sealgate: invalid configuration: {err}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn run() -> ExitCode {
+    // Invalid configuration stops us before any port is bound.
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("sealgate: invalid configuration: {err}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let filter = match EnvFilter::try_new(&config.log_filter) {
+        Ok(filter) => filter,
+        Err(err) => {
+            eprintln!("sealgate: invalid configuration: SEALGATE_LOG: {err}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("sealgate: cannot start the runtime: {err}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match Listener::bind(&config.lmtp_listen, config.lmtp_socket_mode).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                error!(address = %config.lmtp_listen, %err, "cannot listen");
+                return ExitCode::from(EX_OSERR);
+            }
+        };
+        info!(next_hop = %config.next_hop, "sealgate {} starting", env!("CARGO_PKG_VERSION"));
+        sealgate::run(config, listener, shutdown_signal()).await;
+        info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

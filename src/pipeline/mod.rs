@@ -1,0 +1,287 @@
+//! The pipeline: stages that see each message's header block, then its body as a stream,
+//! once per recipient. Later stages (scrub, TLS policy, encrypt) plug in here without touching
+//! the protocol or delivery code.
+//!
+//! A stage is asked twice about a recipient: at RCPT time (can this recipient be served at
+//! all?) and once the header block is complete (what happens to this recipient's copy?).
+//! Recipients whose copies come out identical share one delivery to the next hop.
+
+use bytes::BytesMut;
+use sealgate_protocol::{MailParams, Reply};
+
+/// The transaction's envelope, as far as stages need it.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// MAIL FROM's address, `""` for the null sender.
+    pub reverse_path: String,
+    /// MAIL FROM's parameters.
+    pub params: MailParams,
+    /// Postfix's queue ID, from XFORWARD IDENT, for logging.
+    pub queue_id: Option<String>,
+}
+
+/// One accepted RCPT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as the client sent it, without angle brackets.
+    pub address: String,
+}
+
+/// What one stage does to one recipient's copy.
+pub enum Plan {
+    /// The stage leaves this copy alone.
+    Unchanged,
+    /// The stage rewrites this copy.
+    Rewrite(Box<dyn Rewrite>),
+}
+
+/// A pipeline stage. Implementations keep their decision logic pure and unit-testable; the
+/// trait only wires them in.
+pub trait Stage: Send + Sync {
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// RCPT time: `Err(reply)` refuses the recipient with that reply.
+    ///
+    /// # Errors
+    /// The reply the client gets for this RCPT.
+    fn check_recipient(&self, _envelope: &Envelope, _rcpt: &Recipient) -> Result<(), Reply> {
+        Ok(())
+    }
+
+    /// The header block is complete: decide what happens to this recipient's copy.
+    /// `headers` is the header block including the empty line that ends it (if any).
+    ///
+    /// # Errors
+    /// The final reply for this recipient; it gets no copy.
+    fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply>;
+}
+
+/// A streaming rewrite of one copy of the message: the header block once, then body chunks.
+/// Output is appended to `out`; a rewrite may hold back bytes and emit them later.
+pub trait Rewrite: Send {
+    /// Copies whose rewrites report the same variant are identical, so their recipients share
+    /// one delivery (e.g. every recipient without a key shares the plaintext copy).
+    fn variant(&self) -> String;
+
+    /// The header block, including its terminating empty line (if the message has one).
+    ///
+    /// # Errors
+    /// A reply for every recipient of this copy (4xx for anything unexpected).
+    fn headers(&mut self, headers: &[u8], out: &mut BytesMut) -> Result<(), Reply>;
+
+    /// The next piece of the body.
+    ///
+    /// # Errors
+    /// As for [`Rewrite::headers`].
+    fn body(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Reply>;
+
+    /// The end of the message.
+    ///
+    /// # Errors
+    /// As for [`Rewrite::headers`].
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), Reply>;
+}
+
+/// The configured stages, in order.
+#[derive(Default)]
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl Pipeline {
+    /// The pass-through pipeline: no stages, every copy is the message as received.
+    pub fn pass_through() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// A pipeline of the given stages, applied in order.
+    pub fn new(stages: Vec<Box<dyn Stage>>) -> Pipeline {
+        Pipeline { stages }
+    }
+
+    /// RCPT time: the first stage that refuses decides.
+    ///
+    /// # Errors
+    /// The refusing stage's reply.
+    pub fn check_recipient(&self, envelope: &Envelope, rcpt: &Recipient) -> Result<(), Reply> {
+        self.stages
+            .iter()
+            .try_for_each(|stage| stage.check_recipient(envelope, rcpt))
+    }
+
+    /// Header time: every stage's plan for this recipient, as one chain.
+    ///
+    /// # Errors
+    /// The first refusing stage's reply.
+    pub fn plan(
+        &self,
+        envelope: &Envelope,
+        headers: &[u8],
+        rcpt: &Recipient,
+    ) -> Result<Chain, Reply> {
+        let mut rewrites = Vec::new();
+        for stage in &self.stages {
+            if let Plan::Rewrite(rewrite) = stage.plan(envelope, headers, rcpt)? {
+                rewrites.push(rewrite);
+            }
+        }
+        Ok(Chain::new(rewrites))
+    }
+}
+
+/// The rewrites one copy goes through, applied in stage order.
+pub struct Chain {
+    rewrites: Vec<Box<dyn Rewrite>>,
+    variant: String,
+    /// One output buffer per rewrite, reused for every chunk.
+    buffers: Vec<BytesMut>,
+}
+
+impl Chain {
+    fn new(rewrites: Vec<Box<dyn Rewrite>>) -> Chain {
+        let variant = rewrites
+            .iter()
+            .map(|r| r.variant())
+            .collect::<Vec<_>>()
+            .join("|");
+        let buffers = rewrites.iter().map(|_| BytesMut::new()).collect();
+        Chain {
+            rewrites,
+            variant,
+            buffers,
+        }
+    }
+
+    /// Identical for chains that produce identical copies.
+    pub fn variant(&self) -> &str {
+        &self.variant
+    }
+
+    /// Runs the header block through the chain; returns what to deliver.
+    ///
+    /// # Errors
+    /// A rewrite's reply.
+    pub fn headers<'a>(&'a mut self, input: &'a [u8]) -> Result<&'a [u8], Reply> {
+        self.run(input, |r, i, o| r.headers(i, o))
+    }
+
+    /// Runs a body chunk through the chain; returns what to deliver.
+    ///
+    /// # Errors
+    /// A rewrite's reply.
+    pub fn body<'a>(&'a mut self, input: &'a [u8]) -> Result<&'a [u8], Reply> {
+        self.run(input, |r, i, o| r.body(i, o))
+    }
+
+    /// Ends the message; returns the last bytes to deliver.
+    ///
+    /// # Errors
+    /// A rewrite's reply.
+    pub fn finish(&mut self) -> Result<&[u8], Reply> {
+        self.run(&[], |r, i, o| {
+            r.body(i, o)?;
+            r.finish(o)
+        })
+    }
+
+    fn run<'a>(
+        &'a mut self,
+        input: &'a [u8],
+        step: impl Fn(&mut dyn Rewrite, &[u8], &mut BytesMut) -> Result<(), Reply>,
+    ) -> Result<&'a [u8], Reply> {
+        let mut previous: &'a [u8] = input;
+        for (rewrite, buffer) in self.rewrites.iter_mut().zip(self.buffers.iter_mut()) {
+            buffer.clear();
+            step(rewrite.as_mut(), previous, buffer)?;
+            previous = &buffer[..];
+        }
+        Ok(previous)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sealgate_protocol::EnhancedCode;
+
+    /// Upper-cases everything: a stand-in rewrite to prove the chain plumbing.
+    struct Upper;
+    impl Rewrite for Upper {
+        fn variant(&self) -> String {
+            "upper".into()
+        }
+        fn headers(&mut self, headers: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
+            out.extend_from_slice(&headers.to_ascii_uppercase());
+            Ok(())
+        }
+        fn body(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
+            out.extend_from_slice(&chunk.to_ascii_uppercase());
+            Ok(())
+        }
+        fn finish(&mut self, out: &mut BytesMut) -> Result<(), Reply> {
+            out.extend_from_slice(b"END\r\n");
+            Ok(())
+        }
+    }
+
+    struct UpperFor(&'static str);
+    impl Stage for UpperFor {
+        fn name(&self) -> &'static str {
+            "upper"
+        }
+        fn check_recipient(&self, _: &Envelope, rcpt: &Recipient) -> Result<(), Reply> {
+            if rcpt.address.starts_with("refused") {
+                return Err(Reply::new(550, EnhancedCode::new(5, 7, 1), "no"));
+            }
+            Ok(())
+        }
+        fn plan(&self, _: &Envelope, _: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
+            Ok(if rcpt.address == self.0 {
+                Plan::Rewrite(Box::new(Upper))
+            } else {
+                Plan::Unchanged
+            })
+        }
+    }
+
+    fn rcpt(address: &str) -> Recipient {
+        Recipient {
+            address: address.into(),
+        }
+    }
+
+    #[test]
+    fn pass_through_chain_returns_input_unchanged() {
+        let pipeline = Pipeline::pass_through();
+        let mut chain = pipeline
+            .plan(&Envelope::default(), b"", &rcpt("a@x"))
+            .unwrap();
+        assert_eq!(chain.variant(), "");
+        assert_eq!(chain.headers(b"A: b\r\n\r\n").unwrap(), b"A: b\r\n\r\n");
+        assert_eq!(chain.body(b"body\r\n").unwrap(), b"body\r\n");
+        assert_eq!(chain.finish().unwrap(), b"");
+    }
+
+    #[test]
+    fn rewrites_apply_in_order_per_recipient() {
+        let pipeline = Pipeline::new(vec![Box::new(UpperFor("b@x")), Box::new(UpperFor("b@x"))]);
+        let envelope = Envelope::default();
+        let mut plain = pipeline.plan(&envelope, b"", &rcpt("a@x")).unwrap();
+        let mut upper = pipeline.plan(&envelope, b"", &rcpt("b@x")).unwrap();
+        assert_ne!(plain.variant(), upper.variant());
+        assert_eq!(upper.variant(), "upper|upper");
+        assert_eq!(plain.body(b"hi").unwrap(), b"hi");
+        assert_eq!(upper.body(b"hi").unwrap(), b"HI");
+        // The second rewrite sees the first one's END and upper-cases it again: still END,
+        // then adds its own.
+        assert_eq!(upper.finish().unwrap(), b"END\r\nEND\r\n");
+        assert!(
+            pipeline
+                .check_recipient(&envelope, &rcpt("refused@x"))
+                .is_err()
+        );
+        assert!(pipeline.check_recipient(&envelope, &rcpt("a@x")).is_ok());
+    }
+}

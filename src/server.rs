@@ -1,0 +1,152 @@
+//! The LMTP listener: accept loop with a connection limit, one task per session, graceful
+//! shutdown with a grace period.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::ListenAddr;
+use crate::session::{self, Shared};
+
+/// A bound listening socket.
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A unix socket; the file is removed when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr`. A unix socket file left over from an earlier run is replaced and given
+    /// `mode`.
+    ///
+    /// # Errors
+    /// The bind (or chmod) failure.
+    pub async fn bind(addr: &ListenAddr, mode: u32) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr.as_str()).await?)),
+            ListenAddr::Unix(path) => {
+                match std::fs::remove_file(path) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                    _ => {}
+                }
+                let listener = UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                Ok(Listener::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// The bound address, as `HOST:PORT` or `unix:PATH` (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "unknown".into(), |a| a.to_string()),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Accepts LMTP sessions until `shutdown` completes, then lets open transactions finish
+/// within the grace period; idle sessions get 421 at once.
+pub async fn serve(listener: Listener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut sessions = JoinSet::new();
+    let grace = shared.config.shutdown_grace;
+    info!(protocol = "lmtp", address = %listener.local_addr(), "listening");
+    tokio::pin!(shutdown);
+    loop {
+        // Take the permit before accepting: at the limit we stop accepting instead of
+        // accepting and refusing (the kernel's backlog holds the waiting clients).
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = accept(&listener) => accepted,
+        };
+        while sessions.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared = Arc::clone(&shared);
+                let stop = stop_rx.clone();
+                sessions.spawn(async move {
+                    match stream {
+                        Accepted::Tcp(s) => session::serve(s, peer, shared, stop).await,
+                        Accepted::Unix(s) => session::serve(s, peer, shared, stop).await,
+                    }
+                    drop(permit);
+                });
+            }
+            Err(err) => {
+                // Typically EMFILE: back off instead of spinning.
+                error!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    let open = sessions.len();
+    info!(
+        open_sessions = open,
+        grace_secs = grace.as_secs(),
+        "shutting down"
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => info!("all sessions finished"),
+        Err(_) => {
+            warn!(
+                cut = sessions.len(),
+                "grace period over, cutting sessions (their messages were not acknowledged)"
+            );
+            sessions.shutdown().await;
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<(Accepted, String)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, peer) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((Accepted::Tcp(stream), peer.to_string()))
+        }
+        Listener::Unix(l, _) => {
+            let (stream, _) = l.accept().await?;
+            Ok((Accepted::Unix(stream), "unix".to_string()))
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! One LMTP session (RFC 2033): commands in, replies out, pipelined; DATA streamed through the
+//! pipeline to the next hop; one final reply per accepted RCPT. Connection state (who the
+//! client is) is kept apart from transaction state (this message), which RSET and the end of
+//! DATA drop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use sealgate_protocol::{
+    BareNewline, Command, CommandError, DataDecoder, EnhancedCode, LineDecoder, LineError,
+    MailParams, Reply, parse_command,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::Config;
+use crate::delivery::NextHop;
+use crate::fanout::Fanout;
+use crate::pipeline::{Envelope, Pipeline, Recipient};
+
+/// Bytes asked of the socket per read; also the size of one DATA chunk.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Everything a session needs, shared by all sessions.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// The stages every message goes through.
+    pub pipeline: Pipeline,
+    /// Where messages go.
+    pub next_hop: NextHop,
+}
+
+/// Who the client is; lives for the whole connection.
+struct ConnState {
+    lhlo: Option<String>,
+    /// XFORWARD attributes: kept for logging, never forwarded; reset after each transaction.
+    xforward: Vec<(String, String)>,
+}
+
+/// The message being received; dropped by RSET and at the end of DATA.
+struct Transaction {
+    envelope: Envelope,
+    /// Accepted RCPTs in order, duplicates included: each gets one reply after DATA.
+    recipients: Vec<Recipient>,
+    started: Instant,
+}
+
+/// How the session ends.
+enum Next {
+    Continue,
+    Close,
+}
+
+/// Serves one LMTP connection until QUIT, EOF, a timeout or shutdown. Errors end as a reply to
+/// the client or a closed connection, never as a panic.
+pub async fn serve<S>(io: S, peer: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let span = info_span!("lmtp", %peer, id = tracing::field::Empty);
+    let mut session = Session {
+        io,
+        shared: Arc::clone(&shared),
+        input: BytesMut::with_capacity(READ_CHUNK),
+        output: BytesMut::with_capacity(4096),
+        lines: LineDecoder::new(shared.config.max_line_length),
+        conn: ConnState {
+            lhlo: None,
+            xforward: Vec::new(),
+        },
+        txn: None,
+        shutdown,
+        draining: false,
+    };
+    async move {
+        debug!("session opened");
+        match session.run().await {
+            Ok(()) => debug!("session closed"),
+            Err(err) => debug!(%err, "session ended"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Session<S> {
+    io: S,
+    shared: Arc<Shared>,
+    input: BytesMut,
+    output: BytesMut,
+    lines: LineDecoder,
+    conn: ConnState,
+    txn: Option<Transaction>,
+    shutdown: watch::Receiver<bool>,
+    /// Shutdown was requested while a transaction was open: close after it.
+    draining: bool,
+}
+
+/// Why reading from the client stopped.
+enum ReadEnd {
+    Closed,
+    TimedOut,
+    Shutdown,
+}
+
+impl std::fmt::Display for ReadEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadEnd::Closed => "closed by peer",
+            ReadEnd::TimedOut => "timed out",
+            ReadEnd::Shutdown => "shutting down",
+        })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    async fn run(&mut self) -> Result<(), String> {
+        let greeting = format!("{} sealgate LMTP ready", self.shared.config.hostname);
+        self.reply(Reply::new(220, EnhancedCode::new(2, 0, 0), greeting));
+        loop {
+            match self.lines.decode(&mut self.input) {
+                Ok(Some(line)) => {
+                    if let Next::Close = self.command(&line).await? {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+                Ok(None) => {
+                    // Pipelining (RFC 2920): replies go out before we block on a read.
+                    self.flush().await?;
+                    let idle = self.txn.is_none();
+                    let wait = if idle {
+                        self.shared.config.idle_timeout
+                    } else {
+                        self.shared.config.command_timeout
+                    };
+                    if let Err(end) = self.read_more(wait, idle).await {
+                        return self.close_for(end).await;
+                    }
+                }
+                Err(LineError::TooLong) => self.reply(Reply::new(
+                    500,
+                    EnhancedCode::new(5, 5, 2),
+                    format!(
+                        "Line too long (limit {} octets)",
+                        self.shared.config.max_line_length
+                    ),
+                )),
+                Err(_) => self.reply(syntax_error("Malformed command line")),
+            }
+        }
+    }
+
+    /// Reads more input. Shutdown interrupts only a session between transactions (`idle`).
+    async fn read_more(&mut self, wait: Duration, idle: bool) -> Result<(), ReadEnd> {
+        self.input.reserve(READ_CHUNK);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed(), if !self.draining => {
+                    self.draining = true;
+                    if idle {
+                        return Err(ReadEnd::Shutdown);
+                    }
+                    // An open transaction may finish; the session closes after it.
+                }
+                read = timeout(wait, self.io.read_buf(&mut self.input)) => return match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => Err(ReadEnd::Closed),
+                    Ok(Ok(_)) => Ok(()),
+                    Err(_) => Err(ReadEnd::TimedOut),
+                },
+            }
+        }
+    }
+
+    async fn close_for(&mut self, end: ReadEnd) -> Result<(), String> {
+        match end {
+            ReadEnd::Closed => return Ok(()),
+            ReadEnd::TimedOut => {
+                info!("timeout, closing");
+                self.reply(Reply::new(
+                    421,
+                    EnhancedCode::new(4, 4, 2),
+                    format!(
+                        "{} Timeout, closing connection",
+                        self.shared.config.hostname
+                    ),
+                ));
+            }
+            ReadEnd::Shutdown => self.reply(shutting_down(&self.shared.config.hostname)),
+        }
+        self.flush().await
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.encode(&mut self.output);
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let result = timeout(self.shared.config.command_timeout, async {
+            self.io.write_all(&self.output).await?;
+            self.io.flush().await
+        })
+        .await;
+        self.output.clear();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(format!("write: {err}")),
+            Err(_) => Err("write timed out".into()),
+        }
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Result<Next, String> {
+        let command = match parse_command(line) {
+            Ok(command) => command,
+            Err(err) => {
+                self.reply(command_error(&err));
+                return Ok(Next::Continue);
+            }
+        };
+        match command {
+            Command::Lhlo { domain } => {
+                self.txn = None;
+                self.conn.lhlo = Some(domain);
+                self.reply(self.lhlo_reply());
+            }
+            Command::Helo { .. } | Command::Ehlo { .. } => self.reply(Reply::new(
+                500,
+                EnhancedCode::new(5, 5, 1),
+                "This is LMTP: use LHLO",
+            )),
+            Command::Mail {
+                reverse_path,
+                params,
+            } => self.mail(reverse_path, params),
+            Command::Rcpt { forward_path, .. } => self.rcpt(forward_path),
+            Command::Data => return self.data().await,
+            Command::Rset => {
+                self.txn = None;
+                self.conn.xforward.clear();
+                self.reply(ok("Ok"));
+            }
+            Command::Noop => self.reply(ok("Ok")),
+            Command::Quit => {
+                self.reply(Reply::new(221, EnhancedCode::new(2, 0, 0), "Bye"));
+                return Ok(Next::Close);
+            }
+            Command::Vrfy { .. } => self.reply(Reply::new(
+                252,
+                EnhancedCode::new(2, 5, 0),
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Xforward { attributes } => {
+                if self.txn.is_some() {
+                    self.reply(bad_sequence("XFORWARD not allowed inside a transaction"));
+                } else {
+                    self.conn.xforward.extend(attributes);
+                    self.reply(ok("Ok"));
+                }
+            }
+            Command::Bdat | Command::StartTls | Command::Auth | Command::Expn | Command::Help => {
+                self.reply(Reply::new(
+                    502,
+                    EnhancedCode::new(5, 5, 1),
+                    "Command not implemented",
+                ))
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    fn lhlo_reply(&self) -> Reply {
+        let config = &self.shared.config;
+        let mut lines = vec![
+            config.hostname.clone(),
+            "PIPELINING".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "8BITMIME".into(),
+        ];
+        lines.push(match config.max_message_size {
+            Some(limit) => format!("SIZE {limit}"),
+            None => "SIZE".into(),
+        });
+        if self.shared.next_hop.supports_smtputf8() {
+            lines.push("SMTPUTF8".into());
+        }
+        lines.push("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE".into());
+        Reply::plain(250, lines)
+    }
+
+    fn mail(&mut self, reverse_path: String, params: MailParams) {
+        if self.conn.lhlo.is_none() {
+            return self.reply(bad_sequence("Send LHLO first"));
+        }
+        if self.txn.is_some() {
+            return self.reply(bad_sequence("Nested MAIL command"));
+        }
+        if let (Some(size), Some(limit)) = (params.size, self.shared.config.max_message_size)
+            && size > limit
+        {
+            return self.reply(too_big(limit));
+        }
+        let queue_id = self
+            .conn
+            .xforward
+            .iter()
+            .find(|(name, _)| name == "IDENT")
+            .map(|(_, value)| value.clone());
+        self.txn = Some(Transaction {
+            envelope: Envelope {
+                reverse_path,
+                params,
+                queue_id,
+            },
+            recipients: Vec::new(),
+            started: Instant::now(),
+        });
+        self.reply(Reply::new(250, EnhancedCode::new(2, 1, 0), "Ok"));
+    }
+
+    fn rcpt(&mut self, address: String) {
+        let max = self.shared.config.max_recipients;
+        let Some(txn) = self.txn.as_mut() else {
+            return self.reply(bad_sequence("Need MAIL before RCPT"));
+        };
+        if txn.recipients.len() >= max {
+            return self.reply(Reply::new(
+                452,
+                EnhancedCode::new(4, 5, 3),
+                "Too many recipients",
+            ));
+        }
+        let rcpt = Recipient { address };
+        let reply = match self.shared.pipeline.check_recipient(&txn.envelope, &rcpt) {
+            Ok(()) => {
+                txn.recipients.push(rcpt);
+                Reply::new(250, EnhancedCode::new(2, 1, 5), "Ok")
+            }
+            Err(reply) => reply,
+        };
+        self.reply(reply);
+    }
+
+    /// DATA: 354, stream the message to the next hop, then one reply per accepted RCPT.
+    async fn data(&mut self) -> Result<Next, String> {
+        let Some(txn) = self.txn.take() else {
+            self.reply(bad_sequence("Need MAIL before DATA"));
+            return Ok(Next::Continue);
+        };
+        if txn.recipients.is_empty() {
+            self.txn = Some(txn);
+            self.reply(bad_sequence("No valid recipients"));
+            return Ok(Next::Continue);
+        }
+        if let Some(id) = &txn.envelope.queue_id {
+            tracing::Span::current().record("id", id.as_str());
+        }
+        self.reply(Reply::new(
+            354,
+            EnhancedCode::new(2, 0, 0),
+            "Start mail input; end with <CRLF>.<CRLF>",
+        ));
+        self.flush().await?;
+
+        let shared = Arc::clone(&self.shared);
+        let config = &shared.config;
+        let mut fanout = Some(Fanout::new(
+            &shared.pipeline,
+            &shared.next_hop,
+            &txn.envelope,
+            &txn.recipients,
+            config.max_header_size,
+        ));
+        let mut decoder = DataDecoder::new(config.bare_newline);
+        let mut chunk = BytesMut::with_capacity(READ_CHUNK + 1024);
+        let mut size: u64 = 0;
+        let mut refusal: Option<Reply> = None;
+        loop {
+            if !self.input.is_empty() {
+                chunk.clear();
+                let progress = decoder.decode(&self.input, &mut chunk);
+                self.input.advance(progress.consumed);
+                size += chunk.len() as u64;
+                if refusal.is_none() {
+                    if config.max_message_size.is_some_and(|limit| size > limit) {
+                        refusal = config.max_message_size.map(too_big);
+                    } else if config.bare_newline == BareNewline::Reject
+                        && decoder.saw_bare_newline()
+                    {
+                        refusal = Some(Reply::new(
+                            550,
+                            EnhancedCode::new(5, 5, 2),
+                            "Message contains bare CR or LF; lines must end in CRLF",
+                        ));
+                    }
+                    // Keep draining to the end of DATA, but nothing more goes to the next hop.
+                    if refusal.is_some()
+                        && let Some(f) = fanout.take()
+                    {
+                        f.abort().await;
+                    }
+                }
+                if let Some(f) = fanout.as_mut() {
+                    f.feed(&chunk).await;
+                }
+                if progress.done {
+                    break;
+                }
+            }
+            if let Err(end) = self.read_more(config.data_timeout, false).await {
+                if let Some(f) = fanout.take() {
+                    f.abort().await;
+                }
+                warn!(reason = %end, octets = size, "DATA interrupted, nothing delivered");
+                self.close_for(end).await?;
+                return Ok(Next::Close);
+            }
+        }
+
+        let replies = match (fanout, refusal) {
+            (Some(f), None) => f.finish().await,
+            (_, refusal) => vec![refusal.unwrap_or_else(internal_error); txn.recipients.len()],
+        };
+        let elapsed_ms = txn.started.elapsed().as_millis() as u64;
+        for (rcpt, reply) in txn.recipients.iter().zip(replies) {
+            info!(
+                rcpt = %rcpt.address,
+                code = reply.code,
+                reply = %reply,
+                octets = size,
+                elapsed_ms,
+                "recipient outcome"
+            );
+            self.reply(reply);
+        }
+        self.conn.xforward.clear();
+        if self.draining {
+            self.reply(shutting_down(&config.hostname));
+            return Ok(Next::Close);
+        }
+        Ok(Next::Continue)
+    }
+}
+
+fn ok(text: &str) -> Reply {
+    Reply::new(250, EnhancedCode::new(2, 0, 0), text)
+}
+
+fn bad_sequence(text: &str) -> Reply {
+    Reply::new(503, EnhancedCode::new(5, 5, 1), text)
+}
+
+fn syntax_error(text: &str) -> Reply {
+    Reply::new(501, EnhancedCode::new(5, 5, 4), text)
+}
+
+fn too_big(limit: u64) -> Reply {
+    Reply::new(
+        552,
+        EnhancedCode::new(5, 3, 4),
+        format!("Message size exceeds fixed limit of {limit} octets"),
+    )
+}
+
+fn shutting_down(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        EnhancedCode::new(4, 3, 2),
+        format!("{hostname} Service shutting down, closing connection"),
+    )
+}
+
+fn internal_error() -> Reply {
+    Reply::new(
+        451,
+        EnhancedCode::new(4, 3, 0),
+        "Internal error, try again later",
+    )
+}
+
+fn command_error(err: &CommandError) -> Reply {
+    match err {
+        CommandError::Unknown => {
+            Reply::new(500, EnhancedCode::new(5, 5, 1), "Command unrecognized")
+        }
+        CommandError::Syntax { expected } => syntax_error(&format!("Syntax: {expected}")),
+        CommandError::BadParameter { name } => syntax_error(&format!("Bad parameter: {name}")),
+        CommandError::NotUtf8 => syntax_error("Command is not valid UTF-8"),
+        _ => syntax_error("Syntax error"),
+    }
+}

@@ -1,0 +1,577 @@
+//! Private Postfix and Dovecot instances (reference §6.1), plus a `swaks` wrapper.
+//!
+//! Both peers need root (they switch to their own users), as in CI. Each instance lives in
+//! its own temp dir under /tmp and listens on its own free ports on 127.0.0.1.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{
+    LOG_TAIL_LINES, STARTUP_TIMEOUT, bin_path, free_port, pid_alive, poll_until, port_accepts,
+    read_lossy, run, signal, tail, temp_dir,
+};
+
+/// How often a start is retried with fresh ports when a port was taken by another process
+/// between [`free_port`] and the peer's bind.
+const START_ATTEMPTS: usize = 3;
+
+/// How long `Drop` waits for a peer to exit after SIGTERM before it uses SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Password of every Dovecot user.
+pub const DOVECOT_PASSWORD: &str = "pw";
+
+/// Unix user that owns the Dovecot mail store. `mail` (uid 8) exists on every Debian system,
+/// even without Postfix; Dovecot refuses uid 0 and `first_valid_uid = 1` admits it.
+const MAIL_USER: &str = "mail";
+
+// ---------------------------------------------------------------------------------------------
+// Dovecot
+// ---------------------------------------------------------------------------------------------
+
+/// A private Dovecot (LMTP + IMAP) on 127.0.0.1. Mail is stored as maildir in
+/// `$dir/vmail/<domain>/<local part>`. Stopped on drop.
+pub struct Dovecot {
+    /// Instance dir: `dovecot.conf`, `dovecot.log`, `run/`, `state/`, `vmail/`.
+    pub dir: tempfile::TempDir,
+    /// LMTP listener (plain TCP, no TLS).
+    pub lmtp_port: u16,
+    /// IMAP listener (plain, `LOGIN user pw` allowed).
+    pub imap_port: u16,
+    /// The master process, run in the foreground (`-F`) so that it is our child: we learn
+    /// about a failed start at once and can always reap it.
+    master: Child,
+}
+
+impl Dovecot {
+    /// Private Dovecot where every address in every domain is a mailbox with password
+    /// [`DOVECOT_PASSWORD`] (static passdb/userdb, reference §6.1). Waits until the LMTP and
+    /// IMAP ports accept connections.
+    pub fn start() -> Dovecot {
+        Self::start_inner(None)
+    }
+
+    /// Like [`Dovecot::start`], but only `users` (full addresses, e.g.
+    /// `["alice@example.org"]`) exist, via a passwd-file passdb/userdb; LMTP answers
+    /// `550 5.1.1 User doesn't exist` at RCPT for anybody else.
+    pub fn start_with_users(users: &[&str]) -> Dovecot {
+        Self::start_inner(Some(users))
+    }
+
+    fn start_inner(users: Option<&[&str]>) -> Dovecot {
+        let bin = bin_path("dovecot");
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = temp_dir("sealgate-dovecot-");
+            let (lmtp_port, imap_port) = (free_port(), free_port());
+            write_dovecot_conf(dir.path(), lmtp_port, imap_port, users);
+
+            // Startup errors (bad config, port in use) go to stderr before the log is open.
+            let stderr =
+                fs::File::create(dir.path().join("dovecot.stderr")).expect("create dovecot.stderr");
+            let master = Command::new(&bin)
+                .arg("-F")
+                .arg("-c")
+                .arg(dir.path().join("dovecot.conf"))
+                .stdin(Stdio::null())
+                .stdout(stderr.try_clone().expect("dup dovecot.stderr"))
+                .stderr(stderr)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            // From here on, Drop stops the master even if we panic.
+            let mut dovecot = Dovecot {
+                dir,
+                lmtp_port,
+                imap_port,
+                master,
+            };
+
+            let mut exited = false;
+            let ready = poll_until(STARTUP_TIMEOUT, || {
+                exited = !matches!(dovecot.master.try_wait(), Ok(None));
+                exited || (port_accepts(lmtp_port) && port_accepts(imap_port))
+            });
+            if ready && !exited {
+                return dovecot;
+            }
+            let log = dovecot.log();
+            if exited && log.contains("Address already in use") && attempt < START_ATTEMPTS {
+                continue; // Another process took one of our ports; try fresh ones.
+            }
+            let why = if exited {
+                "Dovecot exited during startup"
+            } else {
+                "timed out waiting for Dovecot's LMTP and IMAP ports"
+            };
+            panic!(
+                "{why} (lmtp 127.0.0.1:{lmtp_port}, imap 127.0.0.1:{imap_port}); log tail:\n{}",
+                tail(&log, LOG_TAIL_LINES)
+            );
+        }
+        unreachable!("the last start attempt returns or panics")
+    }
+
+    /// All messages in `user`'s INBOX, read back over IMAP (`LOGIN user pw`, `EXAMINE INBOX`,
+    /// `FETCH n BODY.PEEK[]`), in sequence order. Bytes are exactly what IMAP returns, which
+    /// means CRLF line endings, plus the headers Dovecot added (`Return-Path`,
+    /// `Delivered-To`, its own `Received`). Panics if the IMAP session fails.
+    pub fn fetch_inbox(&self, user: &str) -> Vec<Vec<u8>> {
+        let (ok, out, err) = {
+            let out = Command::new(bin_path("python3"))
+                .arg("-c")
+                .arg(IMAP_FETCH_PY)
+                .arg(self.imap_port.to_string())
+                .arg(user)
+                .arg(DOVECOT_PASSWORD)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run python3 for the IMAP read-back");
+            (out.status.success(), out.stdout, out.stderr)
+        };
+        if !ok {
+            panic!(
+                "IMAP read-back of {user}'s INBOX failed:\n{}\nDovecot log tail:\n{}",
+                String::from_utf8_lossy(&err),
+                tail(&self.log(), LOG_TAIL_LINES)
+            );
+        }
+        parse_length_prefixed(&out)
+    }
+
+    /// Polls until `user`'s INBOX holds at least `n` messages, then returns all of them
+    /// (fetched over IMAP, see [`Dovecot::fetch_inbox`]). Between IMAP fetches it only counts
+    /// the maildir's files (cheap, and no IMAP session noise in the log). Panics with the
+    /// Dovecot log tail on timeout.
+    pub fn wait_for_inbox(&self, user: &str, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let maildir = self.maildir(user);
+        let mut messages = Vec::new();
+        let done = poll_until(timeout, || {
+            // Dovecot writes into tmp/ and renames into new/, so files there are complete.
+            if count_files(&maildir.join("new")) + count_files(&maildir.join("cur")) < n {
+                return false;
+            }
+            messages = self.fetch_inbox(user);
+            messages.len() >= n
+        });
+        if !done {
+            panic!(
+                "timed out after {timeout:?} waiting for {n} message(s) in {user}'s INBOX \
+                 ({} on disk in {}); Dovecot log tail:\n{}",
+                count_files(&maildir.join("new")) + count_files(&maildir.join("cur")),
+                maildir.display(),
+                tail(&self.log(), LOG_TAIL_LINES)
+            );
+        }
+        messages
+    }
+
+    /// The maildir of `user` on disk. Dovecot lowercases user names (`auth_username_format =
+    /// %Lu`), so the path is lowercase too.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        let user = user.to_lowercase();
+        let (local, domain) = user.rsplit_once('@').unwrap_or((&user, ""));
+        self.dir.path().join("vmail").join(domain).join(local)
+    }
+
+    /// Dovecot's log (`$dir/dovecot.log`), preceded by anything the master printed on
+    /// stdout/stderr (startup errors).
+    pub fn log(&self) -> String {
+        let mut log = read_lossy(&self.dir.path().join("dovecot.stderr"));
+        log.push_str(&read_lossy(&self.dir.path().join("dovecot.log")));
+        log
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if matches!(self.master.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SIGTERM lets the master stop its children (lmtp, imap, auth) before it exits.
+        signal(i64::from(self.master.id()), "TERM");
+        let exited = poll_until(STOP_TIMEOUT, || !matches!(self.master.try_wait(), Ok(None)));
+        if !exited {
+            let _ = self.master.kill();
+            let _ = self.master.wait();
+        }
+    }
+}
+
+/// Writes `$dir/dovecot.conf` (reference §6.1) and creates the mail store.
+fn write_dovecot_conf(dir: &Path, lmtp_port: u16, imap_port: u16, users: Option<&[&str]>) {
+    let d = dir.display();
+    let vmail = dir.join("vmail");
+    fs::create_dir(&vmail).expect("create vmail dir");
+    // The mail user must be able to create <domain>/<user> below it: Dovecot does not
+    // create missing parents as root, it fails with "mkdir(...) failed: Permission denied".
+    let (ok, out) = run(Command::new("chown")
+        .arg(format!("{MAIL_USER}:{MAIL_USER}"))
+        .arg(&vmail));
+    assert!(ok, "chown {MAIL_USER} {}: {out}", vmail.display());
+
+    let auth = match users {
+        None => format!(
+            "passdb {{\n  driver = static\n  args = password={DOVECOT_PASSWORD}\n}}\n\
+             userdb {{\n  driver = static\n  args = uid={MAIL_USER} gid={MAIL_USER} home={d}/vmail/%d/%n\n}}\n"
+        ),
+        Some(users) => {
+            // passwd-file: user:password:uid:gid:gecos:home:shell:extra; the userdb fields come
+            // from default_fields so the file only needs names and passwords.
+            let mut passwd = String::new();
+            for user in users {
+                writeln!(passwd, "{user}:{{PLAIN}}{DOVECOT_PASSWORD}::::::")
+                    .expect("write to String");
+            }
+            fs::write(dir.join("users"), passwd).expect("write Dovecot users file");
+            format!(
+                "passdb {{\n  driver = passwd-file\n  args = {d}/users\n}}\n\
+                 userdb {{\n  driver = passwd-file\n  args = {d}/users\n  \
+                 default_fields = uid={MAIL_USER} gid={MAIL_USER} home={d}/vmail/%d/%n\n}}\n"
+            )
+        }
+    };
+    let conf = format!(
+        "# Generated by tests/common/peers.rs (reference §6.1).
+protocols = lmtp imap
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+ssl = no
+# Allow our mail user (uid 8), else: Mail access for users with UID ... not permitted.
+first_valid_uid = 1
+disable_plaintext_auth = no
+mail_location = maildir:{d}/vmail/%d/%n
+default_internal_user = dovenull
+default_login_user = dovenull
+{auth}service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"
+    );
+    fs::write(dir.join("dovecot.conf"), conf).expect("write dovecot.conf");
+}
+
+/// IMAP read-back: argv = port user password. Prints, per message, its length in decimal,
+/// a newline, then the raw bytes, so binary content survives unchanged.
+const IMAP_FETCH_PY: &str = r#"
+import imaplib, sys
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+imap = imaplib.IMAP4("127.0.0.1", port, timeout=20)
+imap.login(user, password)
+typ, data = imap.select("INBOX", readonly=True)
+if typ != "OK":
+    sys.exit("EXAMINE INBOX failed: %r" % data)
+out = sys.stdout.buffer
+for seq in range(1, int(data[0]) + 1):
+    typ, resp = imap.fetch(str(seq), "(BODY.PEEK[])")
+    if typ != "OK":
+        sys.exit("FETCH %d failed: %r" % (seq, resp))
+    body = next(part[1] for part in resp if isinstance(part, tuple))
+    out.write(b"%d\n" % len(body))
+    out.write(body)
+imap.logout()
+"#;
+
+/// Splits the output of [`IMAP_FETCH_PY`] into messages.
+fn parse_length_prefixed(mut buf: &[u8]) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    while !buf.is_empty() {
+        let nl = buf
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("length line from IMAP helper");
+        let len: usize = std::str::from_utf8(&buf[..nl])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("decimal length from IMAP helper");
+        let body = &buf[nl + 1..];
+        assert!(body.len() >= len, "IMAP helper output truncated");
+        messages.push(body[..len].to_vec());
+        buf = &body[len..];
+    }
+    messages
+}
+
+/// Number of entries in `dir` (0 if it does not exist yet).
+fn count_files(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Postfix
+// ---------------------------------------------------------------------------------------------
+
+/// A private Postfix on 127.0.0.1 (reference §6.1). Stopped on drop.
+pub struct Postfix {
+    /// Instance dir: `conf/` (main.cf, master.cf), `queue/`, `data/`, `maillog`.
+    pub dir: tempfile::TempDir,
+    /// Port of the smtpd on 127.0.0.1.
+    pub smtp_port: u16,
+}
+
+/// Test-specific additions to the generated Postfix configuration.
+#[derive(Debug, Clone, Default)]
+pub struct PostfixConfig {
+    /// Extra main.cf lines, appended (a later setting overrides an earlier one), e.g.
+    /// `"virtual_transport = lmtp:inet:127.0.0.1:1234"`.
+    pub main_cf: Vec<String>,
+    /// Extra master.cf lines, appended as full lines, e.g. a content_filter reinjection
+    /// smtpd. Pick their ports with [`free_port`]; chroot must be `n`.
+    pub master_cf: Vec<String>,
+}
+
+impl Postfix {
+    /// Starts a private Postfix: own config dir, queue and data directory under `dir`,
+    /// smtpd on 127.0.0.1:`smtp_port`, every service without chroot, log in `$dir/maillog`,
+    /// `myhostname = mx.example.org`, `virtual_mailbox_domains = example.org
+    /// secure.example.org`, relaying for 127.0.0.0/8 only, short retry times. Mail to any
+    /// other domain bounces at once (nothing leaves the machine).
+    ///
+    /// Set `virtual_transport` in `config.main_cf` (default: an error transport, so a
+    /// forgotten setting shows up as a clear bounce in the log). Runs `postfix check`
+    /// (panics with its output and the log on error), `postfix start`, and waits for the
+    /// smtpd port.
+    pub fn start(config: PostfixConfig) -> Postfix {
+        let bin = bin_path("postfix");
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = temp_dir("sealgate-postfix-");
+            let smtp_port = free_port();
+            write_postfix_conf(dir.path(), smtp_port, &config);
+            let conf = dir.path().join("conf");
+
+            // `check` also creates the queue directories with the right owners and modes
+            // (post-install create-missing), so no separate `set-permissions` is needed.
+            let (ok, out) = run(Command::new(&bin).arg("-c").arg(&conf).arg("check"));
+            if !ok {
+                panic!(
+                    "postfix check failed:\n{out}\nmaillog tail:\n{}",
+                    tail(&read_lossy(&dir.path().join("maillog")), LOG_TAIL_LINES)
+                );
+            }
+            // From here on, Drop stops Postfix even if we panic.
+            let postfix = Postfix { dir, smtp_port };
+
+            // `start` waits until the master has initialised (`master -w`), so a bind error
+            // shows as a failed start. It prints nothing: errors are in the maillog.
+            let (ok, out) = run(Command::new(&bin).arg("-c").arg(&conf).arg("start"));
+            if !ok {
+                let log = postfix.log();
+                if log.contains("Address already in use") && attempt < START_ATTEMPTS {
+                    continue; // Another process took our port; try a fresh one.
+                }
+                panic!(
+                    "postfix start failed (smtpd 127.0.0.1:{smtp_port}):\n{out}\nmaillog tail:\n{}",
+                    tail(&log, LOG_TAIL_LINES)
+                );
+            }
+            if !poll_until(STARTUP_TIMEOUT, || port_accepts(smtp_port)) {
+                panic!(
+                    "timed out waiting for Postfix's smtpd on 127.0.0.1:{smtp_port}; maillog tail:\n{}",
+                    tail(&postfix.log(), LOG_TAIL_LINES)
+                );
+            }
+            return postfix;
+        }
+        unreachable!("the last start attempt returns or panics")
+    }
+
+    /// The config directory, for `-c` with Postfix commands (`postconf -c`, `postqueue -c`…).
+    pub fn conf_dir(&self) -> PathBuf {
+        self.dir.path().join("conf")
+    }
+
+    /// The maillog so far. Postfix writes it through postlogd, so a line can show up a few
+    /// milliseconds after the event: poll, don't read once.
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path().join("maillog"))
+    }
+
+    /// Waits until the maillog has a delivery line for `rcpt` (`to=<rcpt>`) with
+    /// `status=<status>` (`sent`, `bounced`, `deferred`, `expired`), and returns the first
+    /// such line. Panics on timeout, quoting every log line about `rcpt`.
+    pub fn wait_for_status(&self, rcpt: &str, status: &str, timeout: Duration) -> String {
+        let to = format!("to=<{rcpt}>");
+        let status_field = format!(" status={status} ");
+        let mut found = None;
+        let done = poll_until(timeout, || {
+            found = self
+                .log()
+                .lines()
+                .find(|l| l.contains(&to) && l.contains(&status_field))
+                .map(str::to_owned);
+            found.is_some()
+        });
+        match found {
+            Some(line) if done => line,
+            _ => {
+                let log = self.log();
+                let about: Vec<&str> = log.lines().filter(|l| l.contains(&to)).collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for status={status} for {to}; lines \
+                     about it:\n{}\nmaillog tail:\n{}",
+                    about.join("\n"),
+                    tail(&log, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+
+    /// `postqueue -f`: retries all deferred mail now.
+    pub fn flush(&self) {
+        let (ok, out) = run(Command::new(bin_path("postqueue"))
+            .arg("-c")
+            .arg(self.conf_dir())
+            .arg("-f"));
+        assert!(ok, "postqueue -f failed: {out}");
+    }
+
+    /// True when the queue is empty (`postqueue -j` lists nothing). Panics if the queue
+    /// cannot be listed.
+    pub fn queue_is_empty(&self) -> bool {
+        let out = Command::new(bin_path("postqueue"))
+            .arg("-c")
+            .arg(self.conf_dir())
+            .arg("-j")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run postqueue -j");
+        assert!(
+            out.status.success(),
+            "postqueue -j failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout.iter().all(u8::is_ascii_whitespace)
+    }
+
+    /// PID of the master daemon, from `$queue/pid/master.pid` (None when not running).
+    fn master_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.dir.path().join("queue/pid/master.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        // Same as `postfix stop` (SIGTERM to the master, which stops its children), but
+        // without its 1-second sleep loop: we poll for the master to be gone instead.
+        let Some(pid) = self.master_pid() else { return };
+        signal(i64::from(pid), "TERM");
+        if !poll_until(STOP_TIMEOUT, || !pid_alive(pid)) {
+            // Like `postfix stop` "with force": the master leads its process group.
+            signal(-i64::from(pid), "KILL");
+        }
+    }
+}
+
+/// The daemons a private instance needs (Debian's master.cf minus local/virtual/pipe
+/// services), all with chroot `n`: a chroot would need copies of /etc files in the queue dir.
+const MASTER_CF_SERVICES: &str = "\
+pickup     unix  n       -       n       60      1       pickup
+cleanup    unix  n       -       n       -       0       cleanup
+qmgr       unix  n       -       n       300     1       qmgr
+tlsmgr     unix  -       -       n       1000?   1       tlsmgr
+rewrite    unix  -       -       n       -       -       trivial-rewrite
+bounce     unix  -       -       n       -       0       bounce
+defer      unix  -       -       n       -       0       bounce
+trace      unix  -       -       n       -       0       bounce
+verify     unix  -       -       n       -       1       verify
+flush      unix  n       -       n       1000?   0       flush
+proxymap   unix  -       -       n       -       -       proxymap
+proxywrite unix  -       -       n       -       1       proxymap
+smtp       unix  -       -       n       -       -       smtp
+relay      unix  -       -       n       -       -       smtp
+showq      unix  n       -       n       -       -       showq
+error      unix  -       -       n       -       -       error
+retry      unix  -       -       n       -       -       error
+discard    unix  -       -       n       -       -       discard
+lmtp       unix  -       -       n       -       -       lmtp
+anvil      unix  -       -       n       -       1       anvil
+scache     unix  -       -       n       -       1       scache
+postlog    unix-dgram n  -       n       -       1       postlogd
+";
+
+/// Writes `$dir/conf/main.cf` and `master.cf` and creates the queue directory.
+fn write_postfix_conf(dir: &Path, smtp_port: u16, config: &PostfixConfig) {
+    let d = dir.display();
+    // Postfix does not create queue_directory itself ("fatal: chdir(...): No such file").
+    fs::create_dir(dir.join("queue")).expect("create Postfix queue dir");
+    fs::create_dir(dir.join("conf")).expect("create Postfix conf dir");
+
+    let mut main_cf = format!(
+        "# Generated by tests/common/peers.rs (reference §6.1).
+compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mx.example.org
+mydomain = example.org
+mydestination =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks reject
+virtual_mailbox_domains = example.org secure.example.org
+virtual_transport = error:5.3.5 test did not set virtual_transport
+# Nothing leaves the machine: no DNS lookups, bounces to outside senders fail at once.
+default_transport = error:5.7.1 test instance does not relay to other domains
+relay_transport = error:5.7.1 test instance does not relay to other domains
+# Debian's default alias_maps (hash:/etc/aliases) logs errors when /etc/aliases.db is absent.
+alias_maps =
+alias_database =
+# Log to a file: without syslog, Postfix's fatal errors are otherwise invisible.
+# maillog_file must start with one of maillog_file_prefixes.
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+# Retry deferred mail quickly.
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+"
+    );
+    if !config.main_cf.is_empty() {
+        main_cf.push_str("# Test-specific settings.\n");
+        for line in &config.main_cf {
+            main_cf.push_str(line);
+            main_cf.push('\n');
+        }
+    }
+    fs::write(dir.join("conf/main.cf"), main_cf).expect("write main.cf");
+
+    let mut master_cf = format!(
+        "# Generated by tests/common/peers.rs.\n\
+         127.0.0.1:{smtp_port} inet n - n - - smtpd\n{MASTER_CF_SERVICES}"
+    );
+    for line in &config.master_cf {
+        master_cf.push_str(line);
+        master_cf.push('\n');
+    }
+    fs::write(dir.join("conf/master.cf"), master_cf).expect("write master.cf");
+}
+
+// ---------------------------------------------------------------------------------------------
+// swaks
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `swaks` with `args` and returns (exit status success, stdout followed by stderr).
+/// Panics only if swaks cannot be run. swaks exits non-zero when the server rejects
+/// something (e.g. 24 for a rejected RCPT), so a rejection test checks the text.
+pub fn swaks(args: &[&str]) -> (bool, String) {
+    run(Command::new(bin_path("swaks")).args(args))
+}

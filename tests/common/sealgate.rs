@@ -1,0 +1,251 @@
+//! Runs the real sealgate binary built by cargo for this test run.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use super::{LOG_TAIL_LINES, STARTUP_TIMEOUT, poll_until, signal, tail, temp_dir};
+
+/// How long [`Sealgate::terminate`] waits for a graceful exit after SIGTERM.
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running sealgate process. Its stdout and stderr are collected line by line (ANSI colour
+/// codes stripped) by background threads; the process is killed on drop if still running.
+pub struct Sealgate {
+    /// The process.
+    pub child: Child,
+    /// Bound LMTP address from the `listening … protocol=lmtp address=…` log line, e.g.
+    /// `127.0.0.1:40123`; `unix:/path` only when sealgate listens on a unix socket alone.
+    pub lmtp_addr: String,
+    /// Private working directory of the process (its cwd); tests may put files here.
+    pub dir: tempfile::TempDir,
+    /// Log lines from stdout and stderr, in arrival order.
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Number of output streams still open; 0 once the process and its pipes are gone.
+    open_streams: Arc<AtomicUsize>,
+}
+
+impl Sealgate {
+    /// Spawns the sealgate binary (`CARGO_BIN_EXE_sealgate`) with `env` added to the test's
+    /// environment, and waits (up to 20 s) until it logs that its LMTP listener is bound.
+    ///
+    /// Defaults, each unless `env` sets it: `RUST_LOG=info`,
+    /// `SEALGATE_LMTP_LISTEN=127.0.0.1:0`, `NO_COLOR=1` (tracing's ANSI codes would split
+    /// `address=` in the log line). Every other `SEALGATE_*` variable of the test's own
+    /// environment is removed, so a developer's shell cannot change the test.
+    pub fn spawn(env: &[(&str, &str)]) -> Sealgate {
+        let dir = temp_dir("sealgate-run-");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SEALGATE_") {
+                cmd.env_remove(&key);
+            }
+        }
+        let defaults = [
+            ("RUST_LOG", "info"),
+            ("SEALGATE_LMTP_LISTEN", "127.0.0.1:0"),
+            ("NO_COLOR", "1"),
+        ];
+        for (key, value) in defaults {
+            if !env.iter().any(|(k, _)| *k == key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        let listen = env
+            .iter()
+            .find(|(k, _)| *k == "SEALGATE_LMTP_LISTEN")
+            .map_or("127.0.0.1:0", |(_, v)| *v);
+
+        let mut child = cmd.spawn().expect("spawn the sealgate binary");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let open_streams = Arc::new(AtomicUsize::new(2));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        collect_lines(stdout, Arc::clone(&lines), Arc::clone(&open_streams));
+        collect_lines(stderr, Arc::clone(&lines), Arc::clone(&open_streams));
+
+        let mut sealgate = Sealgate {
+            child,
+            lmtp_addr: String::new(),
+            dir,
+            lines,
+            open_streams,
+        };
+
+        // A unix socket address alone is enough only if no TCP listener was asked for.
+        let unix_only = listen.trim_start().starts_with("unix:") && !listen.contains([',', ' ']);
+        let mut exited = false;
+        let done = poll_until(STARTUP_TIMEOUT, || {
+            let addrs: Vec<String> = sealgate
+                .snapshot()
+                .iter()
+                .filter_map(|l| lmtp_listen_addr(l))
+                .collect();
+            let pick = addrs
+                .iter()
+                .find(|a| a.parse::<SocketAddr>().is_ok())
+                .or_else(|| addrs.iter().find(|_| unix_only));
+            if let Some(addr) = pick {
+                sealgate.lmtp_addr = addr.clone();
+                return true;
+            }
+            exited = sealgate.has_exited();
+            exited
+        });
+        if !done || exited {
+            if exited {
+                // Let the reader threads drain what the process wrote before exiting.
+                poll_until(Duration::from_secs(2), || {
+                    sealgate.open_streams.load(Ordering::Acquire) == 0
+                });
+            }
+            let why = if exited {
+                "sealgate exited during startup"
+            } else {
+                "timed out"
+            };
+            panic!(
+                "{why} waiting for a `listening … protocol=lmtp address=…` log line \
+                 (SEALGATE_LMTP_LISTEN={listen}); log tail:\n{}",
+                tail(&sealgate.log(), LOG_TAIL_LINES)
+            );
+        }
+        sealgate
+    }
+
+    /// All output lines so far (stdout and stderr interleaved), joined by "\n".
+    pub fn log(&self) -> String {
+        self.snapshot().join("\n")
+    }
+
+    /// Waits until a log line contains `needle` and returns the first such line. Panics with
+    /// the log tail on timeout, or as soon as the process has exited without logging it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let mut found = None;
+        let mut gone = false;
+        poll_until(timeout, || {
+            // Check "gone" before reading, so lines written just before exit are seen.
+            gone = self.open_streams.load(Ordering::Acquire) == 0;
+            found = self.snapshot().into_iter().find(|l| l.contains(needle));
+            found.is_some() || gone
+        });
+        found.unwrap_or_else(|| {
+            let why = if gone { "sealgate exited" } else { "timed out" };
+            panic!(
+                "{why} after {timeout:?} waiting for a log line containing {needle:?}; log tail:\n{}",
+                tail(&self.log(), LOG_TAIL_LINES)
+            )
+        })
+    }
+
+    /// Port of [`Sealgate::lmtp_addr`]. Panics for a unix socket address.
+    pub fn port(&self) -> u16 {
+        self.lmtp_addr
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|e| panic!("lmtp_addr {:?} is not a TCP address: {e}", self.lmtp_addr))
+            .port()
+    }
+
+    /// Sends SIGTERM and waits (up to 20 s) for the process to exit; returns its exit status.
+    /// Panics with the log tail if it does not exit in time (it is then killed).
+    pub fn terminate(mut self) -> ExitStatus {
+        signal(i64::from(self.child.id()), "TERM");
+        let mut status = None;
+        poll_until(TERMINATE_TIMEOUT, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "sealgate did not exit within {TERMINATE_TIMEOUT:?} after SIGTERM; log tail:\n{}",
+                tail(&self.log(), LOG_TAIL_LINES)
+            )
+        })
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Sealgate {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads `stream` line by line on a background thread into `lines`, and decrements
+/// `open_streams` at EOF.
+fn collect_lines(
+    stream: impl Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+    open_streams: Arc<AtomicUsize>,
+) {
+    thread::spawn(move || {
+        for raw in BufReader::new(stream).split(b'\n') {
+            let Ok(raw) = raw else { break };
+            let line = strip_ansi(&String::from_utf8_lossy(&raw));
+            lines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.trim_end_matches('\r').to_owned());
+        }
+        open_streams.fetch_sub(1, Ordering::Release);
+    });
+}
+
+/// Removes ANSI CSI escape sequences (`ESC [ … final-byte`), in case colours are on anyway.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameter and intermediate bytes, then one final byte in 0x40..=0x7e.
+            for c in chars.by_ref() {
+                if ('\u{40}'..='\u{7e}').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `address=` value of a `listening … protocol=lmtp …` line (fields in any order; the
+/// value runs to the next space, quotes stripped), or None for any other line.
+fn lmtp_listen_addr(line: &str) -> Option<String> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let mut tokens = line.split_whitespace();
+    let is_lmtp = tokens
+        .clone()
+        .any(|t| t.trim_end_matches(',') == "protocol=lmtp" || t == "protocol=\"lmtp\"");
+    if !is_lmtp {
+        return None;
+    }
+    tokens
+        .find_map(|t| t.strip_prefix("address="))
+        .map(|v| v.trim_end_matches(',').trim_matches('"').to_owned())
+}
