@@ -358,9 +358,7 @@ impl Postfix {
 
             // `check` also creates the queue directories with the right owners and modes
             // (post-install create-missing), so no separate `set-permissions` is needed.
-            let t0 = std::time::Instant::now();
             let (ok, out) = run(Command::new(&bin).arg("-c").arg(&conf).arg("check"));
-            eprintln!("TIMING check {:?}", t0.elapsed());
             if !ok {
                 panic!(
                     "postfix check failed:\n{out}\nmaillog tail:\n{}",
@@ -372,9 +370,7 @@ impl Postfix {
 
             // `start` waits until the master has initialised (`master -w`), so a bind error
             // shows as a failed start. It prints nothing: errors are in the maillog.
-            let t0 = std::time::Instant::now();
             let (ok, out) = run(Command::new(&bin).arg("-c").arg(&conf).arg("start"));
-            eprintln!("TIMING start {:?}", t0.elapsed());
             if !ok {
                 let log = postfix.log();
                 if log.contains("Address already in use") && attempt < START_ATTEMPTS {
