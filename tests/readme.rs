@@ -18,7 +18,10 @@ fn readme_documents_every_variable_with_its_default() {
         .collect();
     let documented: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     let in_code: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
-    assert_eq!(documented, in_code, "README table and config::VARIABLES differ");
+    assert_eq!(
+        documented, in_code,
+        "README table and config::VARIABLES differ"
+    );
     for (row, variable) in rows.iter().zip(VARIABLES) {
         assert_eq!(row[1], variable.default, "default of {}", variable.name);
         assert_eq!(row[2], variable.doc, "meaning of {}", variable.name);
@@ -33,6 +36,8 @@ fn every_variable_the_code_reads_is_declared() {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "rs") {
             let text = std::fs::read_to_string(&path).expect("source");
+            // Unit tests use misspelt names on purpose.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
             for piece in text.split("\"SEALGATE_").skip(1) {
                 let name: String = piece
                     .chars()
