@@ -11,6 +11,7 @@
 pub mod config;
 pub mod delivery;
 pub mod fanout;
+pub mod openpgp;
 pub mod pipeline;
 pub mod server;
 pub mod session;
