@@ -65,6 +65,18 @@ impl fmt::Display for NextHopAddr {
     }
 }
 
+/// What happens to a recipient whose certificate exists but cannot be used (expired, revoked,
+/// no encryption subkey).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnusableKey {
+    /// 450 4.7.1: Postfix retries until the key is fixed or the message expires.
+    Tempfail,
+    /// 550 5.7.1: the sender gets a bounce.
+    Reject,
+    /// Delivered unencrypted, logged and counted.
+    Plaintext,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -113,6 +125,16 @@ pub struct Config {
     pub next_hop_pool_size: usize,
     /// `SEALGATE_SHUTDOWN_GRACE`
     pub shutdown_grace: Duration,
+    /// `SEALGATE_KEYSTORE`: the cert-d directory of recipients' certificates.
+    pub keystore: PathBuf,
+    /// `SEALGATE_KEYSTORE_RELOAD`
+    pub keystore_reload: Duration,
+    /// `SEALGATE_UNUSABLE_KEY`
+    pub unusable_key: UnusableKey,
+    /// `SEALGATE_PROTECTED_HEADERS`
+    pub protected_headers: bool,
+    /// `SEALGATE_MAX_INSPECT_SIZE`
+    pub max_inspect_size: usize,
     /// `SEALGATE_LOG`
     pub log_filter: String,
     /// `SEALGATE_LOG_FORMAT`
@@ -218,6 +240,31 @@ pub const VARIABLES: &[Variable] = &[
         doc: "On SIGTERM/SIGINT: how long in-flight transactions may finish; then they are cut (never acknowledged).",
     },
     Variable {
+        name: "SEALGATE_KEYSTORE",
+        default: "./keys",
+        doc: "Directory of recipients' OpenPGP certificates (cert-d format, as sq uses); created if missing. Manage it with `sealgate keys`.",
+    },
+    Variable {
+        name: "SEALGATE_KEYSTORE_RELOAD",
+        default: "10s",
+        doc: "How often the key store is checked for changes on disk (SIGHUP checks at once).",
+    },
+    Variable {
+        name: "SEALGATE_UNUSABLE_KEY",
+        default: "tempfail",
+        doc: "A recipient whose certificate is expired, revoked or has no encryption subkey: tempfail (450 4.7.1), reject (550 5.7.1) or plaintext (delivered unencrypted, logged). Applied at RCPT and again at end of DATA.",
+    },
+    Variable {
+        name: "SEALGATE_PROTECTED_HEADERS",
+        default: "off",
+        doc: "on: copy Subject and friends into the encrypted part (RFC 9788 style) and show the outer Subject as `...`.",
+    },
+    Variable {
+        name: "SEALGATE_MAX_INSPECT_SIZE",
+        default: "1048576",
+        doc: "How much of a text or multipart/alternative/mixed message is held back to tell whether it is already encrypted; a larger one is encrypted.",
+    },
+    Variable {
         name: "SEALGATE_LOG",
         default: "info",
         doc: "Log filter, RUST_LOG syntax (e.g. info,sealgate=debug). RUST_LOG is used when this is unset.",
@@ -306,6 +353,12 @@ impl Config {
             next_hop_timeout: read("SEALGATE_NEXT_HOP_TIMEOUT").duration("300s")?,
             next_hop_pool_size: read("SEALGATE_NEXT_HOP_POOL_SIZE").count(16, 0)?,
             shutdown_grace: read("SEALGATE_SHUTDOWN_GRACE").duration("30s")?,
+            keystore: read("SEALGATE_KEYSTORE").parse(parse_path, "./keys")?,
+            keystore_reload: read("SEALGATE_KEYSTORE_RELOAD").duration("10s")?,
+            unusable_key: read("SEALGATE_UNUSABLE_KEY").parse(parse_unusable_key, "tempfail")?,
+            protected_headers: read("SEALGATE_PROTECTED_HEADERS").parse(parse_on_off, "off")?,
+            max_inspect_size: usize::try_from(read("SEALGATE_MAX_INSPECT_SIZE").size(1_048_576)?)
+                .map_err(|_| read("SEALGATE_MAX_INSPECT_SIZE").err("too large"))?,
             log_filter: get("SEALGATE_LOG")
                 .or_else(|| get("RUST_LOG"))
                 .unwrap_or("info")
@@ -351,6 +404,25 @@ impl Config {
                 self.next_hop_pool_size.to_string(),
             ),
             ("SEALGATE_SHUTDOWN_GRACE", secs(self.shutdown_grace)),
+            ("SEALGATE_KEYSTORE", self.keystore.display().to_string()),
+            ("SEALGATE_KEYSTORE_RELOAD", secs(self.keystore_reload)),
+            (
+                "SEALGATE_UNUSABLE_KEY",
+                match self.unusable_key {
+                    UnusableKey::Tempfail => "tempfail",
+                    UnusableKey::Reject => "reject",
+                    UnusableKey::Plaintext => "plaintext",
+                }
+                .to_string(),
+            ),
+            (
+                "SEALGATE_PROTECTED_HEADERS",
+                if self.protected_headers { "on" } else { "off" }.to_string(),
+            ),
+            (
+                "SEALGATE_MAX_INSPECT_SIZE",
+                self.max_inspect_size.to_string(),
+            ),
             ("SEALGATE_LOG", self.log_filter.clone()),
             (
                 "SEALGATE_LOG_FORMAT",
@@ -485,6 +557,23 @@ fn parse_bare_newline(raw: &str) -> Result<BareNewline, String> {
         "normalize" => Ok(BareNewline::Normalize),
         "allow" => Ok(BareNewline::Allow),
         other => Err(format!("{other:?}: expected reject, normalize or allow")),
+    }
+}
+
+fn parse_unusable_key(raw: &str) -> Result<UnusableKey, String> {
+    match raw {
+        "tempfail" => Ok(UnusableKey::Tempfail),
+        "reject" => Ok(UnusableKey::Reject),
+        "plaintext" => Ok(UnusableKey::Plaintext),
+        other => Err(format!("{other:?}: expected tempfail, reject or plaintext")),
+    }
+}
+
+fn parse_on_off(raw: &str) -> Result<bool, String> {
+    match raw {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
     }
 }
 
@@ -634,6 +723,8 @@ mod tests {
             ("SEALGATE_BARE_NEWLINE", "sometimes"),
             ("SEALGATE_LMTP_SOCKET_MODE", "999"),
             ("SEALGATE_HOSTNAME", "bad host"),
+            ("SEALGATE_UNUSABLE_KEY", "ignore"),
+            ("SEALGATE_PROTECTED_HEADERS", "maybe"),
             ("SEALGATE_MAX_HEADER_SIZE", "10"),
             ("SEALGATE_NEXT_HOPP", "maildir:x"),
         ];

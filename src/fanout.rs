@@ -183,7 +183,8 @@ impl Copy {
         if !self.delivery.is_open() {
             return;
         }
-        match self.chain.headers(headers) {
+        let heavy = !self.chain.is_empty();
+        match cpu_bound(heavy, || self.chain.headers(headers)) {
             Ok(out) => self.delivery.write(out).await,
             Err(reply) => self.failure = Some(reply),
         }
@@ -193,7 +194,8 @@ impl Copy {
         if self.failure.is_some() || !self.delivery.is_open() {
             return;
         }
-        match self.chain.body(data) {
+        let heavy = !self.chain.is_empty();
+        match cpu_bound(heavy, || self.chain.body(data)) {
             Ok(out) => self.delivery.write(out).await,
             Err(reply) => self.failure = Some(reply),
         }
@@ -201,7 +203,8 @@ impl Copy {
 
     async fn finish(mut self) -> Vec<(usize, Reply)> {
         if self.failure.is_none() && self.delivery.is_open() {
-            match self.chain.finish() {
+            let heavy = !self.chain.is_empty();
+            match cpu_bound(heavy, || self.chain.finish()) {
                 Ok(out) => self.delivery.write(out).await,
                 Err(reply) => self.failure = Some(reply),
             }
@@ -222,6 +225,20 @@ impl Copy {
                 (member, reply)
             })
             .collect()
+    }
+}
+
+/// Runs a rewrite step. Rewrites such as encryption burn CPU: on the multi-threaded runtime
+/// they run with `block_in_place`, so the worker's other sessions move to another thread
+/// instead of waiting behind the cipher.
+fn cpu_bound<R>(heavy: bool, step: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if heavy && multi_thread {
+        tokio::task::block_in_place(step)
+    } else {
+        step()
     }
 }
 

@@ -153,6 +153,11 @@ impl Chain {
         }
     }
 
+    /// True when the copy is the message as received (no stage rewrites it).
+    pub fn is_empty(&self) -> bool {
+        self.rewrites.is_empty()
+    }
+
     /// Identical for chains that produce identical copies.
     pub fn variant(&self) -> &str {
         &self.variant

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ impl Sealgate {
                 .find(|a| a.parse::<SocketAddr>().is_ok())
                 .or_else(|| addrs.iter().find(|_| unix_only));
             if let Some(addr) = pick {
-                sealgate.lmtp_addr = addr.clone();
+                sealgate.lmtp_addr.clone_from(addr);
                 return true;
             }
             exited = sealgate.has_exited();
@@ -175,7 +175,10 @@ impl Sealgate {
     }
 
     fn snapshot(&self) -> Vec<String> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn has_exited(&mut self) -> bool {
@@ -205,7 +208,7 @@ fn collect_lines(
             let line = strip_ansi(&String::from_utf8_lossy(&raw));
             lines
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .push(line.trim_end_matches('\r').to_owned());
         }
         open_streams.fetch_sub(1, Ordering::Release);
@@ -232,20 +235,29 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The `address=` value of a `listening … protocol=lmtp …` line (fields in any order; the
-/// value runs to the next space, quotes stripped), or None for any other line.
+/// The address of a `listening … protocol=lmtp … address=…` log line, or None for any other
+/// line. Text format: fields in any order, the value runs to the next space, quotes
+/// stripped (tracing prints `&str` fields quoted: `protocol="lmtp"`). JSON format
+/// (`SEALGATE_LOG_FORMAT=json`): `"protocol":"lmtp"` and `"address":"…"`.
 fn lmtp_listen_addr(line: &str) -> Option<String> {
     if !line.contains("listening") {
         return None;
     }
-    let mut tokens = line.split_whitespace();
-    let is_lmtp = tokens
+    if line.trim_start().starts_with('{') {
+        if !line.contains(r#""protocol":"lmtp""#) {
+            return None;
+        }
+        let rest = &line[line.find(r#""address":""#)? + r#""address":""#.len()..];
+        return Some(rest[..rest.find('"')?].to_owned());
+    }
+    let mut tokens = line.split_whitespace().map(|t| t.trim_end_matches(','));
+    if !tokens
         .clone()
-        .any(|t| t.trim_end_matches(',') == "protocol=lmtp" || t == "protocol=\"lmtp\"");
-    if !is_lmtp {
+        .any(|t| t == "protocol=lmtp" || t == r#"protocol="lmtp""#)
+    {
         return None;
     }
     tokens
         .find_map(|t| t.strip_prefix("address="))
-        .map(|v| v.trim_end_matches(',').trim_matches('"').to_owned())
+        .map(|v| v.trim_matches('"').to_owned())
 }
