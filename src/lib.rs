@@ -11,6 +11,8 @@
 pub mod config;
 pub mod delivery;
 pub mod fanout;
+pub mod keys_cli;
+pub mod keystore;
 pub mod openpgp;
 pub mod pipeline;
 pub mod server;
@@ -19,18 +21,63 @@ pub mod session;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::config::Config;
+use tracing::{info, warn};
+
+use crate::config::{Config, UnusableKey};
 use crate::delivery::NextHop;
+use crate::keystore::KeyStore;
 use crate::pipeline::Pipeline;
+use crate::pipeline::encrypt::{EncryptStage, UnusableKeyPolicy};
 use crate::server::Listener;
 use crate::session::Shared;
 
+/// The configured stages, in order.
+pub fn pipeline(config: &Config, keys: Arc<KeyStore>) -> Pipeline {
+    let unusable = match config.unusable_key {
+        UnusableKey::Tempfail => UnusableKeyPolicy::Tempfail,
+        UnusableKey::Reject => UnusableKeyPolicy::Reject,
+        UnusableKey::Plaintext => UnusableKeyPolicy::Plaintext,
+    };
+    Pipeline::new(vec![Box::new(EncryptStage::new(
+        keys,
+        unusable,
+        config.protected_headers,
+        config.max_inspect_size,
+    ))])
+}
+
 /// Serves LMTP on `listener` with `config` until `shutdown` completes and the grace period
-/// has let open transactions finish.
-pub async fn run(config: Config, listener: Listener, shutdown: impl Future<Output = ()>) {
+/// has let open transactions finish. `reload` fires for each SIGHUP: the key store is re-read.
+pub async fn run(
+    config: Config,
+    keys: Arc<KeyStore>,
+    listener: Listener,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+) {
+    keys.watch(config.keystore_reload);
+    let reloader = Arc::clone(&keys);
+    tokio::spawn(async move {
+        while reload.recv().await.is_some() {
+            let store = Arc::clone(&reloader);
+            match tokio::task::spawn_blocking(move || store.reload(true)).await {
+                Ok(Ok(stats)) => info!(
+                    certificates = stats.certificates,
+                    addresses = stats.addresses,
+                    skipped = stats.skipped,
+                    "key store reloaded (SIGHUP)"
+                ),
+                Ok(Err(err)) => warn!(
+                    err = %keystore::error_chain(&err),
+                    "key store reload failed; keeping the previous index"
+                ),
+                Err(err) => warn!(%err, "key store reload task failed"),
+            }
+        }
+    });
     let next_hop = NextHop::new(&config);
     let shared = Arc::new(Shared {
-        pipeline: Pipeline::pass_through(),
+        pipeline: pipeline(&config, keys),
         next_hop,
         config,
     });

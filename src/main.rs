@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use sealgate::config::{Config, LogFormat, VARIABLES};
+use sealgate::keystore::KeyStore;
 use sealgate::server::Listener;
+use std::sync::Arc;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
     {
         [] | ["run"] => run(),
         ["check-config"] => check_config(),
+        ["keys", rest @ ..] => sealgate::keys_cli::main(rest),
         ["--help" | "-h" | "help"] => {
             print!("{}", help());
             ExitCode::SUCCESS
@@ -101,6 +104,18 @@ fn run() -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
+    // The key store is loaded before any port is bound: a broken one stops us here.
+    let keys = match KeyStore::open(&config.keystore) {
+        Ok(keys) => Arc::new(keys),
+        Err(err) => {
+            eprintln!(
+                "sealgate: cannot open the key store {}: {}",
+                config.keystore.display(),
+                sealgate::keystore::error_chain(&err)
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     runtime.block_on(async move {
         let listener = match Listener::bind(&config.lmtp_listen, config.lmtp_socket_mode).await {
             Ok(listener) => listener,
@@ -109,11 +124,31 @@ fn run() -> ExitCode {
                 return ExitCode::from(EX_OSERR);
             }
         };
-        info!(next_hop = %config.next_hop, "sealgate {} starting", env!("CARGO_PKG_VERSION"));
-        sealgate::run(config, listener, shutdown_signal()).await;
+        info!(
+            next_hop = %config.next_hop,
+            keystore = %config.keystore.display(),
+            certificates = keys.len(),
+            "sealgate {} starting",
+            env!("CARGO_PKG_VERSION")
+        );
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(forward_sighup(reload_tx));
+        sealgate::run(config, keys, listener, reload_rx, shutdown_signal()).await;
         info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Turns each SIGHUP into a reload request (a burst of them collapses into one).
+async fn forward_sighup(reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler; the key store reloads on its timer only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = reload.try_send(());
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT.

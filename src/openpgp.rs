@@ -101,3 +101,156 @@ pub fn recipients(cert: &Cert) -> Result<Vec<Recipient<'_>>, Unusable> {
 pub fn check(cert: &Cert) -> Result<(), Unusable> {
     recipients(cert).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use sequoia_openpgp::cert::prelude::*;
+    use sequoia_openpgp::types::{KeyFlags, RevocationStatus};
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    fn generate(builder: CertBuilder<'_>) -> Cert {
+        builder.generate().expect("generate").0
+    }
+
+    /// Shaped like GnuPG's default keys: a primary key plus one encryption subkey.
+    fn with_encryption(suite: CipherSuite) -> CertBuilder<'static> {
+        CertBuilder::new()
+            .add_userid("<alice@example.org>")
+            .set_cipher_suite(suite)
+            .add_storage_encryption_subkey()
+            .add_transport_encryption_subkey()
+    }
+
+    #[test]
+    fn cv25519_and_rsa3k_are_usable() {
+        for suite in [CipherSuite::Cv25519, CipherSuite::RSA3k] {
+            let cert = generate(with_encryption(suite));
+            let recipients = recipients(&cert).expect("usable");
+            // Both subkeys (storage and transport flags) are encrypted to.
+            assert_eq!(recipients.len(), 2, "{suite:?}");
+            assert_eq!(check(&cert), Ok(()));
+        }
+    }
+
+    #[test]
+    fn seipdv2_advertising_cert_is_usable_with_keyid_handles() {
+        // Sequoia's default Features include SEIPDv2 (0x08); the cert must still be usable,
+        // and its v4 keys get a KeyID handle (PKESKv3 + SEIPDv1 follow from that).
+        let cert = generate(with_encryption(CipherSuite::Cv25519));
+        let features = cert
+            .with_policy(&POLICY, None)
+            .expect("valid")
+            .features()
+            .expect("features");
+        assert!(features.supports_seipdv2());
+        for recipient in recipients(&cert).expect("usable") {
+            assert!(
+                matches!(recipient.key_handle(), Some(KeyHandle::KeyID(_))),
+                "{:?}",
+                recipient.key_handle()
+            );
+        }
+    }
+
+    #[test]
+    fn seipdv1_only_cert_is_usable() {
+        let builder = with_encryption(CipherSuite::Cv25519)
+            .set_features(Features::empty().set_seipdv1())
+            .expect("features");
+        assert_eq!(check(&generate(builder)), Ok(()));
+    }
+
+    #[test]
+    fn expired_cert() {
+        let now = SystemTime::now();
+        let cert = generate(
+            with_encryption(CipherSuite::Cv25519)
+                .set_creation_time(now - 730 * DAY)
+                .set_validity_period(365 * DAY),
+        );
+        assert_eq!(check(&cert), Err(Unusable::Expired));
+    }
+
+    #[test]
+    fn revoked_cert() {
+        let (cert, revocation) = with_encryption(CipherSuite::RSA3k)
+            .generate()
+            .expect("generate");
+        assert_eq!(check(&cert), Ok(()));
+        let (cert, _) = cert.insert_packets(revocation).expect("merge");
+        assert!(matches!(
+            cert.revocation_status(&POLICY, None),
+            RevocationStatus::Revoked(_)
+        ));
+        assert_eq!(check(&cert), Err(Unusable::Revoked));
+    }
+
+    #[test]
+    fn primary_only_has_no_encryption_subkey() {
+        // `CertBuilder::new()` makes a certification-only primary key, like
+        // `gpg --quick-gen-key ... rsa3072 sign never` (no subkey).
+        let cert = generate(CertBuilder::new().add_userid("<dave@example.org>"));
+        assert_eq!(check(&cert), Err(Unusable::NoEncryptionSubkey));
+        let signing_only = generate(
+            CertBuilder::new()
+                .add_userid("<dave@example.org>")
+                .add_signing_subkey(),
+        );
+        assert_eq!(check(&signing_only), Err(Unusable::NoEncryptionSubkey));
+    }
+
+    #[test]
+    fn expired_encryption_subkey_alone_is_no_encryption_subkey() {
+        let now = SystemTime::now();
+        let cert = generate(
+            CertBuilder::new()
+                .add_userid("<erin@example.org>")
+                .set_creation_time(now - 2 * DAY)
+                .add_subkey(
+                    KeyFlags::empty()
+                        .set_storage_encryption()
+                        .set_transport_encryption(),
+                    DAY,
+                    CipherSuite::Cv25519,
+                ),
+        );
+        assert_eq!(check(&cert), Err(Unusable::NoEncryptionSubkey));
+    }
+
+    #[test]
+    fn not_yet_valid_cert_fails_the_policy() {
+        let cert = generate(
+            with_encryption(CipherSuite::Cv25519).set_creation_time(SystemTime::now() + DAY),
+        );
+        let err = check(&cert).expect_err("not valid yet");
+        assert_eq!(err.kind(), "policy");
+        assert!(err.to_string().starts_with("rejected by policy: "), "{err}");
+    }
+
+    #[test]
+    fn display_and_kind() {
+        let cases = [
+            (Unusable::Expired, "expired", "expired"),
+            (Unusable::Revoked, "revoked", "revoked"),
+            (
+                Unusable::NoEncryptionSubkey,
+                "no encryption-capable subkey",
+                "no_encryption_subkey",
+            ),
+            (
+                Unusable::Policy("sha1".into()),
+                "rejected by policy: sha1",
+                "policy",
+            ),
+        ];
+        for (reason, display, kind) in cases {
+            assert_eq!(reason.to_string(), display);
+            assert_eq!(reason.kind(), kind);
+        }
+    }
+}

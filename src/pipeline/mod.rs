@@ -6,6 +6,9 @@
 //! all?) and once the header block is complete (what happens to this recipient's copy?).
 //! Recipients whose copies come out identical share one delivery to the next hop.
 
+pub mod encrypt;
+pub mod mime;
+
 use bytes::BytesMut;
 use sealgate_protocol::{MailParams, Reply};
 

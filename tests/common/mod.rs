@@ -17,6 +17,7 @@
 
 pub mod lmtp;
 pub mod peers;
+pub mod pgp;
 pub mod sealgate;
 
 use std::collections::HashSet;

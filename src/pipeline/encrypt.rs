@@ -1,0 +1,1426 @@
+//! The encryption stage: every copy for a recipient with a usable OpenPGP certificate is
+//! stored PGP/MIME-encrypted (RFC 3156) to that certificate only, streaming, unless it is
+//! already encrypted (openpgp.md §3, [`mime`]).
+//!
+//! Fail closed: any error while encrypting ends in `451 4.3.0` for the copy, never in
+//! plaintext. Only [`UnusableKeyPolicy::Plaintext`] delivers in clear, and only for a
+//! certificate that is known to be unusable before the copy starts.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::BytesMut;
+use sealgate_protocol::{EnhancedCode, Reply};
+use self_cell::self_cell;
+use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message};
+use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
+use sequoia_openpgp::{Cert, armor};
+
+use crate::keystore::{KeyStore, Lookup};
+use crate::openpgp::{self, Unusable};
+use crate::pipeline::mime::{self, Field, HeaderSplit, Treatment};
+use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
+
+/// The fields copied into the encrypted part when protected headers are on (RFC 9788,
+/// Autocrypt's list).
+const PROTECTED_FIELDS: [&str; 8] = [
+    "Subject",
+    "From",
+    "To",
+    "Cc",
+    "Reply-To",
+    "Message-ID",
+    "References",
+    "In-Reply-To",
+];
+
+/// What an outer Subject shows when protected headers are on.
+const HIDDEN_SUBJECT: &str = "...";
+
+/// The MIME preamble, as Thunderbird writes it; readers that understand PGP/MIME skip it.
+const PREAMBLE: &str = "This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)";
+
+/// How far past the peek limit a legacy `.p7m` (no `smime-type`) may be held to read the
+/// first octets of its DER, which decide whether it is enveloped.
+pub const P7M_PROBE: usize = 1024;
+
+/// Random octets in a MIME boundary (hex-encoded, so twice as many characters).
+const BOUNDARY_OCTETS: usize = 16;
+
+/// What happens to a recipient whose certificate exists but cannot be used now
+/// (`SEALGATE_UNUSABLE_KEY`), at RCPT time and again when the header block is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnusableKeyPolicy {
+    /// `450 4.7.1`: Postfix retries until the key is fixed or the message expires.
+    Tempfail,
+    /// `550 5.7.1`: the sender gets a bounce.
+    Reject,
+    /// Delivered unencrypted, with a warning naming the certificate and the reason.
+    Plaintext,
+}
+
+/// Where the stage finds a recipient's certificate: the key store, or a map in tests.
+pub trait KeyLookup: Send + Sync {
+    /// What is known about `address`; see [`KeyStore::lookup`].
+    fn lookup(&self, address: &str) -> Lookup;
+}
+
+impl KeyLookup for KeyStore {
+    fn lookup(&self, address: &str) -> Lookup {
+        KeyStore::lookup(self, address)
+    }
+}
+
+/// The encryption stage.
+pub struct EncryptStage<K: KeyLookup = KeyStore> {
+    keys: Arc<K>,
+    unusable: UnusableKeyPolicy,
+    protected_headers: bool,
+    peek_limit: usize,
+}
+
+impl EncryptStage<KeyStore> {
+    /// A stage that looks recipients up in `keys`. `peek_limit` bounds how much of a message
+    /// whose header block cannot tell whether it is already encrypted is held back (header
+    /// block included); a larger one is encrypted. A legacy `.p7m` without `smime-type` is
+    /// judged by its first octets instead, up to [`P7M_PROBE`] past the limit.
+    pub fn new(
+        keys: Arc<KeyStore>,
+        unusable: UnusableKeyPolicy,
+        protected_headers: bool,
+        peek_limit: usize,
+    ) -> Self {
+        Self::with_lookup(keys, unusable, protected_headers, peek_limit)
+    }
+}
+
+impl<K: KeyLookup> EncryptStage<K> {
+    /// As [`EncryptStage::new`], with any [`KeyLookup`].
+    pub fn with_lookup(
+        keys: Arc<K>,
+        unusable: UnusableKeyPolicy,
+        protected_headers: bool,
+        peek_limit: usize,
+    ) -> Self {
+        EncryptStage {
+            keys,
+            unusable,
+            protected_headers,
+            peek_limit,
+        }
+    }
+
+    /// Applies the unusable-key policy: `Ok` means "deliver in clear".
+    fn on_unusable(
+        &self,
+        envelope: &Envelope,
+        rcpt: &Recipient,
+        fingerprint: &str,
+        reason: &Unusable,
+    ) -> Result<(), Reply> {
+        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
+        let address = &rcpt.address;
+        match self.unusable {
+            UnusableKeyPolicy::Tempfail => {
+                tracing::warn!(
+                    rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
+                    "recipient's key is unusable: tempfail"
+                );
+                Err(Reply::new(
+                    450,
+                    EnhancedCode::new(4, 7, 1),
+                    format!(
+                        "{address}: recipient's OpenPGP key is unusable ({reason}); try again later"
+                    ),
+                ))
+            }
+            UnusableKeyPolicy::Reject => {
+                tracing::warn!(
+                    rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
+                    "recipient's key is unusable: rejected"
+                );
+                Err(Reply::new(
+                    550,
+                    EnhancedCode::new(5, 7, 1),
+                    format!("{address}: recipient's OpenPGP key is unusable ({reason})"),
+                ))
+            }
+            UnusableKeyPolicy::Plaintext => {
+                tracing::warn!(
+                    rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
+                    "recipient's key is unusable: delivering unencrypted"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<K: KeyLookup> Stage for EncryptStage<K> {
+    fn name(&self) -> &'static str {
+        "encrypt"
+    }
+
+    fn check_recipient(&self, envelope: &Envelope, rcpt: &Recipient) -> Result<(), Reply> {
+        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
+        match self.keys.lookup(&rcpt.address) {
+            Lookup::None => {
+                tracing::debug!(rcpt = %rcpt.address, queue_id, "no OpenPGP key");
+                Ok(())
+            }
+            Lookup::Usable(cert) => {
+                tracing::debug!(
+                    rcpt = %rcpt.address, queue_id, fingerprint = %cert.fingerprint().to_hex(),
+                    "OpenPGP key found"
+                );
+                Ok(())
+            }
+            Lookup::Unusable {
+                fingerprint,
+                reason,
+            } => self.on_unusable(envelope, rcpt, &fingerprint, &reason),
+        }
+    }
+
+    fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
+        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
+        let cert = match self.keys.lookup(&rcpt.address) {
+            Lookup::None => return Ok(Plan::Unchanged),
+            Lookup::Unusable {
+                fingerprint,
+                reason,
+            } => {
+                return self
+                    .on_unusable(envelope, rcpt, &fingerprint, &reason)
+                    .map(|()| Plan::Unchanged);
+            }
+            Lookup::Usable(cert) => cert,
+        };
+        let fingerprint = cert.fingerprint().to_hex();
+        // Usability is judged now: the key may have expired since RCPT.
+        if let Err(reason) = openpgp::check(&cert) {
+            return self
+                .on_unusable(envelope, rcpt, &fingerprint, &reason)
+                .map(|()| Plan::Unchanged);
+        }
+        if mime::classify_headers(headers) == Treatment::PassThrough {
+            // The copy would be the message as received: let it share the plain delivery.
+            tracing::info!(
+                rcpt = %rcpt.address, queue_id, fingerprint,
+                "already encrypted: stored as received"
+            );
+            return Ok(Plan::Unchanged);
+        }
+        tracing::debug!(rcpt = %rcpt.address, queue_id, fingerprint, "encrypting");
+        Ok(Plan::Rewrite(Box::new(PgpMime::new(
+            cert,
+            self.protected_headers,
+            self.peek_limit,
+        ))))
+    }
+}
+
+/// The rewrite for one recipient: the message as PGP/MIME, encrypted to `cert`.
+///
+/// Messages whose header block cannot tell whether they are already encrypted are held
+/// back up to `peek_limit` octets (header block included) and then judged whole; past the
+/// limit they are encrypted. Otherwise memory is the fixed buffers of the writer stack.
+pub struct PgpMime {
+    cert: Arc<Cert>,
+    fingerprint: String,
+    protected_headers: bool,
+    peek_limit: usize,
+    /// Where the writer stack's output collects until it is moved to `out`.
+    sink: SharedSink,
+    /// The MIME boundary, once encryption has started.
+    boundary: String,
+    state: State,
+}
+
+enum State {
+    /// Waiting for the header block.
+    Start,
+    /// Waiting for the body to tell whether the message is already encrypted.
+    Holding {
+        held: Vec<u8>,
+        header_len: usize,
+        /// A legacy `.p7m`: its first body octets decide.
+        probe_prefix: bool,
+    },
+    /// Already encrypted: passed through unchanged.
+    Clear,
+    /// Encrypting.
+    Sealing(Sealer),
+    /// Finished, or failed (nothing more may be written).
+    Done,
+}
+
+type Writer<'a> = Option<Message<'a>>;
+
+self_cell!(
+    /// The sequoia writer stack, which borrows the certificate it encrypts to, together
+    /// with that certificate.
+    struct Sealer {
+        owner: Arc<Cert>,
+
+        #[not_covariant]
+        dependent: Writer,
+    }
+);
+
+impl Sealer {
+    /// Builds `Message → Armorer → Encryptor → LiteralWriter` for `cert`'s holder, writing
+    /// armored, CRLF-terminated output into `sink`.
+    fn start(cert: Arc<Cert>, sink: SharedSink) -> sequoia_openpgp::Result<Sealer> {
+        Sealer::try_new(cert, |cert| {
+            // Forces SEIPDv1 for v4 certificates (trap 1) and checks revocation (trap 2).
+            let recipients = openpgp::recipients(cert).map_err(|reason| {
+                sequoia_openpgp::Error::InvalidOperation(format!("key unusable: {reason}"))
+            })?;
+            let message = Message::new(Crlf(sink));
+            let message = Armorer::new(message).kind(armor::Kind::Message).build()?;
+            let message = Encryptor::for_recipients(message, recipients)
+                .symmetric_algo(SymmetricAlgorithm::AES256)
+                .build()?;
+            let message = LiteralWriter::new(message)
+                .format(DataFormat::Binary)
+                .build()?;
+            Ok(Some(message))
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.with_dependent_mut(|_, writer| match writer {
+            Some(message) => message.write_all(data),
+            None => Err(io::Error::other("the OpenPGP message is already finished")),
+        })
+    }
+
+    /// Closes every layer: literal data, MDC, armor footer.
+    fn finish(&mut self) -> sequoia_openpgp::Result<()> {
+        self.with_dependent_mut(|_, writer| match writer.take() {
+            Some(message) => message.finalize(),
+            None => Ok(()),
+        })
+    }
+}
+
+impl PgpMime {
+    /// A rewrite that encrypts to `cert`; see [`EncryptStage::new`] for `peek_limit`.
+    pub fn new(cert: Arc<Cert>, protected_headers: bool, peek_limit: usize) -> Self {
+        PgpMime {
+            fingerprint: cert.fingerprint().to_hex(),
+            cert,
+            protected_headers,
+            peek_limit,
+            sink: SharedSink::default(),
+            boundary: String::new(),
+            state: State::Start,
+        }
+    }
+
+    /// Starts encrypting: emits the outer header block and the MIME parts up to the armored
+    /// message, then feeds the inner header and what is known of the body to the encryptor.
+    /// Nothing is emitted if the writer stack cannot be built.
+    fn start_sealing(
+        &mut self,
+        headers: &[u8],
+        body: &[&[u8]],
+        out: &mut BytesMut,
+    ) -> Result<(), Reply> {
+        let mut boundary = [0u8; BOUNDARY_OCTETS];
+        sequoia_openpgp::crypto::random(&mut boundary).map_err(|e| self.fail(e))?;
+        self.boundary = boundary.iter().fold("sealgate-".to_owned(), |mut s, b| {
+            s.push_str(&format!("{b:02x}"));
+            s
+        });
+        let mut sealer =
+            Sealer::start(Arc::clone(&self.cert), self.sink.clone()).map_err(|e| self.fail(e))?;
+        let split = mime::split_header_block(headers);
+        out.extend_from_slice(&outer_header(
+            &split,
+            &self.boundary,
+            &self.fingerprint,
+            self.protected_headers,
+        ));
+        let inner = inner_header(&split, self.protected_headers);
+        for piece in [&inner[..], split.body]
+            .into_iter()
+            .chain(body.iter().copied())
+        {
+            sealer.write(piece).map_err(|e| self.fail(e))?;
+        }
+        self.sink.drain_into(out);
+        self.state = State::Sealing(sealer);
+        Ok(())
+    }
+
+    /// Passes the held message through or encrypts it, as `treatment` says.
+    fn release(
+        &mut self,
+        treatment: Treatment,
+        held: &[u8],
+        header_len: usize,
+        out: &mut BytesMut,
+    ) -> Result<(), Reply> {
+        if treatment == Treatment::PassThrough {
+            self.pass_through(held, out);
+            Ok(())
+        } else {
+            let (headers, body) = held.split_at(header_len);
+            self.start_sealing(headers, &[body], out)
+        }
+    }
+
+    /// Already encrypted: emits what is known so far, and the rest unchanged from now on.
+    fn pass_through(&mut self, so_far: &[u8], out: &mut BytesMut) {
+        let fingerprint = &self.fingerprint;
+        tracing::info!(fingerprint, "already encrypted: stored as received");
+        out.extend_from_slice(so_far);
+        self.state = State::Clear;
+    }
+
+    /// Logs `err` and turns it into the reply for this copy; nothing more is written.
+    fn fail(&mut self, err: impl fmt::Display) -> Reply {
+        self.state = State::Done;
+        tracing::error!(fingerprint = %self.fingerprint, %err, "encryption failed");
+        Reply::new(
+            451,
+            EnhancedCode::new(4, 3, 0),
+            "Encryption failed, try again later",
+        )
+    }
+}
+
+impl Rewrite for PgpMime {
+    fn variant(&self) -> String {
+        format!("encrypt:{}", self.fingerprint)
+    }
+
+    fn headers(&mut self, headers: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
+        if !matches!(self.state, State::Start) {
+            return Err(self.fail("header block out of sequence"));
+        }
+        match mime::classify_headers(headers) {
+            Treatment::PassThrough => {
+                self.pass_through(headers, out);
+                Ok(())
+            }
+            Treatment::NeedBody if headers.len() <= self.peek_limit => {
+                self.state = State::Holding {
+                    held: headers.to_vec(),
+                    header_len: headers.len(),
+                    probe_prefix: mime::is_legacy_p7m(headers),
+                };
+                Ok(())
+            }
+            Treatment::NeedBody | Treatment::Encrypt => self.start_sealing(headers, &[], out),
+        }
+    }
+
+    fn body(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
+        match &mut self.state {
+            State::Clear => {
+                out.extend_from_slice(chunk);
+                Ok(())
+            }
+            State::Sealing(sealer) => {
+                let written = sealer.write(chunk);
+                self.sink.drain_into(out);
+                written.map_err(|e| self.fail(e))
+            }
+            State::Holding {
+                held,
+                header_len,
+                probe_prefix,
+            } => {
+                let (header_len, probe) = (*header_len, *probe_prefix);
+                // A legacy .p7m may look a little past the limit: its first octets decide.
+                let limit = self.peek_limit + if probe { P7M_PROBE } else { 0 };
+                let (now, rest) = chunk.split_at(chunk.len().min(limit.saturating_sub(held.len())));
+                held.extend_from_slice(now);
+                match probe.then(|| mime::classify_prefix(held)).flatten() {
+                    Some(treatment) => {
+                        let held = std::mem::take(held);
+                        self.release(treatment, &held, header_len, out)?;
+                        self.body(rest, out)
+                    }
+                    None if !rest.is_empty() => {
+                        // Too large to judge: when unsure, encrypt.
+                        let held = std::mem::take(held);
+                        let (headers, body) = held.split_at(header_len);
+                        self.start_sealing(headers, &[body, rest], out)
+                    }
+                    None => Ok(()),
+                }
+            }
+            State::Start | State::Done => Err(self.fail("body out of sequence")),
+        }
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), Reply> {
+        if let State::Holding {
+            held, header_len, ..
+        } = &mut self.state
+        {
+            let (held, header_len) = (std::mem::take(held), *header_len);
+            self.release(mime::classify_message(&held), &held, header_len, out)?;
+        }
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Clear => Ok(()),
+            State::Sealing(mut sealer) => {
+                let finished = sealer.finish();
+                self.sink.drain_into(out);
+                finished.map_err(|e| self.fail(e))?;
+                out.extend_from_slice(format!("\r\n--{}--\r\n", self.boundary).as_bytes());
+                Ok(())
+            }
+            State::Start | State::Holding { .. } | State::Done => {
+                Err(self.fail("end of message out of sequence"))
+            }
+        }
+    }
+}
+
+/// The new top-level header block: the outer fields as received, then the PGP/MIME
+/// structure up to the start of the armored message.
+fn outer_header(
+    split: &HeaderSplit<'_>,
+    boundary: &str,
+    fingerprint: &str,
+    protect: bool,
+) -> Vec<u8> {
+    let mut h = Vec::with_capacity(1024);
+    for field in &split.outer {
+        if protect && field.is("Subject") {
+            h.extend_from_slice(field_name_with_colon(field));
+            h.extend_from_slice(format!(" {HIDDEN_SUBJECT}\r\n").as_bytes());
+        } else {
+            push_field(&mut h, field.raw);
+        }
+    }
+    if !split.has_mime_version {
+        h.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    h.extend_from_slice(
+        format!(
+            "Content-Type: multipart/encrypted;\r\n \
+             protocol=\"application/pgp-encrypted\";\r\n \
+             boundary=\"{boundary}\"\r\n\
+             X-Sealgate-Encrypted: {fingerprint}\r\n\
+             \r\n\
+             {PREAMBLE}\r\n\
+             --{boundary}\r\n\
+             Content-Type: application/pgp-encrypted\r\n\
+             Content-Description: PGP/MIME version identification\r\n\
+             \r\n\
+             Version: 1\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+             Content-Description: OpenPGP encrypted message\r\n\
+             Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\
+             \r\n"
+        )
+        .as_bytes(),
+    );
+    h
+}
+
+/// The header section of the encrypted entity: the original `Content-*` fields (or
+/// `text/plain`), with protected headers also copies of the protected fields and an
+/// `HP-Outer` line for the hidden Subject; then the empty line.
+fn inner_header(split: &HeaderSplit<'_>, protect: bool) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    if protect {
+        let protected = |f: &&Field<'_>| PROTECTED_FIELDS.iter().any(|name| f.is(name));
+        for field in split.outer.iter().filter(protected) {
+            push_field(&mut h, field.raw);
+        }
+        for field in split.outer.iter().filter(|f| f.is("Subject")) {
+            h.extend_from_slice(b"HP-Outer: ");
+            h.extend_from_slice(field_name_with_colon(field));
+            h.extend_from_slice(format!(" {HIDDEN_SUBJECT}\r\n").as_bytes());
+        }
+    }
+    // RFC 9788 marks the inner header section as protected with `hp`; Thunderbird reads
+    // Autocrypt's `protected-headers`.
+    let parameters = ";\r\n hp=\"cipher\"; protected-headers=\"v1\"\r\n";
+    let mut marked = !protect;
+    for field in &split.content {
+        if !marked && field.is("Content-Type") {
+            let raw = field.raw.strip_suffix(b"\r\n").unwrap_or(field.raw);
+            h.extend_from_slice(raw);
+            h.extend_from_slice(parameters.as_bytes());
+            marked = true;
+        } else {
+            push_field(&mut h, field.raw);
+        }
+    }
+    if split.content.iter().all(|f| !f.is("Content-Type")) {
+        h.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii");
+        h.extend_from_slice(if protect {
+            parameters.as_bytes()
+        } else {
+            b"\r\n"
+        });
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+/// Appends a field, adding the CRLF the last line of an unterminated block lacks.
+fn push_field(h: &mut Vec<u8>, raw: &[u8]) {
+    h.extend_from_slice(raw);
+    if !raw.ends_with(b"\r\n") {
+        h.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The field up to and including its colon, as written.
+fn field_name_with_colon<'a>(field: &Field<'a>) -> &'a [u8] {
+    memchr::memchr(b':', field.raw).map_or(field.raw, |colon| &field.raw[..=colon])
+}
+
+/// The writer stack's output buffer, drained into the copy after every step, so it never
+/// holds more than one step's worth.
+#[derive(Clone, Default)]
+struct SharedSink(Arc<Mutex<Vec<u8>>>);
+
+impl SharedSink {
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        // A panic while holding the lock cannot leave the Vec invalid.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn drain_into(&self, out: &mut BytesMut) {
+        let mut buffer = self.lock();
+        out.extend_from_slice(&buffer);
+        buffer.clear();
+    }
+}
+
+/// Turns the armor writer's bare LF line ends into CRLF (trap 3). The armor never writes CR.
+struct Crlf(SharedSink);
+
+impl Write for Crlf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut sink = self.0.lock();
+        let mut rest = buf;
+        while let Some(lf) = memchr::memchr(b'\n', rest) {
+            sink.extend_from_slice(&rest[..lf]);
+            sink.extend_from_slice(b"\r\n");
+            rest = &rest[lf + 1..];
+        }
+        sink.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Read;
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::time::{Duration, SystemTime};
+
+    use sequoia_openpgp::anyhow;
+    use sequoia_openpgp::cert::prelude::*;
+    use sequoia_openpgp::packet::{PKESK, SKESK};
+    use sequoia_openpgp::parse::stream::{
+        DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+    };
+    use sequoia_openpgp::parse::{PacketParser, Parse};
+    use sequoia_openpgp::types::{Features, KeyFlags};
+    use sequoia_openpgp::{KeyHandle, Packet, PacketPile};
+
+    use super::*;
+
+    /// A test certificate: the public part the stage gets, the secret part to decrypt.
+    struct TestKey {
+        name: &'static str,
+        tsk: Cert,
+        public: Arc<Cert>,
+    }
+
+    impl TestKey {
+        fn new(name: &'static str, tsk: Cert) -> TestKey {
+            let public = Arc::new(tsk.clone().strip_secret_key_material());
+            TestKey { name, tsk, public }
+        }
+
+        fn fingerprint(&self) -> String {
+            self.public.fingerprint().to_hex()
+        }
+
+        /// The KeyIDs of the subkeys a message to this key must name.
+        fn encryption_key_ids(&self) -> Vec<String> {
+            let mut ids: Vec<String> = openpgp::recipients(&self.public)
+                .unwrap()
+                .iter()
+                .map(|r| r.key_handle().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    }
+
+    /// Cv25519 and RSA-3072 shaped like GnuPG's (SEIPDv1 only), and sequoia's default,
+    /// which advertises SEIPDv2.
+    fn keys() -> &'static [TestKey] {
+        static KEYS: OnceLock<Vec<TestKey>> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let encryption = KeyFlags::empty()
+                .set_storage_encryption()
+                .set_transport_encryption();
+            let (cv25519, _) = CertBuilder::new()
+                .add_userid("<alice@example.org>")
+                .set_cipher_suite(CipherSuite::Cv25519)
+                .add_subkey(encryption.clone(), None, None)
+                .set_features(Features::empty().set_seipdv1())
+                .unwrap()
+                .generate()
+                .unwrap();
+            let (rsa, _) = CertBuilder::new()
+                .add_userid("<carol@example.org>")
+                .set_cipher_suite(CipherSuite::RSA3k)
+                .add_subkey(encryption, None, None)
+                .set_features(Features::empty().set_seipdv1())
+                .unwrap()
+                .generate()
+                .unwrap();
+            let (default, _) = CertBuilder::general_purpose(Some("<dave@example.org>"))
+                .generate()
+                .unwrap();
+            vec![
+                TestKey::new("cv25519", cv25519),
+                TestKey::new("rsa3k", rsa),
+                TestKey::new("sequoia-default", default),
+            ]
+        })
+    }
+
+    /// Feeds `message` to `rewrite` as the pipeline does: the header block, then the body
+    /// in `chunk`-octet pieces, then the end (an empty chunk and finish, like
+    /// `Chain::finish`).
+    fn run(rewrite: &mut dyn Rewrite, message: &[u8], chunk: usize) -> Result<Vec<u8>, Reply> {
+        let header_end = if message.starts_with(b"\r\n") {
+            2
+        } else {
+            memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |i| i + 4)
+        };
+        let (headers, body) = message.split_at(header_end);
+        let mut output = Vec::new();
+        let mut out = BytesMut::new();
+        rewrite.headers(headers, &mut out)?;
+        output.extend_from_slice(&out);
+        for piece in body.chunks(chunk.max(1)) {
+            out.clear();
+            rewrite.body(piece, &mut out)?;
+            output.extend_from_slice(&out);
+        }
+        out.clear();
+        rewrite.body(&[], &mut out)?;
+        rewrite.finish(&mut out)?;
+        output.extend_from_slice(&out);
+        Ok(output)
+    }
+
+    struct Helper<'a> {
+        tsk: &'a Cert,
+        literal_format: Option<DataFormat>,
+    }
+
+    impl VerificationHelper for Helper<'_> {
+        fn get_certs(&mut self, _: &[KeyHandle]) -> sequoia_openpgp::Result<Vec<Cert>> {
+            Ok(Vec::new())
+        }
+        fn check(&mut self, _: MessageStructure<'_>) -> sequoia_openpgp::Result<()> {
+            Ok(())
+        }
+        fn inspect(&mut self, pp: &PacketParser<'_>) -> sequoia_openpgp::Result<()> {
+            if let Packet::Literal(literal) = &pp.packet {
+                self.literal_format = Some(literal.format());
+            }
+            Ok(())
+        }
+    }
+
+    impl DecryptionHelper for Helper<'_> {
+        fn decrypt(
+            &mut self,
+            pkesks: &[PKESK],
+            _: &[SKESK],
+            sym_algo: Option<SymmetricAlgorithm>,
+            decrypt: &mut dyn FnMut(
+                Option<SymmetricAlgorithm>,
+                &sequoia_openpgp::crypto::SessionKey,
+            ) -> bool,
+        ) -> sequoia_openpgp::Result<Option<Cert>> {
+            for pkesk in pkesks {
+                for ka in self.tsk.keys().unencrypted_secret() {
+                    if !pkesk
+                        .recipient()
+                        .is_some_and(|r| r.aliases(ka.key().key_handle()))
+                    {
+                        continue;
+                    }
+                    let mut pair = ka.key().clone().into_keypair()?;
+                    if let Some((algo, key)) = pkesk.decrypt(&mut pair, sym_algo)
+                        && decrypt(algo, &key)
+                    {
+                        return Ok(Some(self.tsk.clone()));
+                    }
+                }
+            }
+            Err(anyhow::anyhow!("no key to decrypt"))
+        }
+    }
+
+    /// Decrypts an armored message with `key`'s secret keys, after checking its packets:
+    /// one PKESK v3 per encryption subkey of this certificate (no other key IDs), then one
+    /// SEIPD v1, as GnuPG 2.2 and Thunderbird need. Returns the literal data.
+    fn decrypt(key: &TestKey, armored: &[u8]) -> Vec<u8> {
+        let pile = PacketPile::from_bytes(armored).unwrap();
+        let packets: Vec<&Packet> = pile.children().collect();
+        let (seip, pkesks) = packets.split_last().unwrap();
+        match seip {
+            Packet::SEIP(seip) => assert_eq!(seip.version(), 1, "{}", key.name),
+            other => panic!("{}: expected SEIP, got {other:?}", key.name),
+        }
+        let mut named: Vec<String> = pkesks
+            .iter()
+            .map(|p| match p {
+                Packet::PKESK(pkesk) => {
+                    assert_eq!(pkesk.version(), 3, "{}", key.name);
+                    pkesk.recipient().unwrap().to_string()
+                }
+                other => panic!("{}: expected PKESK, got {other:?}", key.name),
+            })
+            .collect();
+        named.sort();
+        assert_eq!(named, key.encryption_key_ids(), "{}", key.name);
+
+        let helper = Helper {
+            tsk: &key.tsk,
+            literal_format: None,
+        };
+        let mut decryptor = DecryptorBuilder::from_bytes(armored)
+            .unwrap()
+            .with_policy(&openpgp::POLICY, None, helper)
+            .unwrap();
+        let mut plaintext = Vec::new();
+        decryptor.read_to_end(&mut plaintext).unwrap();
+        assert_eq!(
+            decryptor.helper_ref().literal_format,
+            Some(DataFormat::Binary),
+            "{}",
+            key.name
+        );
+        plaintext
+    }
+
+    /// Checks the PGP/MIME layout byte for byte and returns the armored message.
+    fn check_layout(original: &[u8], output: &[u8], key: &TestKey, protect: bool) -> Vec<u8> {
+        for (i, &b) in output.iter().enumerate() {
+            match b {
+                b'\n' => assert!(i > 0 && output[i - 1] == b'\r', "bare LF at {i}"),
+                b'\r' => assert_eq!(output.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+                _ => {}
+            }
+        }
+        let boundary_at = memchr::memmem::find(output, b"boundary=\"sealgate-").unwrap() + 10;
+        let boundary_len = memchr::memchr(b'"', &output[boundary_at..]).unwrap();
+        let boundary =
+            std::str::from_utf8(&output[boundary_at..boundary_at + boundary_len]).unwrap();
+        assert_eq!(boundary.len(), "sealgate-".len() + 2 * BOUNDARY_OCTETS);
+
+        let split = mime::split_header_block(original);
+        let mut expected = Vec::new();
+        for field in &split.outer {
+            if protect && field.is("Subject") {
+                expected.extend_from_slice(field_name_with_colon(field));
+                expected.extend_from_slice(b" ...\r\n");
+            } else {
+                expected.extend_from_slice(field.raw);
+                if !field.raw.ends_with(b"\r\n") {
+                    expected.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        if !split.has_mime_version {
+            expected.extend_from_slice(b"MIME-Version: 1.0\r\n");
+        }
+        expected.extend_from_slice(
+            format!(
+                "Content-Type: multipart/encrypted;\r\n \
+             protocol=\"application/pgp-encrypted\";\r\n \
+             boundary=\"{boundary}\"\r\n\
+                 X-Sealgate-Encrypted: {}\r\n\
+                 \r\n\
+                 This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
+                 --{boundary}\r\n\
+                 Content-Type: application/pgp-encrypted\r\n\
+                 Content-Description: PGP/MIME version identification\r\n\
+                 \r\n\
+                 Version: 1\r\n\
+                 \r\n\
+                 --{boundary}\r\n\
+                 Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+                 Content-Description: OpenPGP encrypted message\r\n\
+                 Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\
+                 \r\n\
+                 -----BEGIN PGP MESSAGE-----\r\n",
+                key.fingerprint()
+            )
+            .as_bytes(),
+        );
+        assert!(
+            output.starts_with(&expected),
+            "{}: layout\n--- got\n{}\n--- expected\n{}",
+            key.name,
+            String::from_utf8_lossy(&output[..expected.len().min(output.len())]),
+            String::from_utf8_lossy(&expected)
+        );
+        let armored_start = expected.len() - "-----BEGIN PGP MESSAGE-----\r\n".len();
+        let tail = format!("-----END PGP MESSAGE-----\r\n\r\n--{boundary}--\r\n");
+        assert!(output.ends_with(tail.as_bytes()), "{}: closing", key.name);
+        let armored = &output
+            [armored_start..output.len() - tail.len() + "-----END PGP MESSAGE-----\r\n".len()];
+        // One armored block, no stray boundary inside.
+        assert!(memchr::memmem::find(armored, boundary.as_bytes()).is_none());
+        armored.to_vec()
+    }
+
+    /// The entity the recipient gets after decryption: the original Content-* fields (or
+    /// text/plain), the empty line, the body.
+    fn expected_inner(original: &[u8]) -> Vec<u8> {
+        let split = mime::split_header_block(original);
+        let mut inner = Vec::new();
+        for field in &split.content {
+            inner.extend_from_slice(field.raw);
+            if !field.raw.ends_with(b"\r\n") {
+                inner.extend_from_slice(b"\r\n");
+            }
+        }
+        if !split.content.iter().any(|f| f.is("Content-Type")) {
+            inner.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii\r\n");
+        }
+        inner.extend_from_slice(b"\r\n");
+        inner.extend_from_slice(split.body);
+        inner
+    }
+
+    fn messages() -> Vec<(&'static str, Vec<u8>)> {
+        let mut binary = b"From: a@example.org\r\n\
+            Content-Type: application/octet-stream\r\n\
+            Content-Transfer-Encoding: binary\r\n\r\n"
+            .to_vec();
+        binary.extend((0..=255u8).cycle().take(3000));
+        let mut large = b"From: a@example.org\r\nSubject: large\r\n\
+            Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            .to_vec();
+        for i in 0..2000 {
+            large.extend_from_slice(
+                format!("line {i}: Gr\u{fc}\u{df}e aus K\u{f6}ln, nothing encrypted here\r\n")
+                    .as_bytes(),
+            );
+        }
+        vec![
+            (
+                "typical",
+                b"Return-Path: <alice@example.com>\r\n\
+                  Received: from mail.example.com (mail.example.com [192.0.2.25])\r\n\
+                  \tby mx.example.org (Postfix) with ESMTPS id 4Tq2Vh1xYzz9sQ\r\n\
+                  \tfor <bob@example.org>; Tue, 02 Jan 2024 10:00:01 +0000 (UTC)\r\n\
+                  From: Alice <alice@example.com>\r\n\
+                  To: Bob <bob@example.org>\r\n\
+                  Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\
+                  \x20and more\r\n\
+                  Date: Tue, 02 Jan 2024 10:00:00 +0000\r\n\
+                  Message-ID: <typical@example.com>\r\n\
+                  MIME-Version: 1.0\r\n\
+                  Content-Type: text/plain;\r\n\
+                  \tcharset=utf-8\r\n\
+                  Content-Transfer-Encoding: 8bit\r\n\
+                  X-Mailer: after the content fields\r\n\
+                  \r\n\
+                  Gr\xc3\xbc\xc3\x9fe!\r\n.\r\n..leading dots\r\n"
+                    .to_vec(),
+            ),
+            (
+                "no content fields",
+                b"From: a@example.org\r\nSubject: plain\r\n\r\nJust text.\r\n".to_vec(),
+            ),
+            (
+                "no blank line, no final CRLF",
+                b"From: a@example.org\r\nContent-Type: text/plain".to_vec(),
+            ),
+            (
+                "headers only",
+                b"From: a@example.org\r\nSubject: x\r\n".to_vec(),
+            ),
+            (
+                "empty header block",
+                b"\r\nA body without header fields.\r\n".to_vec(),
+            ),
+            ("empty body", b"Subject: e\r\n\r\n".to_vec()),
+            (
+                "no final CRLF",
+                b"Subject: n\r\nContent-Type: text/html\r\n\r\n<p>x</p>".to_vec(),
+            ),
+            (
+                "multipart/signed",
+                b"From: a@example.org\r\nMIME-Version: 1.0\r\n\
+                  Content-Type: multipart/signed; micalg=pgp-sha256;\r\n \
+                  protocol=\"application/pgp-signature\"; boundary=\"s\"\r\n\r\n\
+                  preamble\r\n--s\r\nContent-Type: text/plain\r\n\r\nsigned\r\n\
+                  --s\r\nContent-Type: application/pgp-signature\r\n\r\nsig\r\n--s--\r\n"
+                    .to_vec(),
+            ),
+            ("binary", binary),
+            ("over the peek limit", large),
+        ]
+    }
+
+    const PEEK_LIMIT: usize = 16 * 1024;
+
+    #[test]
+    fn encrypts_to_the_recipient_only_in_pgp_mime() {
+        for key in keys() {
+            for (name, message) in messages() {
+                for chunk in [1, 7, 4096, message.len()] {
+                    if chunk == 1 && message.len() > 10_000 {
+                        continue;
+                    }
+                    let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, PEEK_LIMIT);
+                    assert_eq!(rewrite.variant(), format!("encrypt:{}", key.fingerprint()));
+                    let output = run(&mut rewrite, &message, chunk).unwrap();
+                    let armored = check_layout(&message, &output, key, false);
+                    let inner = decrypt(key, &armored);
+                    assert!(
+                        inner == expected_inner(&message),
+                        "{} / {name} / chunk {chunk}: inner entity\n{}",
+                        key.name,
+                        String::from_utf8_lossy(&inner)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_certificate_advertises_seipdv2_but_gets_seipdv1() {
+        let key = &keys()[2];
+        let features = key
+            .public
+            .with_policy(&openpgp::POLICY, None)
+            .unwrap()
+            .features();
+        assert!(features.unwrap().supports_seipdv2());
+        // decrypt() asserts PKESK v3 and SEIPD v1.
+        let message = b"Subject: v2\r\n\r\nbody\r\n";
+        let output = run(
+            &mut PgpMime::new(Arc::clone(&key.public), false, PEEK_LIMIT),
+            message,
+            4096,
+        )
+        .unwrap();
+        decrypt(key, &check_layout(message, &output, key, false));
+    }
+
+    #[test]
+    fn inner_entity_examples() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (
+                b"From: a\r\nSubject: s\r\n\r\nbody\r\n",
+                b"Content-Type: text/plain; charset=us-ascii\r\n\r\nbody\r\n",
+            ),
+            (
+                b"From: a\r\nContent-Type: text/plain;\r\n charset=utf-8\r\nSubject: s\r\n\
+                  content-transfer-encoding: 8bit\r\n\r\nb",
+                b"Content-Type: text/plain;\r\n charset=utf-8\r\n\
+                  content-transfer-encoding: 8bit\r\n\r\nb",
+            ),
+            (
+                b"Content-Type: text/plain",
+                b"Content-Type: text/plain\r\n\r\n",
+            ),
+            (
+                b"Content-Disposition: inline\r\n\r\nx",
+                b"Content-Disposition: inline\r\n\
+                  Content-Type: text/plain; charset=us-ascii\r\n\r\nx",
+            ),
+        ];
+        let key = &keys()[0];
+        for (message, inner) in cases {
+            let output = run(
+                &mut PgpMime::new(Arc::clone(&key.public), false, 0),
+                message,
+                3,
+            )
+            .unwrap();
+            assert_eq!(
+                decrypt(key, &check_layout(message, &output, key, false)),
+                *inner
+            );
+        }
+    }
+
+    #[test]
+    fn protected_headers_copy_fields_and_hide_the_subject() {
+        let key = &keys()[0];
+        let message = b"Received: from x\r\nFrom: Alice <a@example.org>\r\nTo: b@example.org\r\n\
+            subject: Secret\r\n plan\r\nMessage-ID: <p@x>\r\nX-Other: y\r\n\
+            Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+            body\r\n";
+        let output = run(
+            &mut PgpMime::new(Arc::clone(&key.public), true, PEEK_LIMIT),
+            message,
+            5,
+        )
+        .unwrap();
+        let armored = check_layout(message, &output, key, true);
+        assert!(memchr::memmem::find(&output, b"\r\nsubject: ...\r\n").is_some());
+        assert!(memchr::memmem::find(&output, b"Secret").is_none());
+        let inner = decrypt(key, &armored);
+        let expected: &[u8] = b"From: Alice <a@example.org>\r\nTo: b@example.org\r\n\
+            subject: Secret\r\n plan\r\nMessage-ID: <p@x>\r\n\
+            HP-Outer: subject: ...\r\n\
+            Content-Type: text/plain; charset=utf-8;\r\n \
+            hp=\"cipher\"; protected-headers=\"v1\"\r\n\
+            Content-Transfer-Encoding: 8bit\r\n\r\nbody\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&inner),
+            String::from_utf8_lossy(expected)
+        );
+
+        // Without a Content-Type the default one carries the parameters.
+        let message = b"Subject: s\r\n\r\nb";
+        let output = run(
+            &mut PgpMime::new(Arc::clone(&key.public), true, PEEK_LIMIT),
+            message,
+            5,
+        )
+        .unwrap();
+        let inner = decrypt(key, &check_layout(message, &output, key, true));
+        assert_eq!(
+            inner,
+            b"Subject: s\r\nHP-Outer: Subject: ...\r\n\
+              Content-Type: text/plain; charset=us-ascii;\r\n \
+              hp=\"cipher\"; protected-headers=\"v1\"\r\n\r\nb"
+        );
+    }
+
+    fn corpus(folder: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn corpus_already_encrypted_is_stored_as_received() {
+        let key = &keys()[0];
+        let files = corpus("corpus/encrypted");
+        assert!(files.len() >= 10);
+        for (path, message) in files {
+            for chunk in [1, 7, 4096, message.len()] {
+                let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
+                let output = run(&mut rewrite, &message, chunk).unwrap();
+                assert!(output == message, "{path} / chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn corpus_look_alikes_are_encrypted() {
+        let key = &keys()[0];
+        let files = corpus("corpus/encrypted/not");
+        assert!(files.len() >= 14);
+        for (path, message) in files {
+            for chunk in [7, message.len()] {
+                let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
+                let output = run(&mut rewrite, &message, chunk).unwrap();
+                let inner = decrypt(key, &check_layout(&message, &output, key, false));
+                assert!(inner == expected_inner(&message), "{path} / chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn peek_limit_bounds_what_is_held_back() {
+        let key = &keys()[0];
+        let inline = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/encrypted/06-inline-pgp.eml"),
+        )
+        .unwrap();
+        // Fits: passes through. One octet short: encrypted, whatever the chunking.
+        for chunk in [1, 100, inline.len()] {
+            let output = run(
+                &mut PgpMime::new(Arc::clone(&key.public), false, inline.len()),
+                &inline,
+                chunk,
+            )
+            .unwrap();
+            assert!(output == inline);
+            let output = run(
+                &mut PgpMime::new(Arc::clone(&key.public), false, inline.len() - 1),
+                &inline,
+                chunk,
+            )
+            .unwrap();
+            assert_eq!(
+                decrypt(key, &check_layout(&inline, &output, key, false)),
+                expected_inner(&inline)
+            );
+        }
+        // A header block over the limit is encrypted at once.
+        let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 10);
+        let mut out = BytesMut::new();
+        rewrite
+            .headers(b"Subject: over ten octets\r\n\r\n", &mut out)
+            .unwrap();
+        assert!(out.starts_with(b"Subject: over ten octets\r\nMIME-Version: 1.0\r\n"));
+        // A legacy .p7m is decided by its first octets, so it may exceed the limit.
+        let p7m = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/encrypted/04-smime-legacy-p7m.eml"),
+        )
+        .unwrap();
+        let header_len = memchr::memmem::find(&p7m, b"\r\n\r\n").unwrap() + 4;
+        for chunk in [1, 64, 4096] {
+            let output = run(
+                &mut PgpMime::new(Arc::clone(&key.public), false, header_len + 200),
+                &p7m,
+                chunk,
+            )
+            .unwrap();
+            assert!(output == p7m, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn output_streams_while_encrypting() {
+        let key = &keys()[0];
+        let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 0);
+        let mut out = BytesMut::new();
+        rewrite
+            .headers(b"Content-Type: application/octet-stream\r\n\r\n", &mut out)
+            .unwrap();
+        let mut emitted = out.len();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            out.clear();
+            rewrite.body(&chunk, &mut out).unwrap();
+            emitted += out.len();
+            // Nothing accumulates in the sink between calls.
+            assert!(rewrite.sink.lock().is_empty());
+        }
+        // 4 MiB in, and most of the armored output is already out.
+        assert!(emitted > 4 * 1024 * 1024, "{emitted}");
+        out.clear();
+        rewrite.finish(&mut out).unwrap();
+        assert!(out.ends_with(format!("--{}--\r\n", rewrite.boundary).as_bytes()));
+    }
+
+    #[test]
+    fn unusable_certificate_fails_closed() {
+        // Certification-only primary key, no encryption subkey.
+        let (cert, _) = CertBuilder::new()
+            .add_userid("<eve@example.org>")
+            .generate()
+            .unwrap();
+        let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
+        let mut out = BytesMut::new();
+        let err = rewrite
+            .headers(b"Subject: s\r\nContent-Type: image/png\r\n\r\n", &mut out)
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.enhanced),
+            (451, Some(EnhancedCode::new(4, 3, 0)))
+        );
+        assert_eq!(err.lines, ["Encryption failed, try again later"]);
+        assert!(out.is_empty(), "nothing may be emitted");
+        // Later calls fail too: nothing in clear.
+        assert!(rewrite.body(b"secret", &mut out).is_err());
+        assert!(rewrite.finish(&mut out).is_err());
+        assert!(out.is_empty());
+
+        // Held back, then found not encrypted: the failure comes at the end.
+        let (cert, _) = CertBuilder::new()
+            .add_userid("<eve@example.org>")
+            .generate()
+            .unwrap();
+        let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
+        let err = run(&mut rewrite, b"Subject: s\r\n\r\nsecret\r\n", 3).unwrap_err();
+        assert_eq!(err.code, 451);
+    }
+
+    #[test]
+    fn rewrite_is_send() {
+        fn send<T: Send>() {}
+        send::<PgpMime>();
+        send::<EncryptStage>();
+    }
+
+    /// A key lookup backed by a map.
+    struct MapLookup(HashMap<String, Lookup>);
+
+    impl KeyLookup for MapLookup {
+        fn lookup(&self, address: &str) -> Lookup {
+            self.0.get(address).cloned().unwrap_or(Lookup::None)
+        }
+    }
+
+    fn stage(policy: UnusableKeyPolicy) -> EncryptStage<MapLookup> {
+        let now = SystemTime::now();
+        let (expired, _) = CertBuilder::new()
+            .add_userid("<old@example.org>")
+            .add_transport_encryption_subkey()
+            .set_creation_time(now - Duration::from_secs(7200))
+            .set_validity_period(Duration::from_secs(3600))
+            .generate()
+            .unwrap();
+        let (revoked, revocation) = CertBuilder::new()
+            .add_userid("<gone@example.org>")
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap();
+        let (revoked, _) = revoked.insert_packets(revocation).unwrap();
+        let mut map = HashMap::new();
+        map.insert(
+            "alice@example.org".to_owned(),
+            Lookup::Usable(Arc::clone(&keys()[0].public)),
+        );
+        map.insert(
+            "broken@example.org".to_owned(),
+            Lookup::Unusable {
+                fingerprint: "ABCDEF".to_owned(),
+                reason: Unusable::NoEncryptionSubkey,
+            },
+        );
+        // The store thought these usable; by plan time they are not.
+        map.insert(
+            "old@example.org".to_owned(),
+            Lookup::Usable(Arc::new(expired)),
+        );
+        map.insert(
+            "gone@example.org".to_owned(),
+            Lookup::Usable(Arc::new(revoked)),
+        );
+        EncryptStage::with_lookup(Arc::new(MapLookup(map)), policy, false, PEEK_LIMIT)
+    }
+
+    fn rcpt(address: &str) -> Recipient {
+        Recipient {
+            address: address.to_owned(),
+        }
+    }
+
+    /// What a check or plan came to: `Ok(None)` unchanged, `Ok(Some(variant))` rewritten,
+    /// `Err((code, enhanced, text))` refused.
+    type Outcome = Result<Option<String>, (u16, String, String)>;
+
+    fn refused(reply: Reply) -> (u16, String, String) {
+        (
+            reply.code,
+            reply.enhanced.map(|e| e.to_string()).unwrap_or_default(),
+            reply.lines.join("\n"),
+        )
+    }
+
+    #[test]
+    fn recipients_by_key_and_policy() {
+        use UnusableKeyPolicy::*;
+        let alice = format!("encrypt:{}", keys()[0].fingerprint());
+        let plain = b"From: x\r\nContent-Type: text/plain\r\n\r\n";
+        let encrypted = b"From: x\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\n";
+        let tempfail = |addr: &str, reason: &str| -> Outcome {
+            Err((
+                450,
+                "4.7.1".into(),
+                format!("{addr}: recipient's OpenPGP key is unusable ({reason}); try again later"),
+            ))
+        };
+        let reject = |addr: &str, reason: &str| -> Outcome {
+            Err((
+                550,
+                "5.7.1".into(),
+                format!("{addr}: recipient's OpenPGP key is unusable ({reason})"),
+            ))
+        };
+        let no_subkey = "no encryption-capable subkey";
+        // (policy, address, headers, RCPT outcome, plan outcome)
+        let cases: Vec<(UnusableKeyPolicy, &str, &[u8], Outcome, Outcome)> = vec![
+            (Tempfail, "nobody@example.org", plain, Ok(None), Ok(None)),
+            (
+                Tempfail,
+                "alice@example.org",
+                plain,
+                Ok(None),
+                Ok(Some(alice.clone())),
+            ),
+            (Tempfail, "alice@example.org", encrypted, Ok(None), Ok(None)),
+            (
+                Tempfail,
+                "broken@example.org",
+                plain,
+                tempfail("broken@example.org", no_subkey),
+                tempfail("broken@example.org", no_subkey),
+            ),
+            (
+                Reject,
+                "broken@example.org",
+                plain,
+                reject("broken@example.org", no_subkey),
+                reject("broken@example.org", no_subkey),
+            ),
+            (Plaintext, "broken@example.org", plain, Ok(None), Ok(None)),
+            (
+                Tempfail,
+                "old@example.org",
+                plain,
+                Ok(None),
+                tempfail("old@example.org", "expired"),
+            ),
+            (
+                Reject,
+                "gone@example.org",
+                plain,
+                Ok(None),
+                reject("gone@example.org", "revoked"),
+            ),
+            (Plaintext, "gone@example.org", plain, Ok(None), Ok(None)),
+        ];
+        let envelope = Envelope::default();
+        for (policy, address, headers, at_rcpt, at_plan) in cases {
+            let stage = stage(policy);
+            assert_eq!(stage.name(), "encrypt");
+            let got = stage
+                .check_recipient(&envelope, &rcpt(address))
+                .map(|()| None)
+                .map_err(refused);
+            assert_eq!(got, at_rcpt, "{policy:?} {address} at RCPT");
+            let got = stage
+                .plan(&envelope, headers, &rcpt(address))
+                .map(|plan| match plan {
+                    Plan::Unchanged => None,
+                    Plan::Rewrite(rewrite) => Some(rewrite.variant()),
+                })
+                .map_err(refused);
+            assert_eq!(got, at_plan, "{policy:?} {address} at plan");
+        }
+    }
+}
