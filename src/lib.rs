@@ -23,24 +23,19 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::config::{Config, UnusableKey};
+use crate::config::Config;
 use crate::delivery::NextHop;
 use crate::keystore::KeyStore;
 use crate::pipeline::Pipeline;
-use crate::pipeline::encrypt::{EncryptStage, UnusableKeyPolicy};
+use crate::pipeline::encrypt::EncryptStage;
 use crate::server::Listener;
 use crate::session::Shared;
 
 /// The configured stages, in order.
 pub fn pipeline(config: &Config, keys: Arc<KeyStore>) -> Pipeline {
-    let unusable = match config.unusable_key {
-        UnusableKey::Tempfail => UnusableKeyPolicy::Tempfail,
-        UnusableKey::Reject => UnusableKeyPolicy::Reject,
-        UnusableKey::Plaintext => UnusableKeyPolicy::Plaintext,
-    };
     Pipeline::new(vec![Box::new(EncryptStage::new(
         keys,
-        unusable,
+        config.unusable_key,
         config.protected_headers,
         config.max_inspect_size,
     ))])

@@ -3,7 +3,7 @@
 //! already encrypted (openpgp.md §3, [`mime`]).
 //!
 //! Fail closed: any error while encrypting ends in `451 4.3.0` for the copy, never in
-//! plaintext. Only [`UnusableKeyPolicy::Plaintext`] delivers in clear, and only for a
+//! plaintext. Only [`UnusableKey::Plaintext`] delivers in clear, and only for a
 //! certificate that is known to be unusable before the copy starts.
 
 use std::fmt;
@@ -17,6 +17,7 @@ use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Mess
 use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
 use sequoia_openpgp::{Cert, armor};
 
+use crate::config::UnusableKey;
 use crate::keystore::{KeyStore, Lookup};
 use crate::openpgp::{self, Unusable};
 use crate::pipeline::mime::{self, Field, HeaderSplit, Treatment};
@@ -48,18 +49,6 @@ pub const P7M_PROBE: usize = 1024;
 /// Random octets in a MIME boundary (hex-encoded, so twice as many characters).
 const BOUNDARY_OCTETS: usize = 16;
 
-/// What happens to a recipient whose certificate exists but cannot be used now
-/// (`SEALGATE_UNUSABLE_KEY`), at RCPT time and again when the header block is complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnusableKeyPolicy {
-    /// `450 4.7.1`: Postfix retries until the key is fixed or the message expires.
-    Tempfail,
-    /// `550 5.7.1`: the sender gets a bounce.
-    Reject,
-    /// Delivered unencrypted, with a warning naming the certificate and the reason.
-    Plaintext,
-}
-
 /// Where the stage finds a recipient's certificate: the key store, or a map in tests.
 pub trait KeyLookup: Send + Sync {
     /// What is known about `address`; see [`KeyStore::lookup`].
@@ -75,7 +64,7 @@ impl KeyLookup for KeyStore {
 /// The encryption stage.
 pub struct EncryptStage<K: KeyLookup = KeyStore> {
     keys: Arc<K>,
-    unusable: UnusableKeyPolicy,
+    unusable: UnusableKey,
     protected_headers: bool,
     peek_limit: usize,
 }
@@ -87,7 +76,7 @@ impl EncryptStage<KeyStore> {
     /// judged by its first octets instead, up to [`P7M_PROBE`] past the limit.
     pub fn new(
         keys: Arc<KeyStore>,
-        unusable: UnusableKeyPolicy,
+        unusable: UnusableKey,
         protected_headers: bool,
         peek_limit: usize,
     ) -> Self {
@@ -99,7 +88,7 @@ impl<K: KeyLookup> EncryptStage<K> {
     /// As [`EncryptStage::new`], with any [`KeyLookup`].
     pub fn with_lookup(
         keys: Arc<K>,
-        unusable: UnusableKeyPolicy,
+        unusable: UnusableKey,
         protected_headers: bool,
         peek_limit: usize,
     ) -> Self {
@@ -122,7 +111,7 @@ impl<K: KeyLookup> EncryptStage<K> {
         let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
         let address = &rcpt.address;
         match self.unusable {
-            UnusableKeyPolicy::Tempfail => {
+            UnusableKey::Tempfail => {
                 tracing::warn!(
                     rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
                     "recipient's key is unusable: tempfail"
@@ -135,7 +124,7 @@ impl<K: KeyLookup> EncryptStage<K> {
                     ),
                 ))
             }
-            UnusableKeyPolicy::Reject => {
+            UnusableKey::Reject => {
                 tracing::warn!(
                     rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
                     "recipient's key is unusable: rejected"
@@ -146,7 +135,7 @@ impl<K: KeyLookup> EncryptStage<K> {
                     format!("{address}: recipient's OpenPGP key is unusable ({reason})"),
                 ))
             }
-            UnusableKeyPolicy::Plaintext => {
+            UnusableKey::Plaintext => {
                 tracing::warn!(
                     rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
                     "recipient's key is unusable: delivering unencrypted"
@@ -1284,7 +1273,7 @@ mod tests {
         }
     }
 
-    fn stage(policy: UnusableKeyPolicy) -> EncryptStage<MapLookup> {
+    fn stage(policy: UnusableKey) -> EncryptStage<MapLookup> {
         let now = SystemTime::now();
         let (expired, _) = CertBuilder::new()
             .add_userid("<old@example.org>")
@@ -1343,7 +1332,7 @@ mod tests {
 
     #[test]
     fn recipients_by_key_and_policy() {
-        use UnusableKeyPolicy::*;
+        use UnusableKey::*;
         let alice = format!("encrypt:{}", keys()[0].fingerprint());
         let plain = b"From: x\r\nContent-Type: text/plain\r\n\r\n";
         let encrypted = b"From: x\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\n";
@@ -1363,7 +1352,7 @@ mod tests {
         };
         let no_subkey = "no encryption-capable subkey";
         // (policy, address, headers, RCPT outcome, plan outcome)
-        let cases: Vec<(UnusableKeyPolicy, &str, &[u8], Outcome, Outcome)> = vec![
+        let cases: Vec<(UnusableKey, &str, &[u8], Outcome, Outcome)> = vec![
             (Tempfail, "nobody@example.org", plain, Ok(None), Ok(None)),
             (
                 Tempfail,
