@@ -298,27 +298,33 @@ fn sq_decrypts_its_own_keys() {
 }
 
 #[test]
-fn rnp_decrypts_its_own_key() {
+fn rnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
     if !common::require_all(&["rnp", "rnpkeys"]) {
         return;
     }
     let rnp = Rnp::new();
     let setup = Setup::new();
     setup.import_ok(&rnp.generate_rsa("Rita <rita@example.org>", "rita@example.org"));
+    setup.import_ok(&rnp.generate_cv25519("Eddie <eddie@example.org>", "eddie@example.org"));
     let sealgate = setup.spawn(&[]);
     let message = corpus("02-utf8-8bit-body.eml");
-    assert_codes(
-        &deliver(&sealgate, &["rita@example.org"], &message)[0],
-        "250",
-        "rnp",
+    let replies = deliver(
+        &sealgate,
+        &["rita@example.org", "eddie@example.org"],
+        &message,
     );
-    let armored = armored_part(&setup.only_stored("rita@example.org"));
-    let (ok, plaintext, err) = rnp.decrypt(&armored);
-    assert!(ok, "rnp --decrypt: {err}");
-    assert!(
-        plaintext == expected_inner(&message),
-        "decrypted entity differs"
-    );
+    for reply in &replies {
+        assert_codes(reply, "250", "rnp recipients");
+    }
+    for rcpt in ["rita@example.org", "eddie@example.org"] {
+        let armored = armored_part(&setup.only_stored(rcpt));
+        let (ok, plaintext, err) = rnp.decrypt(&armored);
+        assert!(ok, "rnp --decrypt for {rcpt}: {err}");
+        assert!(
+            plaintext == expected_inner(&message),
+            "{rcpt}: decrypted entity differs"
+        );
+    }
 }
 
 /// Sequoia 2 certificates advertise SEIPDv2, which GnuPG 2.2 cannot read: sealgate must

@@ -230,28 +230,26 @@ impl Rnp {
 
     /// Generates an RSA-3072 key with an encryption subkey; returns the certificate.
     pub fn generate_rsa(&self, uid: &str, address: &str) -> Vec<u8> {
+        self.generate(&["--numbits", "3072", "--userid", uid], b"", address)
+    }
+
+    /// Generates an EdDSA key with a Curve25519 (ECDH) encryption subkey, answering the
+    /// `--expert` prompt with 22 (EDDSA); returns the certificate.
+    pub fn generate_cv25519(&self, uid: &str, address: &str) -> Vec<u8> {
+        self.generate(&["--expert", "--userid", uid], b"22\n", address)
+    }
+
+    fn generate(&self, args: &[&str], answers: &[u8], address: &str) -> Vec<u8> {
+        let home = self.home().to_str().expect("path");
         let (ok, _, err) = run_with_input(
-            Command::new(bin_path("rnpkeys")).args([
-                "--homedir",
-                self.home().to_str().expect("path"),
-                "--generate-key",
-                "--userid",
-                uid,
-                "--numbits",
-                "3072",
-                "--password",
-                "",
-            ]),
-            b"",
+            Command::new(bin_path("rnpkeys"))
+                .args(["--homedir", home, "--generate-key", "--password", ""])
+                .args(args),
+            answers,
         );
         assert!(ok, "rnpkeys --generate-key: {err}");
         let (ok, cert, err) = run_with_input(
-            Command::new(bin_path("rnpkeys")).args([
-                "--homedir",
-                self.home().to_str().expect("path"),
-                "--export-key",
-                address,
-            ]),
+            Command::new(bin_path("rnpkeys")).args(["--homedir", home, "--export-key", address]),
             b"",
         );
         assert!(ok && !cert.is_empty(), "rnpkeys --export-key: {err}");
