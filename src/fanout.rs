@@ -155,7 +155,7 @@ impl<'a> Fanout<'a> {
             let mut slot = Vec::with_capacity(members.len());
             for &m in &members {
                 let rcpt = &self.recipients[m];
-                match distinct.iter().position(|d| d.address == rcpt.address) {
+                match distinct.iter().position(|d| d.mailbox == rcpt.mailbox) {
                     Some(s) => slot.push(s),
                     None => {
                         slot.push(distinct.len());

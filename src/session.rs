@@ -337,8 +337,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Too many recipients",
             ));
         }
-        let rcpt = Recipient { address };
-        let reply = match self.shared.pipeline.check_recipient(&txn.envelope, &rcpt) {
+        let mut rcpt = Recipient::new(address);
+        let reply = match self
+            .shared
+            .pipeline
+            .check_recipient(&txn.envelope, &mut rcpt)
+        {
             Ok(()) => {
                 txn.recipients.push(rcpt);
                 Reply::new(250, EnhancedCode::new(2, 1, 5), "Ok")

@@ -207,7 +207,7 @@ impl Client {
         mail.push_str("\r\n");
         let rcpts: Vec<String> = recipients
             .iter()
-            .map(|r| format!("RCPT TO:<{}>\r\n", r.address))
+            .map(|r| format!("RCPT TO:<{}>\r\n", r.mailbox))
             .collect();
 
         let mut rcpt_replies = Vec::with_capacity(recipients.len());

@@ -45,7 +45,7 @@ impl Maildir {
     }
 
     async fn open(&self, envelope: &Envelope, rcpt: &Recipient) -> Copy {
-        let folder = self.root.join(folder_name(&rcpt.address));
+        let folder = self.root.join(folder_name(&rcpt.mailbox));
         for sub in ["tmp", "new", "cur"] {
             if let Err(err) = fs::create_dir_all(folder.join(sub)).await {
                 return Copy::Failed(storage_error(&err));
@@ -75,7 +75,7 @@ impl Maildir {
         // What Dovecot's own delivery adds: who sent it and to whom it was delivered.
         let prefix = format!(
             "Return-Path: <{}>\r\nDelivered-To: {}\r\n",
-            envelope.reverse_path, rcpt.address
+            envelope.reverse_path, rcpt.mailbox
         );
         if let Err(err) = file.write_all(prefix.as_bytes()).await {
             let _ = fs::remove_file(&tmp).await;

@@ -151,9 +151,9 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
         "encrypt"
     }
 
-    fn check_recipient(&self, envelope: &Envelope, rcpt: &Recipient) -> Result<(), Reply> {
+    fn check_recipient(&self, envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
         let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
-        match self.keys.lookup(&rcpt.address) {
+        match self.keys.lookup(&rcpt.mailbox) {
             Lookup::None => {
                 tracing::debug!(rcpt = %rcpt.address, queue_id, "no OpenPGP key");
                 Ok(())
@@ -174,7 +174,7 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
 
     fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
         let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
-        let cert = match self.keys.lookup(&rcpt.address) {
+        let cert = match self.keys.lookup(&rcpt.mailbox) {
             Lookup::None => return Ok(Plan::Unchanged),
             Lookup::Unusable {
                 fingerprint,
@@ -1313,9 +1313,7 @@ mod tests {
     }
 
     fn rcpt(address: &str) -> Recipient {
-        Recipient {
-            address: address.to_owned(),
-        }
+        Recipient::new(address.to_owned())
     }
 
     /// What a check or plan came to: `Ok(None)` unchanged, `Ok(Some(variant))` rewritten,
@@ -1398,7 +1396,7 @@ mod tests {
             let stage = stage(policy);
             assert_eq!(stage.name(), "encrypt");
             let got = stage
-                .check_recipient(&envelope, &rcpt(address))
+                .check_recipient(&envelope, &mut rcpt(address))
                 .map(|()| None)
                 .map_err(refused);
             assert_eq!(got, at_rcpt, "{policy:?} {address} at RCPT");

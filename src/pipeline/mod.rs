@@ -26,8 +26,22 @@ pub struct Envelope {
 /// One accepted RCPT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
-    /// The address as the client sent it, without angle brackets.
+    /// The address as the client sent it, without angle brackets: what replies and logs name.
     pub address: String,
+    /// The mailbox the message is delivered to and looked up for (keys): the address, unless
+    /// a stage routed it elsewhere (a secure twin `user@secure.example.org` goes to
+    /// `user@example.org`).
+    pub mailbox: String,
+}
+
+impl Recipient {
+    /// A recipient delivered to the address it was sent to.
+    pub fn new(address: String) -> Recipient {
+        Recipient {
+            mailbox: address.clone(),
+            address,
+        }
+    }
 }
 
 /// What one stage does to one recipient's copy.
@@ -44,11 +58,12 @@ pub trait Stage: Send + Sync {
     /// Short name for logs.
     fn name(&self) -> &'static str;
 
-    /// RCPT time: `Err(reply)` refuses the recipient with that reply.
+    /// RCPT time: `Err(reply)` refuses the recipient with that reply. A stage that routes
+    /// the recipient elsewhere sets `rcpt.mailbox`; later stages and the next hop see that.
     ///
     /// # Errors
     /// The reply the client gets for this RCPT.
-    fn check_recipient(&self, _envelope: &Envelope, _rcpt: &Recipient) -> Result<(), Reply> {
+    fn check_recipient(&self, _envelope: &Envelope, _rcpt: &mut Recipient) -> Result<(), Reply> {
         Ok(())
     }
 
@@ -107,7 +122,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// The refusing stage's reply.
-    pub fn check_recipient(&self, envelope: &Envelope, rcpt: &Recipient) -> Result<(), Reply> {
+    pub fn check_recipient(&self, envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
         self.stages
             .iter()
             .try_for_each(|stage| stage.check_recipient(envelope, rcpt))
@@ -239,7 +254,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "upper"
         }
-        fn check_recipient(&self, _: &Envelope, rcpt: &Recipient) -> Result<(), Reply> {
+        fn check_recipient(&self, _: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
             if rcpt.address.starts_with("refused") {
                 return Err(Reply::new(550, EnhancedCode::new(5, 7, 1), "no"));
             }
@@ -255,9 +270,7 @@ mod tests {
     }
 
     fn rcpt(address: &str) -> Recipient {
-        Recipient {
-            address: address.into(),
-        }
+        Recipient::new(address.into())
     }
 
     #[test]
@@ -287,9 +300,13 @@ mod tests {
         assert_eq!(upper.finish().unwrap(), b"END\r\nEND\r\n");
         assert!(
             pipeline
-                .check_recipient(&envelope, &rcpt("refused@x"))
+                .check_recipient(&envelope, &mut rcpt("refused@x"))
                 .is_err()
         );
-        assert!(pipeline.check_recipient(&envelope, &rcpt("a@x")).is_ok());
+        assert!(
+            pipeline
+                .check_recipient(&envelope, &mut rcpt("a@x"))
+                .is_ok()
+        );
     }
 }
