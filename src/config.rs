@@ -77,6 +77,61 @@ pub enum UnusableKey {
     Plaintext,
 }
 
+/// A TLS protocol version, as Postfix writes it in its Received header (`TLSv1.2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// SSLv3
+    Ssl3,
+    /// TLSv1
+    Tls1_0,
+    /// TLSv1.1
+    Tls1_1,
+    /// TLSv1.2
+    Tls1_2,
+    /// TLSv1.3
+    Tls1_3,
+}
+
+impl TlsVersion {
+    /// Parses Postfix's and OpenSSL's spelling (`TLSv1.3`, `TLSv1`, `SSLv3`), case-insensitive.
+    pub fn parse(raw: &str) -> Option<TlsVersion> {
+        match raw.to_ascii_lowercase().as_str() {
+            "sslv3" => Some(TlsVersion::Ssl3),
+            "tlsv1" | "tlsv1.0" => Some(TlsVersion::Tls1_0),
+            "tlsv1.1" => Some(TlsVersion::Tls1_1),
+            "tlsv1.2" => Some(TlsVersion::Tls1_2),
+            "tlsv1.3" => Some(TlsVersion::Tls1_3),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Ssl3 => "SSLv3",
+            TlsVersion::Tls1_0 => "TLSv1",
+            TlsVersion::Tls1_1 => "TLSv1.1",
+            TlsVersion::Tls1_2 => "TLSv1.2",
+            TlsVersion::Tls1_3 => "TLSv1.3",
+        })
+    }
+}
+
+/// Which messages the scrub stage cleans (`SEALGATE_SCRUB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrubMode {
+    /// Mail our own MTA received from an authenticated user (`with ESMTPA`/`ESMTPSA`).
+    Authenticated,
+    /// All mail.
+    All,
+    /// None.
+    Off,
+}
+
+/// The client-revealing headers removed by default (`SEALGATE_SCRUB_HEADERS`).
+pub const DEFAULT_SCRUB_HEADERS: &str = "X-Originating-IP,X-Forwarded-For,X-Real-IP,X-Client-IP,X-Sender-IP,X-Remote-IP,X-Remote-Addr,X-Originating-Client,User-Agent,X-Mailer,X-MimeOLE,X-Newsreader,X-MS-Exchange-Organization-OriginalClientIPAddress,X-Yahoo-Newman-Property";
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -135,6 +190,19 @@ pub struct Config {
     pub protected_headers: bool,
     /// `SEALGATE_MAX_INSPECT_SIZE`
     pub max_inspect_size: usize,
+    /// `SEALGATE_SECURE_DOMAINS`: secure domain → the domain its mailboxes live in (the same
+    /// domain when no `=` was given).
+    pub secure_domains: Vec<(String, String)>,
+    /// `SEALGATE_SECURE_MAILBOXES`: a file of secure addresses, reloaded when it changes.
+    pub secure_mailboxes: Option<PathBuf>,
+    /// `SEALGATE_TLS_MIN_VERSION`
+    pub tls_min_version: TlsVersion,
+    /// `SEALGATE_TRUSTED_MTA`: host names whose Received header counts as evidence.
+    pub trusted_mta: Vec<String>,
+    /// `SEALGATE_SCRUB`
+    pub scrub: ScrubMode,
+    /// `SEALGATE_SCRUB_HEADERS`: header names (lower-case) removed by the scrub stage.
+    pub scrub_headers: Vec<String>,
     /// `SEALGATE_LOG`
     pub log_filter: String,
     /// `SEALGATE_LOG_FORMAT`
@@ -265,6 +333,36 @@ pub const VARIABLES: &[Variable] = &[
         doc: "How much of a text or multipart/alternative/mixed message is held back to tell whether it is already encrypted; a larger one is encrypted.",
     },
     Variable {
+        name: "SEALGATE_SECURE_DOMAINS",
+        default: "(none)",
+        doc: "Secure domains, comma-separated: `secure.example.org=example.org` makes user@secure.example.org the TLS-only twin of user@example.org (delivered there); a bare domain makes all its addresses TLS-only.",
+    },
+    Variable {
+        name: "SEALGATE_SECURE_MAILBOXES",
+        default: "(none)",
+        doc: "File of single TLS-only addresses, one per line (# comments); re-read when it changes and on SIGHUP.",
+    },
+    Variable {
+        name: "SEALGATE_TLS_MIN_VERSION",
+        default: "TLSv1.2",
+        doc: "Lowest TLS version a secure address accepts (TLSv1, TLSv1.1, TLSv1.2, TLSv1.3); lower or none gets 550 5.7.1.",
+    },
+    Variable {
+        name: "SEALGATE_TRUSTED_MTA",
+        default: "(SEALGATE_HOSTNAME)",
+        doc: "Host names (comma-separated) of our own MTAs: only the first Received header, and only if its `by` is one of these, counts as TLS and authentication evidence.",
+    },
+    Variable {
+        name: "SEALGATE_SCRUB",
+        default: "authenticated",
+        doc: "Remove the client's IP, name, HELO and mail program from: authenticated (mail of logged-in users), all, or off.",
+    },
+    Variable {
+        name: "SEALGATE_SCRUB_HEADERS",
+        default: "X-Originating-IP,X-Forwarded-For,X-Real-IP,X-Client-IP,X-Sender-IP,X-Remote-IP,X-Remote-Addr,X-Originating-Client,User-Agent,X-Mailer,X-MimeOLE,X-Newsreader,X-MS-Exchange-Organization-OriginalClientIPAddress,X-Yahoo-Newman-Property",
+        doc: "Header fields the scrub stage removes, comma-separated, case-insensitive.",
+    },
+    Variable {
         name: "SEALGATE_LOG",
         default: "info",
         doc: "Log filter, RUST_LOG syntax (e.g. info,sealgate=debug). RUST_LOG is used when this is unset.",
@@ -357,6 +455,14 @@ impl Config {
             keystore_reload: read("SEALGATE_KEYSTORE_RELOAD").duration("10s")?,
             unusable_key: read("SEALGATE_UNUSABLE_KEY").parse(parse_unusable_key, "tempfail")?,
             protected_headers: read("SEALGATE_PROTECTED_HEADERS").parse(parse_on_off, "off")?,
+            secure_domains: read("SEALGATE_SECURE_DOMAINS").parse(parse_secure_domains, "")?,
+            secure_mailboxes: get("SEALGATE_SECURE_MAILBOXES").map(PathBuf::from),
+            tls_min_version: read("SEALGATE_TLS_MIN_VERSION")
+                .parse(parse_tls_version, "TLSv1.2")?,
+            trusted_mta: Vec::new(),
+            scrub: read("SEALGATE_SCRUB").parse(parse_scrub, "authenticated")?,
+            scrub_headers: read("SEALGATE_SCRUB_HEADERS")
+                .parse(parse_header_list, DEFAULT_SCRUB_HEADERS)?,
             max_inspect_size: usize::try_from(read("SEALGATE_MAX_INSPECT_SIZE").size(1_048_576)?)
                 .map_err(|_| read("SEALGATE_MAX_INSPECT_SIZE").err("too large"))?,
             log_filter: get("SEALGATE_LOG")
@@ -364,6 +470,11 @@ impl Config {
                 .unwrap_or("info")
                 .to_string(),
             log_format: read("SEALGATE_LOG_FORMAT").parse(parse_log_format, "text")?,
+        };
+        let mut config = config;
+        config.trusted_mta = match get("SEALGATE_TRUSTED_MTA") {
+            Some(raw) => parse_host_list(raw).map_err(|p| read("SEALGATE_TRUSTED_MTA").err(p))?,
+            None => vec![config.hostname.to_ascii_lowercase()],
         };
         Ok(config)
     }
@@ -423,6 +534,33 @@ impl Config {
                 "SEALGATE_MAX_INSPECT_SIZE",
                 self.max_inspect_size.to_string(),
             ),
+            (
+                "SEALGATE_SECURE_DOMAINS",
+                self.secure_domains
+                    .iter()
+                    .map(|(secure, real)| format!("{secure}={real}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "SEALGATE_SECURE_MAILBOXES",
+                self.secure_mailboxes
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("SEALGATE_TLS_MIN_VERSION", self.tls_min_version.to_string()),
+            ("SEALGATE_TRUSTED_MTA", self.trusted_mta.join(",")),
+            (
+                "SEALGATE_SCRUB",
+                match self.scrub {
+                    ScrubMode::Authenticated => "authenticated",
+                    ScrubMode::All => "all",
+                    ScrubMode::Off => "off",
+                }
+                .to_string(),
+            ),
+            ("SEALGATE_SCRUB_HEADERS", self.scrub_headers.join(",")),
             ("SEALGATE_LOG", self.log_filter.clone()),
             (
                 "SEALGATE_LOG_FORMAT",
@@ -558,6 +696,62 @@ fn parse_bare_newline(raw: &str) -> Result<BareNewline, String> {
         "allow" => Ok(BareNewline::Allow),
         other => Err(format!("{other:?}: expected reject, normalize or allow")),
     }
+}
+
+fn parse_secure_domains(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let mut domains = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (secure, real) = item.split_once('=').unwrap_or((item, item));
+        let (secure, real) = (secure.trim(), real.trim());
+        for domain in [secure, real] {
+            if parse_hostname(domain).is_err() || !domain.contains('.') {
+                return Err(format!("{domain:?} is not a domain"));
+            }
+        }
+        domains.push((secure.to_ascii_lowercase(), real.to_ascii_lowercase()));
+    }
+    Ok(domains)
+}
+
+fn parse_tls_version(raw: &str) -> Result<TlsVersion, String> {
+    TlsVersion::parse(raw)
+        .ok_or_else(|| format!("{raw:?}: expected TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3"))
+}
+
+fn parse_host_list(raw: &str) -> Result<Vec<String>, String> {
+    let hosts: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| parse_hostname(h).map(|h| h.to_ascii_lowercase()))
+        .collect::<Result<_, _>>()?;
+    if hosts.is_empty() {
+        return Err("name at least one host".into());
+    }
+    Ok(hosts)
+}
+
+fn parse_scrub(raw: &str) -> Result<ScrubMode, String> {
+    match raw {
+        "authenticated" => Ok(ScrubMode::Authenticated),
+        "all" => Ok(ScrubMode::All),
+        "off" => Ok(ScrubMode::Off),
+        other => Err(format!("{other:?}: expected authenticated, all or off")),
+    }
+}
+
+fn parse_header_list(raw: &str) -> Result<Vec<String>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            if h.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(format!("{h:?} is not a header field name"))
+            }
+        })
+        .collect()
 }
 
 fn parse_unusable_key(raw: &str) -> Result<UnusableKey, String> {
@@ -725,6 +919,11 @@ mod tests {
             ("SEALGATE_HOSTNAME", "bad host"),
             ("SEALGATE_UNUSABLE_KEY", "ignore"),
             ("SEALGATE_PROTECTED_HEADERS", "maybe"),
+            ("SEALGATE_SECURE_DOMAINS", "secure.example.org=bad domain"),
+            ("SEALGATE_TLS_MIN_VERSION", "TLSv9"),
+            ("SEALGATE_SCRUB", "some"),
+            ("SEALGATE_SCRUB_HEADERS", "X-Mailer:"),
+            ("SEALGATE_TRUSTED_MTA", ","),
             ("SEALGATE_MAX_HEADER_SIZE", "10"),
             ("SEALGATE_NEXT_HOPP", "maildir:x"),
         ];
@@ -732,6 +931,29 @@ mod tests {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);
         }
+    }
+
+    #[test]
+    fn secure_domains_and_trusted_mtas() {
+        let config = Config::from_vars(&vars(&[
+            (
+                "SEALGATE_SECURE_DOMAINS",
+                "Secure.Example.org=example.org, vault.example.net",
+            ),
+            ("SEALGATE_HOSTNAME", "MX.example.org"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.secure_domains,
+            vec![
+                ("secure.example.org".into(), "example.org".into()),
+                ("vault.example.net".into(), "vault.example.net".into())
+            ]
+        );
+        assert_eq!(config.trusted_mta, vec!["mx.example.org".to_string()]);
+        assert_eq!(config.tls_min_version, TlsVersion::Tls1_2);
+        assert!(TlsVersion::Tls1_1 < TlsVersion::Tls1_2);
+        assert!(config.scrub_headers.contains(&"user-agent".to_string()));
     }
 
     #[test]
