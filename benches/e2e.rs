@@ -1,24 +1,40 @@
-//! End-to-end benchmark of sealgate's pass-through path: LMTP client → sealgate → LMTP sink.
+//! End-to-end benchmark of sealgate: LMTP client → sealgate → LMTP sink, in pass-through and
+//! with encryption.
 //!
 //! Everything runs in this process except sealgate itself: an in-process LMTP sink (the next
 //! hop), the release `sealgate` binary, started fresh for every scenario so that its peak RSS
 //! (`VmHWM`) belongs to that scenario alone, and a load client of M concurrent connections that
 //! sends N messages (MAIL, RCPT, DATA pipelined in one write; the body after the 354). For each
-//! scenario it prints throughput (msgs/s, and message MB/s with 1 MB = 10^6 bytes), latency per
-//! message from MAIL to the final reply (p50/p99/max), sealgate's peak RSS and its CPU time
-//! (utime+stime). Client and sink share the cores with sealgate, so msgs per sealgate
-//! CPU-second is the figure to compare across machines. Failed messages make the exit code 1;
-//! the performance targets at the end are printed for reference only.
+//! scenario it prints throughput (msgs/s, and message MB/s with 1 MB = 10^6 bytes, counted on
+//! the message as sent), latency per message from MAIL to the final reply (p50/p99/max),
+//! sealgate's peak RSS and its CPU time (utime+stime). Client and sink share the cores with
+//! sealgate, so msgs per sealgate CPU-second is the figure to compare across machines. Failed
+//! messages make the exit code 1; the performance targets at the end are printed for reference
+//! only.
+//!
+//! Encryption scenarios generate a certificate (Cv25519 or RSA-3072, one transport-encryption
+//! subkey, user ID `<bench@example.org>`), import it with `sealgate keys import` into a
+//! temporary key store and send to `bench@example.org`. The sink checks every delivered
+//! message: PGP/MIME (`multipart/encrypted`) with one complete armored OpenPGP message; one
+//! that is not fails the scenario. After the sealgate scenarios the same message bytes are
+//! encrypted in-process by sequoia alone, one thread, with the writer stack sealgate uses
+//! (`Message → Armorer → Encryptor` (SEIPDv1, AES-256, `sealgate::openpgp::recipients`) `→
+//! LiteralWriter` → discarded), and sealgate's figures are set against that baseline.
 //!
 //! Run:
-//! - `cargo bench --bench e2e`: the default scenarios (4 KiB, 64 KiB, 1 MiB, one 256 MiB).
+//! - `cargo bench --bench e2e`: the default scenarios (pass-through 4 KiB, 64 KiB, 1 MiB, one
+//!   256 MiB; encryption Cv25519 and RSA-3072 4 KiB and 64 KiB, one Cv25519 256 MiB).
 //! - `cargo bench --bench e2e -- --quick`: the same with a tenth of the messages (smoke run).
-//! - `cargo bench --bench e2e -- --messages N --size BYTES --connections M`: one custom scenario.
+//! - `cargo bench --bench e2e -- --only passthrough|encrypt`: one group of scenarios.
+//! - `cargo bench --bench e2e -- --messages N --size BYTES --connections M [--key
+//!   cv25519|rsa3072]`: one custom scenario, encrypted to a key of that kind if `--key` is given.
 //!
 //! `cargo test --all-targets` runs this binary too, unoptimised and without arguments; it then
-//! does the `--quick` run. Linux only: reads `/proc/<pid>/status` and `/proc/<pid>/stat`.
+//! does the `--quick` run, with one small encryption scenario and a short baseline instead of
+//! the encryption group. Linux only: reads `/proc/<pid>/status` and `/proc/<pid>/stat`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, mpsc};
@@ -29,6 +45,11 @@ use sealgate_protocol::{
     BareNewline, Command as Cmd, DataDecoder, DotStuffer, EnhancedCode, LineDecoder, Reply,
     ReplyDecoder, parse_command,
 };
+use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
+use sequoia_openpgp::serialize::SerializeInto;
+use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message};
+use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
+use sequoia_openpgp::{Cert, armor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -42,22 +63,90 @@ const STREAM_ABOVE: usize = 16 << 20;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// /proc/<pid>/stat counts CPU time in USER_HZ ticks, 100 per second on Linux.
 const CLOCK_TICKS: f64 = 100.0;
+/// To a recipient without a key: the message passes through.
 const ENVELOPE: &[u8] =
     b"MAIL FROM:<sender@bench.example>\r\nRCPT TO:<rcpt@bench.example>\r\nDATA\r\n";
+/// To the holder of the generated certificate: the message is encrypted.
+const ENVELOPE_ENCRYPT: &[u8] =
+    b"MAIL FROM:<sender@bench.example>\r\nRCPT TO:<bench@example.org>\r\nDATA\r\n";
+const KEY_USERID: &str = "<bench@example.org>";
 const TEXT: &[u8] = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen \
     liquor jugs. Sphinx of black quartz, judge my vow! 0123456789 ";
-const HEADER: &str = "scenario                     msgs  err    secs   msgs/s    MB/s  p50ms  p99ms   maxms  rss_MiB  cpu_s msgs/cpu_s";
+const HEADER: &str = "scenario                         msgs  err    secs   msgs/s    MB/s  p50ms  p99ms   maxms  rss_MiB  cpu_s msgs/cpu_s";
+const BARE_HEADER: &str = "baseline                         msgs    secs msgs/s/core    MB/s  us/msg  select_us  cpu_s msgs/cpu_s";
 
-/// Messages and message bytes the sink has received, all connections together.
+/// What the sink checks in an encrypted message: the PGP/MIME type in the first
+/// [`SINK_PREFIX`] octets, the armor header after it, the armor footer in the last
+/// [`SINK_TAIL`] octets.
+const MULTIPART_ENCRYPTED: &[u8] = b"multipart/encrypted";
+const BEGIN_PGP: &[u8] = b"-----BEGIN PGP MESSAGE-----";
+const END_PGP: &[u8] = b"-----END PGP MESSAGE-----";
+const SINK_PREFIX: usize = 16 * 1024;
+const SINK_TAIL: usize = 256;
+
+/// Messages and message bytes the sink has received, all connections together, and how many
+/// of those messages were PGP/MIME-encrypted.
 static SINK_MESSAGES: AtomicU64 = AtomicU64::new(0);
 static SINK_BYTES: AtomicU64 = AtomicU64::new(0);
+static SINK_ENCRYPTED: AtomicU64 = AtomicU64::new(0);
+
+/// The certificate kinds the encryption scenarios use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Suite {
+    Cv25519,
+    Rsa3072,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::Cv25519 => "cv25519",
+            Suite::Rsa3072 => "rsa3072",
+        }
+    }
+
+    fn cipher_suite(self) -> CipherSuite {
+        match self {
+            Suite::Cv25519 => CipherSuite::Cv25519,
+            Suite::Rsa3072 => CipherSuite::RSA3k,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    Passthrough,
+    Encrypt,
+}
 
 struct Scenario {
     name: String,
+    /// `Some`: sent to the holder of a certificate of this kind, so encrypted.
+    key: Option<Suite>,
     messages: usize,
     size: usize,
     connections: usize,
     warmup: usize,
+}
+
+impl Scenario {
+    fn group(&self) -> Group {
+        match self.key {
+            Some(_) => Group::Encrypt,
+            None => Group::Passthrough,
+        }
+    }
+}
+
+/// What the scenarios to run are, and how they were chosen.
+struct Plan {
+    scenarios: Vec<Scenario>,
+    quick: bool,
+    /// Messages per baseline run under `cargo test`, instead of the scenario's count.
+    bare_messages: Option<usize>,
+    /// A baseline run lasts at least this long (more messages than the scenario's if need
+    /// be), so that CPU time in 10 ms ticks is measured to about 1 %.
+    bare_min: Duration,
 }
 
 fn main() {
@@ -71,108 +160,293 @@ fn main() {
     } else {
         format!("cargo bench --bench e2e -- {}", args.join(" "))
     };
-    let (scenarios, quick) = scenarios(&args).unwrap_or_else(|err| {
-        eprintln!("e2e: {err}\nusage: cargo bench --bench e2e -- [--quick] [--messages N --size BYTES --connections M]");
+    let plan = plan(&args, under_cargo_test).unwrap_or_else(|err| {
+        eprintln!(
+            "e2e: {err}\nusage: cargo bench --bench e2e -- [--quick] [--only passthrough|encrypt] \
+             [--messages N --size BYTES --connections M [--key cv25519|rsa3072]]"
+        );
         std::process::exit(2)
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("build the tokio runtime");
-    let failed = runtime.block_on(run(scenarios, quick, command.trim_end_matches(" -- ")));
+    let failed = runtime.block_on(run(plan, command.trim_end_matches(" -- ")));
     std::process::exit(i32::from(failed));
 }
 
-fn scenarios(args: &[String]) -> Result<(Vec<Scenario>, bool), String> {
-    let (mut quick, mut messages, mut size, mut connections) = (false, None, None, None);
+fn plan(args: &[String], under_cargo_test: bool) -> Result<Plan, String> {
+    let (mut quick, mut only, mut key) = (false, None, None);
+    let (mut messages, mut size, mut connections) = (None, None, None);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<usize, String> {
-            let v = it.next().ok_or(format!("{name} needs a value"))?;
-            v.parse().map_err(|_| format!("{name}: not a number: {v}"))
-        };
+        let mut word = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--quick" => quick = true,
-            "--messages" => messages = Some(value(arg)?),
-            "--size" => size = Some(value(arg)?),
-            "--connections" => connections = Some(value(arg)?.max(1)),
+            "--only" => {
+                only = Some(match word(arg)?.as_str() {
+                    "passthrough" => Group::Passthrough,
+                    "encrypt" => Group::Encrypt,
+                    other => return Err(format!("--only: passthrough or encrypt, not {other:?}")),
+                })
+            }
+            "--key" => {
+                key = Some(match word(arg)?.as_str() {
+                    "cv25519" => Suite::Cv25519,
+                    "rsa3072" | "rsa3k" => Suite::Rsa3072,
+                    other => return Err(format!("--key: cv25519 or rsa3072, not {other:?}")),
+                })
+            }
+            "--messages" | "--size" | "--connections" => {
+                let v = word(arg)?;
+                let v: usize = v.parse().map_err(|_| format!("{arg}: not a number: {v}"))?;
+                match arg.as_str() {
+                    "--messages" => messages = Some(v),
+                    "--size" => size = Some(v),
+                    _ => connections = Some(v.max(1)),
+                }
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    let sc = |name: &str, messages, size, connections, warmup| Scenario {
+    let sc = |name: &str, key, messages, size, connections, warmup| Scenario {
         name: name.to_owned(),
+        key,
         messages,
         size,
         connections,
         warmup,
     };
-    let mut list = if messages.is_none() && size.is_none() && connections.is_none() {
-        vec![
-            sc("passthrough 4KiB", 20_000, 4 << 10, 8, 500),
-            sc("passthrough 64KiB", 3000, 64 << 10, 8, 0),
-            sc("passthrough 1MiB", 200, 1 << 20, 4, 0),
-            sc("passthrough 256MiB single", 1, 256 << 20, 1, 0),
-        ]
-    } else {
+    use Suite::{Cv25519, Rsa3072};
+    let custom = messages.is_some() || size.is_some() || connections.is_some() || key.is_some();
+    let mut list = if custom {
         let size = size.unwrap_or(4096);
         let (n, m) = (messages.unwrap_or(1000), connections.unwrap_or(8));
-        vec![sc(&format!("custom {size}B"), n, size, m, 0)]
+        let name = match key {
+            Some(suite) => format!("custom encrypt {} {size}B", suite.name()),
+            None => format!("custom {size}B"),
+        };
+        vec![sc(&name, key, n, size, m, 0)]
+    } else {
+        vec![
+            sc("passthrough 4KiB", None, 20_000, 4 << 10, 8, 500),
+            sc("passthrough 64KiB", None, 3000, 64 << 10, 8, 0),
+            sc("passthrough 1MiB", None, 200, 1 << 20, 4, 0),
+            sc("passthrough 256MiB single", None, 1, 256 << 20, 1, 0),
+            sc("encrypt cv25519 4KiB", Some(Cv25519), 5000, 4 << 10, 8, 300),
+            sc("encrypt rsa3072 4KiB", Some(Rsa3072), 5000, 4 << 10, 8, 300),
+            sc("encrypt cv25519 64KiB", Some(Cv25519), 1000, 64 << 10, 8, 0),
+            sc("encrypt rsa3072 64KiB", Some(Rsa3072), 1000, 64 << 10, 8, 0),
+            sc(
+                "encrypt cv25519 256MiB single",
+                Some(Cv25519),
+                1,
+                256 << 20,
+                1,
+                0,
+            ),
+        ]
     };
     if quick {
         for s in &mut list {
             (s.messages, s.warmup) = ((s.messages / 10).max(1), s.warmup / 10);
         }
     }
-    Ok((list, quick))
+    let (mut bare_messages, mut bare_min) = (None, Duration::from_secs(1));
+    if under_cargo_test {
+        // Unoptimised: one small encryption scenario and a short baseline keep it quick.
+        list.retain(|s| s.key.is_none());
+        list.push(sc("encrypt cv25519 4KiB", Some(Cv25519), 20, 4 << 10, 4, 0));
+        (bare_messages, bare_min) = (Some(40), Duration::ZERO);
+    }
+    if let Some(group) = only {
+        list.retain(|s| s.group() == group);
+    }
+    Ok(Plan {
+        scenarios: list,
+        quick,
+        bare_messages,
+        bare_min,
+    })
 }
 
-/// Runs every scenario, prints the table and the targets; true if any message failed.
-async fn run(scenarios: Vec<Scenario>, quick: bool, command: &str) -> bool {
+/// What a scenario measured.
+#[derive(Clone, Copy)]
+struct Outcome {
+    /// Delivered messages per second.
+    rate: f64,
+    /// Peak RSS, MiB.
+    rss: f64,
+    /// sealgate's CPU seconds during the measured run.
+    cpu: f64,
+    /// Messages delivered in the measured run.
+    ok: usize,
+    /// Failed messages: refused, lost, or (when encrypting) not encrypted at the sink.
+    errors: usize,
+}
+
+/// Runs every scenario, prints the tables, the ratios and the targets; true if anything failed.
+async fn run(plan: Plan, command: &str) -> bool {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let quick = if quick {
+    let quick = if plan.quick {
         " (quick: message counts / 10)"
     } else {
         ""
     };
-    println!("# sealgate end-to-end: LMTP client -> sealgate (pass-through) -> LMTP sink");
+    println!(
+        "# sealgate end-to-end: LMTP client -> sealgate (pass-through or encrypting) -> LMTP sink"
+    );
     println!("# cores: {cores}; command: {command}{quick}");
+    let work = tempfile::tempdir().expect("a temporary directory");
+    // Pass-through runs get an empty key store, so no certificate lying around can matter.
+    let empty_store = work.path().join("keys-empty");
+    let mut keys: Vec<BenchKey> = Vec::new();
+    for sc in &plan.scenarios {
+        if let Some(suite) = sc.key
+            && keys.iter().all(|k| k.suite != suite)
+        {
+            let key = BenchKey::new(suite, work.path());
+            println!(
+                "# key {}: {} {KEY_USERID}, generated and imported with `sealgate keys import` \
+                 ({:.2} s to generate)",
+                suite.name(),
+                key.cert.fingerprint(),
+                key.generated_in.as_secs_f64()
+            );
+            keys.push(key);
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the sink");
     let sink_port = listener.local_addr().expect("sink address").port();
     tokio::spawn(sink(listener));
     println!("{HEADER}");
-    let mut results = Vec::new();
-    for sc in &scenarios {
-        results.push((sc.name.as_str(), run_scenario(sc, sink_port).await));
+    let mut results: Vec<(&Scenario, Outcome)> = Vec::new();
+    for sc in &plan.scenarios {
+        let store = match sc.key {
+            Some(suite) => key_for(&keys, suite).store.as_path(),
+            None => empty_store.as_path(),
+        };
+        results.push((sc, run_scenario(sc, sink_port, store).await));
     }
-    let find = |name: &str| results.iter().find(|r| r.0 == name).map(|r| r.1);
+
+    // The baseline, with sealgate stopped: the machine is sequoia's alone.
+    let encrypted: Vec<_> = results.iter().filter(|(sc, _)| sc.key.is_some()).collect();
+    let mut bare = Vec::new();
+    if !encrypted.is_empty() {
+        println!(
+            "# baseline: sequoia alone, in-process, one thread, the same message bytes: Message -> \
+             Armorer -> Encryptor (SEIPDv1, AES-256, sealgate::openpgp::recipients per message) -> \
+             LiteralWriter -> discarded; select_us is recipients() alone"
+        );
+        println!("{BARE_HEADER}");
+        for (sc, _) in &encrypted {
+            let key = key_for(&keys, sc.key.expect("an encryption scenario"));
+            let messages = plan.bare_messages.unwrap_or(sc.messages);
+            let warmup = (messages / 20).min(50);
+            let run = bare_run(&key.cert, sc.size, messages, warmup, plan.bare_min);
+            let name = sc.name.replacen("encrypt", "bare", 1);
+            println!(
+                "{:<30} {:>6} {:>7.2} {:>11} {:>7} {:>7} {:>10} {:>6.2} {:>10}",
+                name,
+                run.messages,
+                run.secs,
+                num(run.messages as f64 / run.secs),
+                num((run.messages * sc.size) as f64 / run.secs / 1e6),
+                num(run.secs / run.messages as f64 * 1e6),
+                num(run.select_secs / run.messages as f64 * 1e6),
+                run.cpu,
+                num(per_cpu(run.messages, run.cpu)),
+            );
+            bare.push((sc.name.as_str(), run));
+        }
+        println!("# ratios: sealgate / bare sequoia, same key and message size");
+        println!(
+            "#   wall: sealgate msgs/s / (bare msgs/s per core x {cores} cores; the load client \
+             and the sink use them too)"
+        );
+        println!(
+            "#   CPU-normalised (the fairer one): sealgate msgs per sealgate CPU-second / bare \
+             msgs per CPU-second"
+        );
+        println!(
+            "scenario                       sealgate_msgs/s  bare_msgs/s/core  wall_ratio  sealgate_msgs/cpu_s  bare_msgs/cpu_s  cpu_ratio"
+        );
+        for ((sc, outcome), (_, run)) in encrypted.iter().zip(&bare) {
+            let bare_rate = run.messages as f64 / run.secs;
+            let bare_per_cpu = per_cpu(run.messages, run.cpu);
+            let per_cpu = per_cpu(outcome.ok, outcome.cpu);
+            println!(
+                "{:<30} {:>15} {:>17} {:>11} {:>20} {:>16} {:>10}",
+                sc.name,
+                num(outcome.rate),
+                num(bare_rate),
+                num(outcome.rate / (bare_rate * cores as f64)),
+                num(per_cpu),
+                num(bare_per_cpu),
+                num(per_cpu / bare_per_cpu),
+            );
+        }
+    }
+
+    let find = |name: &str| results.iter().find(|r| r.0.name == name).map(|r| r.1);
     println!("targets (reference only, not enforced):");
-    let rate = find("passthrough 4KiB").map(|(rate, _, _)| rate);
+    let rate = find("passthrough 4KiB").map(|o| o.rate);
     target("passthrough 4KiB >= 5000 msgs/s", rate, |v| v >= 5000.0);
-    let rss = find("passthrough 256MiB single").map(|(_, rss, _)| rss);
+    let rss = find("passthrough 256MiB single").map(|o| o.rss);
     target("passthrough 256MiB single peak RSS <= 64 MiB", rss, |v| {
         v <= 64.0
     });
-    let failed = results.iter().any(|(_, (_, _, errors))| *errors > 0);
+    for name in [
+        "encrypt cv25519 4KiB",
+        "encrypt rsa3072 4KiB",
+        "encrypt cv25519 64KiB",
+        "encrypt rsa3072 64KiB",
+        "encrypt cv25519 256MiB single",
+    ] {
+        let ratio = find(name)
+            .zip(bare.iter().find(|b| b.0 == name))
+            .map(|(o, (_, run))| per_cpu(o.ok, o.cpu) / per_cpu(run.messages, run.cpu));
+        let what = format!("{name} >= 0.80 of bare sequoia (CPU-normalised)");
+        target(&what, ratio, |v| v >= 0.8);
+    }
+    let rss = find("encrypt cv25519 256MiB single").map(|o| o.rss);
+    target(
+        "encrypt cv25519 256MiB single peak RSS <= 64 MiB",
+        rss,
+        |v| v <= 64.0,
+    );
+    let failed = results.iter().any(|(_, o)| o.errors > 0);
     if failed {
-        println!("FAILED: some messages were not delivered (see the notes above)");
+        println!(
+            "FAILED: some messages were not delivered, or not encrypted (see the notes above)"
+        );
     }
     failed
 }
 
 fn target(what: &str, value: Option<f64>, pass: impl Fn(f64) -> bool) {
     match value {
+        Some(v) if !v.is_finite() => println!("  {what}: not measurable (too little CPU time)"),
         Some(v) if pass(v) => println!("  {what}: {} PASS", num(v)),
         Some(v) => println!("  {what}: {} MISS", num(v)),
         None => println!("  {what}: not run"),
     }
 }
 
-/// One scenario against a fresh sealgate; prints its row. Returns (msgs/s, RSS MiB, errors).
-async fn run_scenario(sc: &Scenario, sink_port: u16) -> (f64, f64, usize) {
-    let payload = Payload::new(sc.size);
-    let mut gate = Sealgate::spawn(sink_port);
+/// Messages per CPU-second; NaN when less than a clock tick was measured.
+fn per_cpu(messages: usize, cpu: f64) -> f64 {
+    match cpu > 0.0 {
+        true => messages as f64 / cpu,
+        false => f64::NAN,
+    }
+}
+
+/// One scenario against a fresh sealgate using the key store `store`; prints its row.
+async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
+    let payload = Payload::new(sc.size, sc.key.is_some());
+    let mut gate = Sealgate::spawn(sink_port, store);
     let (addr, pid) = (format!("127.0.0.1:{}", gate.port), gate.child.id());
     let mut notes = Vec::new();
     if sc.warmup > 0 {
@@ -185,23 +459,59 @@ async fn run_scenario(sc: &Scenario, sink_port: u16) -> (f64, f64, usize) {
             ));
         }
     }
-    let (cpu0, sink_msgs0, sink_bytes0) = (cpu_seconds(pid), sink_messages(), sink_bytes());
+    let (cpu0, sink_msgs0, sink_bytes0, sink_enc0) = (
+        cpu_seconds(pid),
+        sink_messages(),
+        sink_bytes(),
+        sink_encrypted(),
+    );
     let started = Instant::now();
     let mut res = load(&addr, &payload, sc.messages, sc.connections).await;
     let secs = started.elapsed().as_secs_f64();
     let (cpu, rss) = (cpu_seconds(pid) - cpu0, peak_rss_mib(pid));
     let (sink_msgs, sink_bytes) = (sink_messages() - sink_msgs0, sink_bytes() - sink_bytes0);
+    let sink_enc = sink_encrypted() - sink_enc0;
     if res.errors > 0 {
         notes.push(format!("{} failed, first: {}", res.errors, res.first()));
     }
     notes.extend(gate.stop());
 
-    let ok = (sc.messages - res.errors) as u64;
-    let bytes = ok * payload.len as u64;
-    if (sink_msgs, sink_bytes) != (ok, bytes) {
+    let ok = sc.messages - res.errors;
+    let bytes = ok as u64 * payload.len as u64;
+    let mut errors = res.errors;
+    if sc.key.is_some() {
+        // Every accepted message must have reached the sink encrypted.
+        let missing = (ok as u64).saturating_sub(sink_enc);
+        if missing > 0 || sink_msgs != ok as u64 {
+            errors += missing as usize;
+            notes.push(format!(
+                "FAIL: {ok} accepted, the sink got {sink_msgs}, of them {sink_enc} \
+                 PGP/MIME-encrypted ({}, {} ... {})",
+                String::from_utf8_lossy(MULTIPART_ENCRYPTED),
+                String::from_utf8_lossy(BEGIN_PGP),
+                String::from_utf8_lossy(END_PGP),
+            ));
+        }
+        let per_msg = sink_bytes as f64 / sink_msgs.max(1) as f64;
         notes.push(format!(
-            "the sink got {sink_msgs} messages ({sink_bytes} bytes) for {ok} accepted ({bytes} bytes)"
+            "sink: {sink_enc} of {sink_msgs} messages PGP/MIME-encrypted, {} octets each on \
+             average for {} sent (x{:.3})",
+            num(per_msg),
+            payload.len,
+            per_msg / payload.len as f64
         ));
+    } else {
+        if (sink_msgs, sink_bytes) != (ok as u64, bytes) {
+            notes.push(format!(
+                "the sink got {sink_msgs} messages ({sink_bytes} bytes) for {ok} accepted \
+                 ({bytes} bytes)"
+            ));
+        }
+        if sink_enc > 0 {
+            notes.push(format!(
+                "{sink_enc} pass-through messages arrived encrypted"
+            ));
+        }
     }
     res.latencies.sort_unstable();
     let n = res.latencies.len();
@@ -211,10 +521,10 @@ async fn run_scenario(sc: &Scenario, sink_port: u16) -> (f64, f64, usize) {
     };
     let rate = ok as f64 / secs;
     println!(
-        "{:<26} {:>6} {:>4} {:>7.2} {:>8} {:>7} {:>6} {:>6} {:>7} {:>8.1} {:>6.2} {:>10}",
+        "{:<30} {:>6} {:>4} {:>7.2} {:>8} {:>7} {:>6} {:>6} {:>7} {:>8.1} {:>6.2} {:>10}",
         sc.name,
         sc.messages,
-        res.errors,
+        errors,
         secs,
         num(rate),
         num(bytes as f64 / secs / 1e6),
@@ -223,12 +533,18 @@ async fn run_scenario(sc: &Scenario, sink_port: u16) -> (f64, f64, usize) {
         num(pct(100)),
         rss,
         cpu,
-        num(ok as f64 / cpu),
+        num(per_cpu(ok, cpu)),
     );
     for note in notes {
         println!("  note: {note}");
     }
-    (rate, rss, res.errors)
+    Outcome {
+        rate,
+        rss,
+        cpu,
+        ok,
+        errors,
+    }
 }
 
 /// About three significant digits, whatever the magnitude; "-" when there is no value (no
@@ -253,10 +569,13 @@ struct Payload {
     /// Exact length of the message (without dot-stuffing and terminator).
     len: usize,
     stuffed: Option<Bytes>,
+    /// MAIL, RCPT and DATA, pipelined.
+    envelope: &'static [u8],
 }
 
 impl Payload {
-    fn new(size: usize) -> Payload {
+    /// The message of `size` octets, to the certificate holder if `encrypt`.
+    fn new(size: usize, encrypt: bool) -> Payload {
         let len = pieces(size).map(|p| p.len()).sum();
         let stuffed = (len <= STREAM_ABOVE).then(|| {
             let (mut out, mut stuffer) =
@@ -265,7 +584,13 @@ impl Payload {
             stuffer.finish(&mut out);
             out.freeze()
         });
-        Payload { size, len, stuffed }
+        let envelope = if encrypt { ENVELOPE_ENCRYPT } else { ENVELOPE };
+        Payload {
+            size,
+            len,
+            stuffed,
+            envelope,
+        }
     }
 
     /// Writes the dot-stuffed message and its terminating ".\r\n".
@@ -388,7 +713,7 @@ async fn client(
     conn.expect(250, "LHLO").await?;
     while *done < count {
         let started = Instant::now();
-        conn.send(ENVELOPE).await?;
+        conn.send(payload.envelope).await?;
         let (mail, rcpt, data) = (
             conn.reply().await?,
             conn.reply().await?,
@@ -464,6 +789,45 @@ fn sink_bytes() -> u64 {
     SINK_BYTES.load(Relaxed)
 }
 
+fn sink_encrypted() -> u64 {
+    SINK_ENCRYPTED.load(Relaxed)
+}
+
+/// The start and the end of the message being received, to tell whether it is encrypted
+/// without holding it.
+#[derive(Default)]
+struct Seen {
+    prefix: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Seen {
+    fn add(&mut self, data: &[u8]) {
+        let room = SINK_PREFIX - self.prefix.len();
+        self.prefix.extend_from_slice(&data[..data.len().min(room)]);
+        if data.len() >= SINK_TAIL {
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[data.len() - SINK_TAIL..]);
+        } else {
+            self.tail.extend_from_slice(data);
+            let excess = self.tail.len().saturating_sub(SINK_TAIL);
+            self.tail.drain(..excess);
+        }
+    }
+
+    /// PGP/MIME with one complete armored message: `multipart/encrypted`, then the armor
+    /// header, near the start; the armor footer near the end. Clears for the next message.
+    fn take_encrypted(&mut self) -> bool {
+        let find = |hay: &[u8], needle: &[u8]| memchr::memmem::find(hay, needle);
+        let pgp_mime = find(&self.prefix, MULTIPART_ENCRYPTED)
+            .is_some_and(|at| find(&self.prefix[at..], BEGIN_PGP).is_some())
+            && find(&self.tail, END_PGP).is_some();
+        self.prefix.clear();
+        self.tail.clear();
+        pgp_mime
+    }
+}
+
 async fn sink(listener: TcpListener) {
     loop {
         match listener.accept().await {
@@ -483,6 +847,7 @@ async fn sink_session(mut stream: TcpStream) -> std::io::Result<()> {
     let (mut input, mut out, mut scratch) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
     let (mut lines, mut data) = (LineDecoder::new(4096), None::<DataDecoder>);
     let (mut in_txn, mut rcpts, mut size) = (false, 0, 0);
+    let mut seen = Seen::default();
     let reply = |out: &mut BytesMut, code, (c, s, d), text: &str| {
         Reply::new(code, EnhancedCode::new(c, s, d), text).encode(out)
     };
@@ -496,9 +861,13 @@ async fn sink_session(mut stream: TcpStream) -> std::io::Result<()> {
                 let progress = decoder.decode(&input, &mut scratch);
                 input.advance(progress.consumed);
                 size += scratch.len() as u64;
+                seen.add(&scratch);
                 scratch.clear();
                 if !progress.done {
                     break;
+                }
+                if seen.take_encrypted() {
+                    SINK_ENCRYPTED.fetch_add(1, Relaxed);
                 }
                 SINK_MESSAGES.fetch_add(1, Relaxed);
                 SINK_BYTES.fetch_add(std::mem::take(&mut size), Relaxed);
@@ -562,6 +931,154 @@ async fn sink_session(mut stream: TcpStream) -> std::io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Certificates and the bare-sequoia baseline
+
+/// A generated certificate and the key store it was imported into.
+struct BenchKey {
+    suite: Suite,
+    /// The public certificate (what the key store holds).
+    cert: Cert,
+    /// The cert-d directory, for `SEALGATE_KEYSTORE`.
+    store: PathBuf,
+    generated_in: Duration,
+}
+
+impl BenchKey {
+    /// Generates a certificate shaped like a mail user's (primary key plus one
+    /// transport-encryption subkey) and imports it with `sealgate keys import` into a new
+    /// key store under `work`.
+    fn new(suite: Suite, work: &Path) -> BenchKey {
+        let started = Instant::now();
+        let (tsk, _revocation) = CertBuilder::new()
+            .set_cipher_suite(suite.cipher_suite())
+            .add_userid(KEY_USERID)
+            .add_transport_encryption_subkey()
+            .generate()
+            .expect("generate a certificate");
+        let generated_in = started.elapsed();
+        let cert = tsk.strip_secret_key_material();
+        let file = work.join(format!("{}.asc", suite.name()));
+        let armored = cert.armored().to_vec().expect("armor the certificate");
+        std::fs::write(&file, armored).expect("write the certificate");
+        let store = work.join(format!("keys-{}", suite.name()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        clear_sealgate_env(&mut cmd);
+        let out = cmd
+            .arg("keys")
+            .arg("import")
+            .arg(&file)
+            .env("SEALGATE_KEYSTORE", &store)
+            .env("SEALGATE_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sealgate keys import");
+        assert!(
+            out.status.success(),
+            "sealgate keys import refused the {} certificate: {}{}",
+            suite.name(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        BenchKey {
+            suite,
+            cert,
+            store,
+            generated_in,
+        }
+    }
+}
+
+fn key_for(keys: &[BenchKey], suite: Suite) -> &BenchKey {
+    keys.iter()
+        .find(|k| k.suite == suite)
+        .expect("keys are generated for every scenario's suite")
+}
+
+/// What one baseline run measured.
+struct BareRun {
+    messages: usize,
+    /// Wall-clock seconds for `messages` messages, warm-up excluded.
+    secs: f64,
+    /// CPU seconds of the encrypting thread, same span.
+    cpu: f64,
+    /// The part of `secs` spent in `recipients()`.
+    select_secs: f64,
+}
+
+/// An `io::Write` that counts and forgets.
+struct Discard(u64);
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encrypts the scenario's message (unstuffed, as sealgate gets it) to `cert` on one new
+/// thread, with sealgate's writer stack minus the CRLF conversion and the MIME framing:
+/// `warmup` times, then at least `messages` times and for at least `min`; only the latter
+/// count.
+fn bare_run(cert: &Cert, size: usize, messages: usize, warmup: usize, min: Duration) -> BareRun {
+    let message: Vec<u8> = pieces(size).flatten().collect();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut select = Duration::ZERO;
+                for _ in 0..warmup {
+                    bare_encrypt(cert, &message, &mut select);
+                }
+                select = Duration::ZERO;
+                let (cpu0, started, mut done) = (thread_cpu_seconds(), Instant::now(), 0);
+                while done < messages || started.elapsed() < min {
+                    bare_encrypt(cert, &message, &mut select);
+                    done += 1;
+                }
+                BareRun {
+                    messages: done,
+                    secs: started.elapsed().as_secs_f64(),
+                    cpu: thread_cpu_seconds() - cpu0,
+                    select_secs: select.as_secs_f64(),
+                }
+            })
+            .join()
+            .expect("the baseline thread panicked")
+    })
+}
+
+/// One message: `recipients()` (timed into `select`), then the writer stack.
+fn bare_encrypt(cert: &Cert, message: &[u8], select: &mut Duration) {
+    let started = Instant::now();
+    let recipients = sealgate::openpgp::recipients(cert).expect("a usable certificate");
+    *select += started.elapsed();
+    seal(recipients, message, &mut Discard(0)).expect("bare sequoia encryption");
+}
+
+/// `Message → Armorer → Encryptor (SEIPDv1 for v4 keys, AES-256) → LiteralWriter`, as
+/// sealgate builds it (src/pipeline/encrypt.rs), into `out`.
+fn seal(
+    recipients: Vec<sequoia_openpgp::serialize::stream::Recipient<'_>>,
+    message: &[u8],
+    out: &mut Discard,
+) -> sequoia_openpgp::Result<()> {
+    let writer = Message::new(out);
+    let writer = Armorer::new(writer).kind(armor::Kind::Message).build()?;
+    let writer = Encryptor::for_recipients(writer, recipients)
+        .symmetric_algo(SymmetricAlgorithm::AES256)
+        .build()?;
+    let mut writer = LiteralWriter::new(writer)
+        .format(DataFormat::Binary)
+        .build()?;
+    writer.write_all(message)?;
+    writer.finalize()
+}
+
+// ---------------------------------------------------------------------------------------------
 // The sealgate process
 
 struct Sealgate {
@@ -572,13 +1089,10 @@ struct Sealgate {
 }
 
 impl Sealgate {
-    fn spawn(sink_port: u16) -> Sealgate {
+    /// Starts sealgate with the key store `store` (a cert-d directory).
+    fn spawn(sink_port: u16, store: &Path) -> Sealgate {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SEALGATE_") {
-                cmd.env_remove(key);
-            }
-        }
+        clear_sealgate_env(&mut cmd);
         // Plain `warn` would hide the INFO line that carries the bound port.
         cmd.env("SEALGATE_LOG", "warn,sealgate::server=info")
             .env("SEALGATE_LMTP_LISTEN", "127.0.0.1:0")
@@ -586,6 +1100,7 @@ impl Sealgate {
             .env("SEALGATE_MAX_MESSAGE_SIZE", "0")
             .env("SEALGATE_MAX_CONNECTIONS", "200")
             .env("SEALGATE_NEXT_HOP_POOL_SIZE", "64")
+            .env("SEALGATE_KEYSTORE", store)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -643,6 +1158,15 @@ impl Sealgate {
     }
 }
 
+/// Keeps the caller's `SEALGATE_*` settings away from a sealgate the bench starts.
+fn clear_sealgate_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SEALGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// The port of a `listening protocol="lmtp" address=127.0.0.1:PORT` log line.
 fn listen_port(line: &str) -> Option<u16> {
     if !line.contains("listening") || !line.contains("lmtp") {
@@ -664,7 +1188,17 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 /// utime + stime of `pid`, in seconds; NaN if unreadable.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of the calling thread, in seconds; NaN if unreadable.
+fn thread_cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/thread-self/stat")
+}
+
+/// utime + stime from a `/proc/.../stat` file, in seconds; NaN if unreadable.
+fn stat_cpu_seconds(path: impl AsRef<Path>) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // After the "(command name)": field 3 (state) first; utime is field 14, stime field 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let ticks: Vec<f64> = rest

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use sealgate::config::{Config, LogFormat, VARIABLES};
 use sealgate::keystore::KeyStore;
+use sealgate::policy::SecureAddresses;
 use sealgate::server::Listener;
 use std::sync::Arc;
 use tracing::{error, info};
@@ -116,6 +117,19 @@ fn run() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    let secure = match SecureAddresses::new(
+        config.secure_domains.clone(),
+        config.secure_mailboxes.clone(),
+    ) {
+        Ok(secure) => Arc::new(secure),
+        Err(err) => {
+            eprintln!(
+                "sealgate: invalid configuration: SEALGATE_SECURE_MAILBOXES: {}",
+                sealgate::keystore::error_chain(&err)
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     runtime.block_on(async move {
         let listener = match Listener::bind(&config.lmtp_listen, config.lmtp_socket_mode).await {
             Ok(listener) => listener,
@@ -133,7 +147,8 @@ fn run() -> ExitCode {
         );
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(forward_sighup(reload_tx));
-        sealgate::run(config, keys, listener, reload_rx, shutdown_signal()).await;
+        let stores = sealgate::Stores { keys, secure };
+        sealgate::run(config, stores, listener, reload_rx, shutdown_signal()).await;
         info!("stopped");
         ExitCode::SUCCESS
     })

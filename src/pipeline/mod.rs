@@ -8,6 +8,8 @@
 
 pub mod encrypt;
 pub mod mime;
+pub mod require_tls;
+pub mod scrub;
 
 use bytes::BytesMut;
 use sealgate_protocol::{MailParams, Reply};

@@ -42,6 +42,10 @@ pub struct Dovecot {
     pub lmtp_port: u16,
     /// IMAP listener (plain, `LOGIN user pw` allowed).
     pub imap_port: u16,
+    /// Dovecot's SASL auth service on TCP (`service auth { inet_listener … }`), for Postfix's
+    /// `smtpd_sasl_type = dovecot`, `smtpd_sasl_path = inet:127.0.0.1:<port>`. Only set by
+    /// [`Dovecot::start_with_sasl`].
+    pub auth_port: Option<u16>,
     /// The master process, run in the foreground (`-F`) so that it is our child: we learn
     /// about a failed start at once and can always reap it.
     master: Child,
@@ -52,22 +56,31 @@ impl Dovecot {
     /// [`DOVECOT_PASSWORD`] (static passdb/userdb, reference §6.1). Waits until the LMTP and
     /// IMAP ports accept connections.
     pub fn start() -> Dovecot {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
     }
 
     /// Like [`Dovecot::start`], but only `users` (full addresses, e.g.
     /// `["alice@example.org"]`) exist, via a passwd-file passdb/userdb; LMTP answers
     /// `550 5.1.1 User doesn't exist` at RCPT for anybody else.
     pub fn start_with_users(users: &[&str]) -> Dovecot {
-        Self::start_inner(Some(users))
+        Self::start_inner(Some(users), false)
     }
 
-    fn start_inner(users: Option<&[&str]>) -> Dovecot {
+    /// Like [`Dovecot::start`] (every user exists, password [`DOVECOT_PASSWORD`]), plus the
+    /// auth service on a TCP listener ([`Dovecot::auth_port`]) with mechanisms PLAIN and
+    /// LOGIN, so a Postfix smtpd can authenticate SMTP clients against it
+    /// ([`PostfixConfig::with_submission`]). Waits for that port too.
+    pub fn start_with_sasl() -> Dovecot {
+        Self::start_inner(None, true)
+    }
+
+    fn start_inner(users: Option<&[&str]>, sasl: bool) -> Dovecot {
         let bin = bin_path("dovecot");
         for attempt in 1..=START_ATTEMPTS {
             let dir = temp_dir("sealgate-dovecot-");
             let (lmtp_port, imap_port) = (free_port(), free_port());
-            write_dovecot_conf(dir.path(), lmtp_port, imap_port, users);
+            let auth_port = sasl.then(free_port);
+            write_dovecot_conf(dir.path(), lmtp_port, imap_port, users, auth_port);
 
             // Startup errors (bad config, port in use) go to stderr before the log is open.
             let stderr =
@@ -86,13 +99,17 @@ impl Dovecot {
                 dir,
                 lmtp_port,
                 imap_port,
+                auth_port,
                 master,
             };
 
             let mut exited = false;
             let ready = poll_until(STARTUP_TIMEOUT, || {
                 exited = !matches!(dovecot.master.try_wait(), Ok(None));
-                exited || (port_accepts(lmtp_port) && port_accepts(imap_port))
+                exited
+                    || (port_accepts(lmtp_port)
+                        && port_accepts(imap_port)
+                        && auth_port.is_none_or(port_accepts))
             });
             if ready && !exited {
                 return dovecot;
@@ -104,10 +121,11 @@ impl Dovecot {
             let why = if exited {
                 "Dovecot exited during startup"
             } else {
-                "timed out waiting for Dovecot's LMTP and IMAP ports"
+                "timed out waiting for Dovecot's LMTP, IMAP (and auth) ports"
             };
             panic!(
-                "{why} (lmtp 127.0.0.1:{lmtp_port}, imap 127.0.0.1:{imap_port}); log tail:\n{}",
+                "{why} (lmtp 127.0.0.1:{lmtp_port}, imap 127.0.0.1:{imap_port}, auth \
+                 {auth_port:?}); log tail:\n{}",
                 tail(&log, LOG_TAIL_LINES)
             );
         }
@@ -165,6 +183,15 @@ impl Dovecot {
         messages
     }
 
+    /// Number of messages in `user`'s maildir on disk (new/ and cur/), without IMAP. Dovecot
+    /// renames a message into new/ before it answers 250, and Postfix logs a recipient's
+    /// outcome only after that answer: once the outcome is in Postfix's log, this is final,
+    /// so a test can check that nothing was stored without waiting.
+    pub fn stored_count(&self, user: &str) -> usize {
+        let maildir = self.maildir(user);
+        count_files(&maildir.join("new")) + count_files(&maildir.join("cur"))
+    }
+
     /// The maildir of `user` on disk. Dovecot lowercases user names (`auth_username_format =
     /// %Lu`), so the path is lowercase too.
     pub fn maildir(&self, user: &str) -> PathBuf {
@@ -197,8 +224,15 @@ impl Drop for Dovecot {
     }
 }
 
-/// Writes `$dir/dovecot.conf` (reference §6.1) and creates the mail store.
-fn write_dovecot_conf(dir: &Path, lmtp_port: u16, imap_port: u16, users: Option<&[&str]>) {
+/// Writes `$dir/dovecot.conf` (reference §6.1) and creates the mail store. With `auth_port`,
+/// the auth service also listens on 127.0.0.1:`auth_port` (for Postfix SASL).
+fn write_dovecot_conf(
+    dir: &Path,
+    lmtp_port: u16,
+    imap_port: u16,
+    users: Option<&[&str]>,
+    auth_port: Option<u16>,
+) {
     let d = dir.display();
     let vmail = dir.join("vmail");
     fs::create_dir(&vmail).expect("create vmail dir");
@@ -230,6 +264,20 @@ fn write_dovecot_conf(dir: &Path, lmtp_port: u16, imap_port: u16, users: Option<
             )
         }
     };
+    // Postfix's dovecot SASL client speaks Dovecot's auth protocol over this listener. The
+    // mechanisms PLAIN and LOGIN are what Postfix offers to the SMTP client in EHLO.
+    let sasl = auth_port.map_or_else(String::new, |port| {
+        format!(
+            "auth_mechanisms = plain login
+service auth {{
+  inet_listener postfix-sasl {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"
+        )
+    });
     let conf = format!(
         "# Generated by tests/common/peers.rs (reference §6.1).
 protocols = lmtp imap
@@ -259,7 +307,7 @@ service imap-login {{
     port = 0
   }}
 }}
-"
+{sasl}"
     );
     fs::write(dir.join("dovecot.conf"), conf).expect("write dovecot.conf");
 }
@@ -331,6 +379,99 @@ pub struct PostfixConfig {
     /// Extra master.cf lines, appended as full lines, e.g. a content_filter reinjection
     /// smtpd. Pick their ports with [`free_port`]; chroot must be `n`.
     pub master_cf: Vec<String>,
+}
+
+impl PostfixConfig {
+    /// Adds `line` to main.cf (builder style).
+    pub fn with_main_cf(mut self, line: impl Into<String>) -> PostfixConfig {
+        self.main_cf.push(line.into());
+        self
+    }
+
+    /// Hands every mailbox domain (`virtual_transport`) to an LMTP server on
+    /// 127.0.0.1:`port` (sealgate).
+    pub fn with_lmtp_transport(self, port: u16) -> PostfixConfig {
+        self.with_main_cf(format!("virtual_transport = lmtp:inet:127.0.0.1:{port}"))
+    }
+
+    /// Offers STARTTLS (opportunistic: `smtpd_tls_security_level = may`) on every smtpd with
+    /// `cert`, and writes the TLS details into the Received header
+    /// (`smtpd_tls_received_header = yes`, reference §7.1). The smtpd processes read the files
+    /// when a client connects, so `cert` must outlive the Postfix instance.
+    pub fn with_starttls(self, cert: &TestCert) -> PostfixConfig {
+        self.with_main_cf("smtpd_tls_security_level = may")
+            .with_main_cf(format!("smtpd_tls_cert_file = {}", cert.cert.display()))
+            .with_main_cf(format!("smtpd_tls_key_file = {}", cert.key.display()))
+            .with_main_cf("smtpd_tls_received_header = yes")
+            .with_main_cf("smtpd_tls_loglevel = 1")
+    }
+
+    /// Lets the smtpds negotiate TLS 1.0 and 1.1, which OpenSSL 3 refuses at its default
+    /// security level (their handshake signatures use SHA-1): Postfix's cipher lists get
+    /// `@SECLEVEL=0`. The client must lower its level too (swaks: `--tls-cipher
+    /// DEFAULT:@SECLEVEL=0`). Postfix's own protocol floor is already `>=TLSv1`.
+    pub fn with_legacy_tls(self) -> PostfixConfig {
+        self.with_main_cf(
+            "tls_medium_cipherlist = aNULL:-aNULL:HIGH:MEDIUM:+RC4:@STRENGTH:@SECLEVEL=0",
+        )
+        .with_main_cf("tls_high_cipherlist = aNULL:-aNULL:HIGH:@STRENGTH:@SECLEVEL=0")
+        .with_main_cf("smtpd_tls_protocols = >=TLSv1")
+        .with_main_cf("smtpd_tls_mandatory_protocols = >=TLSv1")
+    }
+
+    /// Adds a submission smtpd on 127.0.0.1:`port` that authenticates clients with SASL
+    /// against Dovecot's auth listener on 127.0.0.1:`sasl_port` ([`Dovecot::start_with_sasl`])
+    /// and accepts only authenticated clients (everybody else gets `554 5.7.1 … Relay access
+    /// denied`-style rejections at RCPT). STARTTLS is offered there as on the main smtpd when
+    /// [`PostfixConfig::with_starttls`] is used too. Its log lines say `postfix/submission`.
+    pub fn with_submission(mut self, port: u16, sasl_port: u16) -> PostfixConfig {
+        self.master_cf.extend([
+            format!("127.0.0.1:{port} inet n - n - - smtpd"),
+            "  -o syslog_name=postfix/submission".into(),
+            "  -o smtpd_sasl_auth_enable=yes".into(),
+            "  -o smtpd_sasl_type=dovecot".into(),
+            format!("  -o smtpd_sasl_path=inet:127.0.0.1:{sasl_port}"),
+            "  -o smtpd_tls_auth_only=no".into(),
+            "  -o smtpd_client_restrictions=".into(),
+            "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject".into(),
+            "  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject".into(),
+        ]);
+        self
+    }
+}
+
+/// A throw-away self-signed certificate and its unencrypted key (RSA 2048, valid two days),
+/// made with `openssl req -x509` in its own temp dir (removed on drop). For STARTTLS tests:
+/// [`PostfixConfig::with_starttls`]. Needs the `openssl` command (check with
+/// [`super::require`]).
+pub struct TestCert {
+    /// Holds `cert.pem` and `key.pem`.
+    pub dir: tempfile::TempDir,
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM, unencrypted).
+    pub key: PathBuf,
+}
+
+impl TestCert {
+    /// Creates a certificate for `CN=<common_name>`. Panics with openssl's output if it fails.
+    pub fn generate(common_name: &str) -> TestCert {
+        let dir = temp_dir("sealgate-cert-");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let (ok, out) = run(Command::new(bin_path("openssl"))
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .arg("-subj")
+            .arg(format!("/CN={common_name}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        assert!(ok, "openssl req -x509 failed:\n{out}");
+        TestCert { dir, cert, key }
+    }
 }
 
 impl Postfix {
@@ -434,6 +575,39 @@ impl Postfix {
         }
     }
 
+    /// Waits until the maillog has at least `n` delivery lines for `rcpt` (`to=<rcpt>` with
+    /// any `status=`: sent, bounced, deferred, expired), and returns all of them in log order.
+    /// Unlike [`Postfix::wait_for_status`], a wrong outcome shows at once instead of after the
+    /// timeout: check the status of the returned lines with [`status_of`]. Panics on timeout,
+    /// quoting every log line about `rcpt`.
+    pub fn wait_for_outcomes(&self, rcpt: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let to = format!("to=<{rcpt}>");
+        let mut found = Vec::new();
+        let done = poll_until(timeout, || {
+            found = self
+                .log()
+                .lines()
+                .filter(|l| l.contains(&to) && status_of(l).is_some())
+                .map(str::to_owned)
+                .collect();
+            found.len() >= n
+        });
+        if !done {
+            let log = self.log();
+            let mut about: Vec<&str> = log.lines().filter(|l| l.contains(&to)).collect();
+            if about.is_empty() {
+                about.push("(none)");
+            }
+            panic!(
+                "timed out after {timeout:?} waiting for {n} delivery line(s) for {to}; lines \
+                 about it:\n{}\nmaillog tail:\n{}",
+                about.join("\n"),
+                tail(&log, LOG_TAIL_LINES)
+            );
+        }
+        found
+    }
+
     /// `postqueue -f`: retries all deferred mail now.
     pub fn flush(&self) {
         let (ok, out) = run(Command::new(bin_path("postqueue"))
@@ -480,6 +654,13 @@ impl Drop for Postfix {
             signal(-i64::from(pid), "KILL");
         }
     }
+}
+
+/// The `status=` word of a Postfix delivery log line (`sent`, `bounced`, `deferred`,
+/// `expired`), or None for any other line.
+pub fn status_of(line: &str) -> Option<&str> {
+    let rest = &line[line.find(" status=")? + " status=".len()..];
+    Some(rest.split(' ').next().unwrap_or(rest))
 }
 
 /// The daemons a private instance needs (Debian's master.cf minus local/virtual/pipe

@@ -1,0 +1,307 @@
+//! The require-TLS stage: secure addresses (`SEALGATE_SECURE_DOMAINS`,
+//! `SEALGATE_SECURE_MAILBOXES`) get mail only if it reached our MTA over TLS.
+//!
+//! After the queue, TLS is known only from our MTA's `Received:` field, which arrives with the
+//! header block; so at RCPT time this stage only routes a secure twin to its real mailbox, and
+//! the verdict ([`crate::policy::tls_verdict`]) comes once the header block is complete. A
+//! refused recipient gets its `550 5.7.1` at the end of DATA; the others of the same message
+//! are not affected.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use sealgate_protocol::Reply;
+
+use crate::config::TlsVersion;
+use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
+use crate::policy::{SecureAddresses, TlsEvidence, tls_verdict};
+
+/// The header field that tells the stored copy of a secure twin which address it was sent to.
+pub const ORIGINAL_TO: &str = "X-Original-To";
+
+/// Enforces TLS-only receipt for secure addresses and routes secure twins to their mailbox.
+pub struct RequireTlsStage {
+    secure: Arc<SecureAddresses>,
+    /// Host names of our own MTAs (lower-case): only their Received field is evidence.
+    trusted: Vec<String>,
+    /// The lowest TLS version a secure address accepts.
+    min: TlsVersion,
+}
+
+impl RequireTlsStage {
+    /// The stage for `secure`, trusting the Received fields written by `trusted_mta`
+    /// (`SEALGATE_TRUSTED_MTA`, lower-case) and requiring at least `min`
+    /// (`SEALGATE_TLS_MIN_VERSION`).
+    pub fn new(
+        secure: Arc<SecureAddresses>,
+        trusted_mta: Vec<String>,
+        min: TlsVersion,
+    ) -> RequireTlsStage {
+        RequireTlsStage {
+            secure,
+            trusted: trusted_mta,
+            min,
+        }
+    }
+}
+
+impl Stage for RequireTlsStage {
+    fn name(&self) -> &'static str {
+        "require_tls"
+    }
+
+    /// Routes a secure address to its mailbox (`user@secure.example.org` → `user@example.org`)
+    /// and accepts it: whether TLS was used shows only in the header block.
+    fn check_recipient(&self, _envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
+        if let Some(mailbox) = self.secure.classify(&rcpt.address) {
+            rcpt.mailbox = mailbox;
+        }
+        Ok(())
+    }
+
+    fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
+        if self.secure.classify(&rcpt.address).is_none() {
+            return Ok(Plan::Unchanged);
+        }
+        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
+        let evidence = TlsEvidence::from_received(headers, &self.trusted);
+        if let Err(reply) = tls_verdict(&rcpt.address, &evidence, self.min) {
+            tracing::warn!(
+                rcpt = %rcpt.address, queue_id, %evidence, min = %self.min,
+                "refused: TLS required for this address"
+            );
+            return Err(reply);
+        }
+        tracing::debug!(rcpt = %rcpt.address, queue_id, %evidence, "TLS-only address: accepted");
+        // A twin's copy is stored in another mailbox: say which address it was sent to. The
+        // mailbox differs only in its domain, so compare case-insensitively (a bare secure
+        // domain written in upper case is not a twin).
+        if rcpt.mailbox.to_lowercase() == rcpt.address.to_lowercase() {
+            return Ok(Plan::Unchanged);
+        }
+        Ok(Plan::Rewrite(Box::new(OriginalTo::new(&rcpt.address))))
+    }
+}
+
+/// Prepends `X-Original-To: <address>` to the header block; the body passes unchanged.
+struct OriginalTo {
+    address: String,
+    /// The header line, with CRLF.
+    line: String,
+}
+
+impl OriginalTo {
+    fn new(address: &str) -> OriginalTo {
+        OriginalTo {
+            address: address.to_string(),
+            line: format!("{ORIGINAL_TO}: {address}\r\n"),
+        }
+    }
+}
+
+impl Rewrite for OriginalTo {
+    fn variant(&self) -> String {
+        format!("original-to:{}", self.address)
+    }
+
+    fn headers(&mut self, headers: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
+        out.extend_from_slice(self.line.as_bytes());
+        out.extend_from_slice(headers);
+        Ok(())
+    }
+
+    fn body(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
+        out.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut BytesMut) -> Result<(), Reply> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Pipeline;
+    use sealgate_protocol::EnhancedCode;
+
+    const TLS12: &str = "Received: from client.example.net (unknown [192.0.2.1])\r\n\
+        \t(using TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits))\r\n\
+        \t(No client certificate requested)\r\n\
+        \tby mx.test.example (Postfix) with ESMTPS id 79C45C8770;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    const PLAIN: &str = "Received: from client.example.net (unknown [192.0.2.1])\r\n\
+        \tby mx.test.example (Postfix) with ESMTP id 3D78AC876E;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    const REST: &str = "From: a@example.net\r\nSubject: hi\r\n\r\n";
+
+    fn stage(min: TlsVersion) -> RequireTlsStage {
+        let secure = SecureAddresses::new(
+            vec![
+                ("secure.example.org".into(), "example.org".into()),
+                ("vault.example.net".into(), "vault.example.net".into()),
+            ],
+            None,
+        )
+        .unwrap();
+        RequireTlsStage::new(Arc::new(secure), vec!["mx.test.example".into()], min)
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            queue_id: Some("79C45C8770".into()),
+            ..Envelope::default()
+        }
+    }
+
+    /// RCPT then header time, as the session does: `Ok(variant)` or the refusal's text.
+    fn run(stage: &RequireTlsStage, headers: &str, address: &str) -> Result<String, String> {
+        let envelope = envelope();
+        let mut rcpt = Recipient::new(address.into());
+        stage.check_recipient(&envelope, &mut rcpt).unwrap();
+        match stage.plan(&envelope, headers.as_bytes(), &rcpt) {
+            Ok(Plan::Unchanged) => Ok(String::new()),
+            Ok(Plan::Rewrite(rewrite)) => Ok(rewrite.variant()),
+            Err(reply) => {
+                assert_eq!(reply.code, 550);
+                assert_eq!(reply.enhanced, Some(EnhancedCode::new(5, 7, 1)));
+                Err(reply.lines.join("\n"))
+            }
+        }
+    }
+
+    #[test]
+    fn rcpt_time_routes_twins_and_accepts_everyone() {
+        let stage = stage(TlsVersion::Tls1_2);
+        let cases = [
+            ("user@secure.example.org", "user@example.org"),
+            ("User+tag@Secure.Example.org", "User+tag@example.org"),
+            ("boss@VAULT.example.net", "boss@vault.example.net"),
+            ("user@example.org", "user@example.org"),
+            ("postmaster", "postmaster"),
+        ];
+        for (address, mailbox) in cases {
+            let mut rcpt = Recipient::new(address.into());
+            assert!(stage.check_recipient(&envelope(), &mut rcpt).is_ok());
+            assert_eq!(rcpt.mailbox, mailbox, "{address}");
+            assert_eq!(rcpt.address, address);
+        }
+    }
+
+    #[test]
+    fn verdicts_per_recipient() {
+        let tls12 = format!("{TLS12}{REST}");
+        let plain = format!("{PLAIN}{REST}");
+        let twin = Ok("original-to:user@secure.example.org".to_string());
+        let refused_plain = Err("<user@secure.example.org>: TLS required for this address; \
+             the message was received without TLS"
+            .to_string());
+        let refused_old = Err("<user@secure.example.org>: TLS required for this address; \
+             received with TLSv1.2, at least TLSv1.3 required"
+            .to_string());
+        let cases = [
+            (
+                TlsVersion::Tls1_2,
+                &tls12,
+                "user@secure.example.org",
+                twin.clone(),
+            ),
+            (
+                TlsVersion::Tls1_2,
+                &plain,
+                "user@secure.example.org",
+                refused_plain,
+            ),
+            (
+                TlsVersion::Tls1_3,
+                &tls12,
+                "user@secure.example.org",
+                refused_old,
+            ),
+            (
+                TlsVersion::Tls1_2,
+                &plain,
+                "user@example.org",
+                Ok(String::new()),
+            ),
+            (
+                TlsVersion::Tls1_3,
+                &plain,
+                "user@example.org",
+                Ok(String::new()),
+            ),
+            // A bare secure domain: checked, but stored where it was sent (no header).
+            (
+                TlsVersion::Tls1_2,
+                &tls12,
+                "boss@VAULT.example.net",
+                Ok(String::new()),
+            ),
+            (
+                TlsVersion::Tls1_2,
+                &plain,
+                "boss@vault.example.net",
+                Err("<boss@vault.example.net>: TLS required for this address; \
+                 the message was received without TLS"
+                    .to_string()),
+            ),
+        ];
+        for (min, headers, address, expected) in cases {
+            assert_eq!(
+                run(&stage(min), headers, address),
+                expected,
+                "{address} {min}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_secure_recipients_of_a_plaintext_message_are_refused() {
+        let pipeline = Pipeline::new(vec![Box::new(stage(TlsVersion::Tls1_2))]);
+        let envelope = envelope();
+        let headers = format!("{PLAIN}{REST}");
+        let outcomes: Vec<bool> = [
+            "a@secure.example.org",
+            "b@example.org",
+            "c@vault.example.net",
+        ]
+        .into_iter()
+        .map(|address| {
+            let mut rcpt = Recipient::new(address.into());
+            pipeline.check_recipient(&envelope, &mut rcpt).unwrap();
+            pipeline.plan(&envelope, headers.as_bytes(), &rcpt).is_ok()
+        })
+        .collect();
+        assert_eq!(outcomes, [false, true, false]);
+    }
+
+    #[test]
+    fn twin_copy_gets_one_header_line_on_top() {
+        let pipeline = Pipeline::new(vec![Box::new(stage(TlsVersion::Tls1_2))]);
+        let envelope = envelope();
+        let headers = format!("{TLS12}{REST}");
+        let mut rcpt = Recipient::new("User+tag@Secure.example.org".into());
+        pipeline.check_recipient(&envelope, &mut rcpt).unwrap();
+        let mut chain = pipeline.plan(&envelope, headers.as_bytes(), &rcpt).unwrap();
+        assert_eq!(chain.variant(), "original-to:User+tag@Secure.example.org");
+        let out = chain.headers(headers.as_bytes()).unwrap().to_vec();
+        assert_eq!(
+            out,
+            format!("X-Original-To: User+tag@Secure.example.org\r\n{headers}").as_bytes()
+        );
+        assert_eq!(chain.body(b"body\r\n.x\r\n").unwrap(), b"body\r\n.x\r\n");
+        assert_eq!(chain.finish().unwrap(), b"");
+
+        // The real address itself, or anyone else, shares the unchanged copy.
+        let mut other = Recipient::new("user@example.org".into());
+        pipeline.check_recipient(&envelope, &mut other).unwrap();
+        let chain = pipeline
+            .plan(&envelope, headers.as_bytes(), &other)
+            .unwrap();
+        assert!(chain.is_empty());
+    }
+}

@@ -1,0 +1,779 @@
+//! The TLS-only policy for secure addresses: which recipients require TLS, what we know about
+//! how a message reached our MTA, and the verdict.
+//!
+//! The LMTP stage ([`crate::pipeline::require_tls`]) and the milter share this module, so they
+//! give the same verdict for the same facts: [`TlsEvidence`] does not say where it came from
+//! (our MTA's `Received:` header after the queue, or the `{tls_version}` macro before it), and
+//! [`tls_verdict`] sees only the evidence.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use sealgate_protocol::{EnhancedCode, Reply};
+use tracing::{error, info, warn};
+
+use crate::config::TlsVersion;
+use crate::keystore::error_chain;
+use crate::received;
+
+/// Shortest interval [`SecureAddresses::watch`] polls at; shorter requests are raised to this.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A mailbox file modified less than this before it was read may change again within the same
+/// (coarse) file-system timestamp without changing its size: such a read is not trusted, and
+/// the next [`SecureAddresses::reload`] reads the file again even if it looks unchanged.
+pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+
+/// What we know about how the message reached our MTA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsEvidence {
+    /// No TLS, or nothing we trust says there was TLS.
+    Plaintext,
+    /// The client talked to our MTA over TLS.
+    Tls {
+        /// The protocol version, when the evidence names one we know.
+        version: Option<TlsVersion>,
+        /// The cipher, when the evidence names it.
+        cipher: Option<String>,
+    },
+}
+
+impl TlsEvidence {
+    /// After the queue: the evidence of the first `Received:` field of `headers`, which our
+    /// own MTA wrote, if its `by` host is one of `trusted` (lower-case host names).
+    ///
+    /// Fails closed: no Received field, an untrusted `by`, or no sign of TLS give
+    /// [`TlsEvidence::Plaintext`]. TLS shows as the RFC 3848 protocol word (`with ESMTPS`,
+    /// `ESMTPSA`, `UTF8SMTPS`, ...) or as Postfix's `(using TLSv1.3 with cipher ...)` comment
+    /// (`smtpd_tls_received_header = yes`); the version and cipher come from the comment, so
+    /// `with ESMTPS` alone gives `Tls { version: None, cipher: None }`.
+    ///
+    /// A TLS comment next to a protocol word that says *no* TLS (`with ESMTP`) is a
+    /// contradiction our MTA never writes: Postfix always appends the `S` for a TLS session.
+    /// The client controls part of the field (its HELO name, which Postfix copies with spaces
+    /// and parentheses), so such a field is taken as plaintext.
+    pub fn from_received(headers: &[u8], trusted: &[String]) -> TlsEvidence {
+        let Some(received) = received::first_trusted(headers, trusted) else {
+            return TlsEvidence::Plaintext;
+        };
+        let says_plaintext = received.with.is_some() && !received.with_tls();
+        match received.tls {
+            _ if says_plaintext => TlsEvidence::Plaintext,
+            Some(tls) => TlsEvidence::Tls {
+                version: tls.version,
+                cipher: tls.cipher,
+            },
+            None if received.with_tls() => TlsEvidence::Tls {
+                version: None,
+                cipher: None,
+            },
+            None => TlsEvidence::Plaintext,
+        }
+    }
+
+    /// Milter: the evidence of Postfix's `{tls_version}` and `{cipher}` macros. Postfix sends
+    /// them only for a TLS session, so an absent (or empty) `{tls_version}` means plaintext,
+    /// whatever `{cipher}` says. A version we don't know (`TLSv1.4`) gives `version: None`.
+    pub fn from_macros(tls_version: Option<&str>, cipher: Option<&str>) -> TlsEvidence {
+        let Some(version) = tls_version.map(str::trim).filter(|v| !v.is_empty()) else {
+            return TlsEvidence::Plaintext;
+        };
+        TlsEvidence::Tls {
+            version: TlsVersion::parse(version),
+            cipher: cipher
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+        }
+    }
+}
+
+impl fmt::Display for TlsEvidence {
+    /// For logs: `plaintext`, `TLSv1.3 TLS_AES_256_GCM_SHA384`, `TLS (version unknown)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsEvidence::Plaintext => f.write_str("plaintext"),
+            TlsEvidence::Tls { version, cipher } => {
+                match version {
+                    Some(version) => write!(f, "{version}")?,
+                    None => f.write_str("TLS (version unknown)")?,
+                }
+                match cipher {
+                    Some(cipher) => write!(f, " {cipher}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The verdict for one recipient of a secure address: `Ok(())` accepts; `Err(reply)` refuses
+/// with a permanent `550 5.7.1` that says why:
+///
+/// - `<addr>: TLS required for this address; the message was received without TLS`
+/// - `<addr>: TLS required for this address; received with TLSv1.1, at least TLSv1.2 required`
+///
+/// TLS of unknown version is accepted whatever `min` is: `with ESMTPS` without a TLS comment
+/// (Postfix's default, `smtpd_tls_received_header = no`) is our own MTA's word that TLS was
+/// used, and refusing it would refuse every message unless that setting is on. Enforcing
+/// `min` after the queue therefore needs `smtpd_tls_received_header = yes`.
+///
+/// # Errors
+/// The reply for this recipient when the evidence falls short.
+pub fn tls_verdict(address: &str, evidence: &TlsEvidence, min: TlsVersion) -> Result<(), Reply> {
+    let why = match evidence {
+        TlsEvidence::Plaintext => "the message was received without TLS".to_string(),
+        TlsEvidence::Tls {
+            version: Some(version),
+            ..
+        } if *version < min => format!("received with {version}, at least {min} required"),
+        TlsEvidence::Tls { .. } => return Ok(()),
+    };
+    Err(Reply::new(
+        550,
+        EnhancedCode::new(5, 7, 1),
+        format!("<{address}>: TLS required for this address; {why}"),
+    ))
+}
+
+/// Why the secure addresses could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The secure mailbox file could not be read.
+    #[error("cannot read secure mailbox file {}", path.display())]
+    Read {
+        /// The file (`SEALGATE_SECURE_MAILBOXES`).
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The secure addresses: whole domains (`SEALGATE_SECURE_DOMAINS`, each a secure twin of a
+/// real domain or itself) and single mailboxes listed in a file (`SEALGATE_SECURE_MAILBOXES`)
+/// that [`SecureAddresses::reload`] re-reads when it changes. Lookups never touch the disk.
+#[derive(Debug)]
+pub struct SecureAddresses {
+    /// Secure domain (lower-case) → the real domain its addresses are delivered to.
+    domains: HashMap<String, String>,
+    /// The mailbox file, if any.
+    file: Option<PathBuf>,
+    /// The file's addresses as last read; replaced whole on reload.
+    mailboxes: RwLock<Arc<Mailboxes>>,
+    /// Held for the whole of a reload, so two reloads don't interleave.
+    reloading: Mutex<()>,
+}
+
+/// One reading of the mailbox file.
+#[derive(Debug, Default)]
+struct Mailboxes {
+    /// The file's state when it was read; `None` when never read or read too soon after a
+    /// change to trust (see [`RACY_MARGIN`]).
+    stamp: Option<Stamp>,
+    /// Lower-cased addresses.
+    addresses: HashSet<String>,
+}
+
+/// What tells us the file changed: a rewrite in place changes the time or size, a
+/// write-and-rename (editors, `install`) the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: SystemTime,
+    len: u64,
+    dev: u64,
+    inode: u64,
+}
+
+impl SecureAddresses {
+    /// The secure addresses: `domains` as (secure, real) pairs, `(d, d)` for a domain that is
+    /// TLS-only itself; `mailboxes`, a file of single addresses, one per line (blank lines and
+    /// `#` comments ignored, case-insensitive), read now.
+    ///
+    /// # Errors
+    /// The mailbox file is given but cannot be read.
+    pub fn new(
+        domains: Vec<(String, String)>,
+        mailboxes: Option<PathBuf>,
+    ) -> Result<SecureAddresses, PolicyError> {
+        let secure = SecureAddresses {
+            domains: domains
+                .into_iter()
+                .map(|(secure, real)| (secure.to_lowercase(), real.to_lowercase()))
+                .collect(),
+            file: mailboxes,
+            mailboxes: RwLock::default(),
+            reloading: Mutex::default(),
+        };
+        secure.reload(true)?;
+        Ok(secure)
+    }
+
+    /// True when nothing is configured: no secure domain and no mailbox file.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty() && self.file.is_none()
+    }
+
+    /// Re-reads the mailbox file if it changed since the last reading (or `force`). Blocking
+    /// I/O: call it from `spawn_blocking` or a plain thread.
+    ///
+    /// Returns whether the set of listed addresses changed.
+    ///
+    /// # Errors
+    /// The file cannot be read; the previous list stays in place (fail closed: an address
+    /// stays TLS-only until a good reading says otherwise).
+    pub fn reload(&self, force: bool) -> Result<bool, PolicyError> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let _reloading = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = self.current();
+        let read_error = |source| PolicyError::Read {
+            path: path.clone(),
+            source,
+        };
+        // Read the clock before the stamp: a change after this instant either changes the
+        // stamp or falls within RACY_MARGIN of it.
+        let sampled = SystemTime::now();
+        let metadata = fs::metadata(path).map_err(read_error)?;
+        let stamp = Stamp::of(&metadata);
+        if !force && old.stamp == Some(stamp) {
+            return Ok(false);
+        }
+        let text = fs::read_to_string(path).map_err(read_error)?;
+        let addresses = parse_mailbox_file(path, &text);
+        let changed = addresses != old.addresses;
+        let racy = stamp.modified + RACY_MARGIN > sampled;
+        let fresh = Mailboxes {
+            stamp: (!racy).then_some(stamp),
+            addresses,
+        };
+        *self
+            .mailboxes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        Ok(changed)
+    }
+
+    /// Starts a background thread that calls [`SecureAddresses::reload`]`(false)` every
+    /// `interval` (at least [`MIN_WATCH_INTERVAL`]), logging changes and errors. Returns at
+    /// once; the thread ends when the last `Arc` is dropped. Does nothing without a file.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        let interval = interval.max(MIN_WATCH_INTERVAL);
+        let secure: Weak<SecureAddresses> = Arc::downgrade(self);
+        let file = path.clone();
+        let spawned = thread::Builder::new()
+            .name("sealgate-secure".into())
+            .spawn(move || {
+                loop {
+                    thread::sleep(interval);
+                    let Some(secure) = secure.upgrade() else {
+                        break;
+                    };
+                    match secure.reload(false) {
+                        Ok(true) => info!(
+                            file = %file.display(),
+                            mailboxes = secure.current().addresses.len(),
+                            "secure mailbox list reloaded"
+                        ),
+                        Ok(false) => {}
+                        Err(err) => warn!(
+                            file = %file.display(),
+                            err = %error_chain(&err),
+                            "secure mailbox list reload failed; keeping the previous list"
+                        ),
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            error!(file = %path.display(), %err, "cannot start the secure mailbox watcher");
+        }
+    }
+
+    /// `None`: `address` is not a secure address. `Some(mailbox)`: it is, and its mail goes to
+    /// `mailbox`: `user@secure.example.org` → `user@example.org` for a secure twin (a `+tag`
+    /// stays; the next hop deals with it), the address itself (domain lower-cased) for a bare
+    /// secure domain or a listed mailbox. In memory only.
+    ///
+    /// Domains compare case-insensitively and without a trailing dot; local parts are kept
+    /// as given but compared case-insensitively with the list, where `user+tag@domain` also
+    /// matches a listed `user@domain` (it reaches the same mailbox).
+    pub fn classify(&self, address: &str) -> Option<String> {
+        let (local, domain) = address.rsplit_once('@')?;
+        if local.is_empty() {
+            return None;
+        }
+        let domain = domain.strip_suffix('.').unwrap_or(domain).to_lowercase();
+        if let Some(real) = self.domains.get(&domain) {
+            return Some(format!("{local}@{real}"));
+        }
+        let listed = self.current();
+        let lower = local.to_lowercase();
+        let user = lower.split_once('+').map(|(user, _tag)| user);
+        let hit = listed.addresses.contains(&format!("{lower}@{domain}"))
+            || user.is_some_and(|user| {
+                !user.is_empty() && listed.addresses.contains(&format!("{user}@{domain}"))
+            });
+        hit.then(|| format!("{local}@{domain}"))
+    }
+
+    fn current(&self) -> Arc<Mailboxes> {
+        Arc::clone(
+            &self
+                .mailboxes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+impl Stamp {
+    fn of(metadata: &fs::Metadata) -> Stamp {
+        Stamp {
+            // Every file system Linux mounts has an mtime; UNIX_EPOCH only makes the stamp
+            // racy, i.e. the file is read again next time.
+            modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            len: metadata.len(),
+            dev: metadata.dev(),
+            inode: metadata.ino(),
+        }
+    }
+}
+
+/// The addresses of a mailbox file, lower-cased: the first word of each line that is not
+/// blank or a `#` comment; a `#` after whitespace starts a trailing comment. Lines that hold
+/// no address are logged and skipped.
+fn parse_mailbox_file(path: &Path, text: &str) -> HashSet<String> {
+    let mut addresses = HashSet::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (address, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim_start();
+        let valid = address
+            .rsplit_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+            && (rest.is_empty() || rest.starts_with('#'));
+        if !valid {
+            warn!(file = %path.display(), line = number + 1, "skipping a line that is not one address");
+            continue;
+        }
+        let address = address.to_lowercase();
+        let address = address.strip_suffix('.').unwrap_or(&address);
+        addresses.insert(address.to_string());
+    }
+    addresses
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use TlsVersion::{Tls1_0, Tls1_1, Tls1_2, Tls1_3};
+
+    fn trusted() -> Vec<String> {
+        vec!["mx.test.example".to_string()]
+    }
+
+    /// Postfix 3.7's Received field for a TLS 1.3 session, with
+    /// `smtpd_tls_received_header = yes` (reference §7.1, observed).
+    const TLS13: &str = "Received: from client.example.net (unknown [127.0.0.1])\r\n\
+        \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\r\n\
+        \t key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256)\r\n\
+        \t(No client certificate requested)\r\n\
+        \tby mx.test.example (Postfix) with ESMTPS id 79C45C8770;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    const TLS11: &str = "Received: from old.example.net (old.example.net [192.0.2.7])\r\n\
+        \t(using TLSv1.1 with cipher ECDHE-RSA-AES256-SHA (256/256 bits))\r\n\
+        \t(No client certificate requested)\r\n\
+        \tby mx.test.example (Postfix) with ESMTPS id 1A2B3C4D5E;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    /// TLS with Postfix's default `smtpd_tls_received_header = no`: only the protocol word.
+    const ESMTPS: &str = "Received: from client.example.net (unknown [127.0.0.1])\r\n\
+        \tby mx.test.example (Postfix) with ESMTPS id 79C45C8771;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    const ESMTPSA: &str = "Received: from [192.168.1.20] (unknown [192.0.2.9])\r\n\
+        \t(using TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits))\r\n\
+        \t(No client certificate requested)\r\n\
+        \tby mx.test.example (Postfix) with ESMTPSA id 5E6F7A8B9C;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    const PLAIN: &str = "Received: from client.example.net (unknown [127.0.0.1])\r\n\
+        \tby mx.test.example (Postfix) with ESMTP id 3D78AC876E\r\n\
+        \tfor <user@example.com>; Sun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    const UNTRUSTED_TLS13: &str = "Received: from client.example.net (unknown [127.0.0.1])\r\n\
+        \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n\
+        \tby mx.elsewhere.example (Postfix) with ESMTPS id 79C45C8772;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    /// The client's HELO is `x (using TLSv1.3 with cipher X)`: Postfix copies it, spaces and
+    /// parentheses included, but writes `with ESMTP`.
+    const HELO_INJECTED: &str = "Received: from x (using TLSv1.3 with cipher X) (unknown [192.0.2.66])\r\n\
+        \tby mx.test.example (Postfix) with ESMTP id 3D78AC8770\r\n\
+        \tfor <user@example.com>; Sun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    const REST: &str = "From: a@example.net\r\nSubject: hi\r\n\r\n";
+
+    fn tls(version: Option<TlsVersion>, cipher: Option<&str>) -> TlsEvidence {
+        TlsEvidence::Tls {
+            version,
+            cipher: cipher.map(str::to_string),
+        }
+    }
+
+    /// One header block per case, and what it proves.
+    fn evidence_cases() -> Vec<(&'static str, String, TlsEvidence)> {
+        let aes = Some("TLS_AES_256_GCM_SHA384");
+        vec![
+            (
+                "TLS 1.3, multi-line comment",
+                format!("{TLS13}{REST}"),
+                tls(Some(Tls1_3), aes),
+            ),
+            (
+                "TLS 1.1",
+                format!("{TLS11}{REST}"),
+                tls(Some(Tls1_1), Some("ECDHE-RSA-AES256-SHA")),
+            ),
+            (
+                "ESMTPS without a comment",
+                format!("{ESMTPS}{REST}"),
+                tls(None, None),
+            ),
+            (
+                "ESMTPSA",
+                format!("{ESMTPSA}{REST}"),
+                tls(Some(Tls1_2), Some("ECDHE-RSA-AES256-GCM-SHA384")),
+            ),
+            (
+                "plain ESMTP",
+                format!("{PLAIN}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            (
+                "untrusted by",
+                format!("{UNTRUSTED_TLS13}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            (
+                "forged TLS Received below a real plain one",
+                format!("{PLAIN}{TLS13}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            ("no Received", REST.to_string(), TlsEvidence::Plaintext),
+            ("empty header block", String::new(), TlsEvidence::Plaintext),
+            (
+                "milter header above the real Received",
+                format!("X-Milter: inserted\r\n{TLS13}{REST}"),
+                tls(Some(Tls1_3), aes),
+            ),
+            (
+                "milter header above a real plain Received",
+                format!("X-Milter: inserted\r\n{PLAIN}{TLS13}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            (
+                "TLS comment injected through HELO, with ESMTP",
+                format!("{HELO_INJECTED}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+        ]
+    }
+
+    #[test]
+    fn evidence_from_postfix_received_fields() {
+        // The parser does see the injected comment: only the `with ESMTP` rule refuses it.
+        let injected = received::first(HELO_INJECTED.as_bytes()).unwrap();
+        assert!(injected.tls.is_some() && !injected.with_tls());
+        for (name, headers, expected) in evidence_cases() {
+            let evidence = TlsEvidence::from_received(headers.as_bytes(), &trusted());
+            assert_eq!(evidence, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn evidence_from_macros() {
+        let cases = [
+            (None, None, TlsEvidence::Plaintext),
+            (Some(""), None, TlsEvidence::Plaintext),
+            // Postfix never sends a cipher without a version: fail closed.
+            (None, Some("TLS_AES_256_GCM_SHA384"), TlsEvidence::Plaintext),
+            (
+                Some("TLSv1.3"),
+                Some("TLS_AES_256_GCM_SHA384"),
+                tls(Some(Tls1_3), Some("TLS_AES_256_GCM_SHA384")),
+            ),
+            (Some("TLSv1"), None, tls(Some(Tls1_0), None)),
+            (Some("TLSv1.4"), Some(""), tls(None, None)),
+        ];
+        for (version, cipher, expected) in cases {
+            assert_eq!(
+                TlsEvidence::from_macros(version, cipher),
+                expected,
+                "{version:?} {cipher:?}"
+            );
+        }
+    }
+
+    fn reply_text(result: Result<(), Reply>) -> Option<String> {
+        result.err().map(|reply| {
+            assert_eq!(reply.code, 550);
+            assert_eq!(reply.enhanced, Some(EnhancedCode::new(5, 7, 1)));
+            reply.lines.join("\n")
+        })
+    }
+
+    /// Refused (true) or accepted (false) for min = TLSv1, 1.1, 1.2, 1.3.
+    fn verdict_row(evidence: &TlsEvidence) -> [bool; 4] {
+        [Tls1_0, Tls1_1, Tls1_2, Tls1_3].map(|min| tls_verdict("a@x.org", evidence, min).is_err())
+    }
+
+    #[test]
+    fn verdicts_for_each_minimum_version() {
+        let cases = [
+            (TlsEvidence::Plaintext, [true, true, true, true]),
+            (tls(Some(TlsVersion::Ssl3), None), [true, true, true, true]),
+            (tls(Some(Tls1_0), None), [false, true, true, true]),
+            (tls(Some(Tls1_1), None), [false, false, true, true]),
+            (tls(Some(Tls1_2), None), [false, false, false, true]),
+            (tls(Some(Tls1_3), None), [false, false, false, false]),
+            // `with ESMTPS` without a version: our MTA says TLS, so accepted.
+            (tls(None, None), [false, false, false, false]),
+        ];
+        for (evidence, expected) in cases {
+            assert_eq!(verdict_row(&evidence), expected, "{evidence}");
+        }
+    }
+
+    #[test]
+    fn reply_texts_say_why() {
+        assert_eq!(
+            reply_text(tls_verdict(
+                "User@Secure.example.org",
+                &TlsEvidence::Plaintext,
+                Tls1_2
+            ))
+            .unwrap(),
+            "<User@Secure.example.org>: TLS required for this address; \
+             the message was received without TLS"
+        );
+        assert_eq!(
+            reply_text(tls_verdict(
+                "a@secure.example.org",
+                &tls(Some(Tls1_1), None),
+                Tls1_2
+            ))
+            .unwrap(),
+            "<a@secure.example.org>: TLS required for this address; \
+             received with TLSv1.1, at least TLSv1.2 required"
+        );
+        assert_eq!(
+            reply_text(tls_verdict("a@x.org", &tls(Some(Tls1_2), None), Tls1_2)),
+            None
+        );
+    }
+
+    /// The milter and the LMTP stage must agree: the same session described as a Received
+    /// field and as macros gives the same evidence, hence the same verdict for every minimum.
+    #[test]
+    fn received_and_macros_agree() {
+        let cases: [(String, Option<&str>, Option<&str>); 6] = [
+            (
+                format!("{TLS13}{REST}"),
+                Some("TLSv1.3"),
+                Some("TLS_AES_256_GCM_SHA384"),
+            ),
+            (
+                format!("{TLS11}{REST}"),
+                Some("TLSv1.1"),
+                Some("ECDHE-RSA-AES256-SHA"),
+            ),
+            (
+                format!("{ESMTPSA}{REST}"),
+                Some("TLSv1.2"),
+                Some("ECDHE-RSA-AES256-GCM-SHA384"),
+            ),
+            (format!("{PLAIN}{REST}"), None, None),
+            (REST.to_string(), None, None),
+            // A version neither path knows: the Received field names none.
+            (format!("{ESMTPS}{REST}"), Some("TLSv1.4"), None),
+        ];
+        for (headers, version, cipher) in cases {
+            let received = TlsEvidence::from_received(headers.as_bytes(), &trusted());
+            let macros = TlsEvidence::from_macros(version, cipher);
+            assert_eq!(received, macros, "{headers}");
+            for min in [Tls1_0, Tls1_1, Tls1_2, Tls1_3] {
+                assert_eq!(
+                    reply_text(tls_verdict("a@secure.example.org", &received, min)),
+                    reply_text(tls_verdict("a@secure.example.org", &macros, min)),
+                    "{headers} {min}"
+                );
+            }
+        }
+    }
+
+    fn domains() -> Vec<(String, String)> {
+        vec![
+            ("secure.example.org".into(), "example.org".into()),
+            ("Vault.Example.NET".into(), "vault.example.net".into()),
+        ]
+    }
+
+    #[test]
+    fn secure_twins_and_domains() {
+        let secure = SecureAddresses::new(domains(), None).unwrap();
+        let cases = [
+            ("user@secure.example.org", Some("user@example.org")),
+            ("User@SECURE.Example.org", Some("User@example.org")),
+            ("user+tag@secure.example.org", Some("user+tag@example.org")),
+            ("user@secure.example.org.", Some("user@example.org")),
+            ("\"a@b\"@secure.example.org", Some("\"a@b\"@example.org")),
+            ("Boss@vault.example.net", Some("Boss@vault.example.net")),
+            ("boss@VAULT.example.net", Some("boss@vault.example.net")),
+            ("user@example.org", None),
+            ("user@sub.secure.example.org", None),
+            ("user@notsecure.example.org", None),
+            ("postmaster", None),
+            ("@secure.example.org", None),
+        ];
+        for (address, expected) in cases {
+            assert_eq!(secure.classify(address).as_deref(), expected, "{address}");
+        }
+        assert!(!secure.is_empty());
+        assert!(SecureAddresses::new(Vec::new(), None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn mailbox_file_is_parsed_and_reloaded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("secure_mailboxes");
+        fs::write(
+            &path,
+            "# TLS-only mailboxes\n\
+             \n\
+             Secret@Example.org\n\
+             \t boss@example.com   # the boss\n\
+             not an address\n\
+             foo#bar@example.net\n",
+        )
+        .unwrap();
+        let secure = SecureAddresses::new(domains(), Some(path.clone())).unwrap();
+        let cases = [
+            ("secret@example.org", Some("secret@example.org")),
+            ("SECRET@EXAMPLE.ORG", Some("SECRET@example.org")),
+            ("secret+news@example.org", Some("secret+news@example.org")),
+            ("boss@example.com", Some("boss@example.com")),
+            ("foo#bar@example.net", Some("foo#bar@example.net")),
+            ("other@example.org", None),
+            ("secretary@example.org", None),
+            ("not", None),
+            ("user@secure.example.org", Some("user@example.org")),
+        ];
+        for (address, expected) in cases {
+            assert_eq!(secure.classify(address).as_deref(), expected, "{address}");
+        }
+
+        // Unchanged file: nothing changes, whether the stamp is trusted yet or not.
+        assert!(!secure.reload(false).unwrap());
+        assert!(!secure.reload(true).unwrap());
+
+        // Same size, same second: still noticed (the reading was racy).
+        fs::write(&path, "Secret@Example.net\n").unwrap();
+        assert!(secure.reload(false).unwrap());
+        assert_eq!(
+            secure.classify("secret@example.net").as_deref(),
+            Some("secret@example.net")
+        );
+        assert_eq!(secure.classify("secret@example.org"), None);
+        assert!(!secure.reload(false).unwrap());
+
+        // Replaced by rename, as editors do.
+        let next = tmp.path().join("next");
+        fs::write(&next, "new@example.org\n").unwrap();
+        fs::rename(&next, &path).unwrap();
+        assert!(secure.reload(false).unwrap());
+        assert!(secure.classify("new@example.org").is_some());
+
+        // A file that disappears keeps the previous list: fail closed.
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            secure.reload(false),
+            Err(PolicyError::Read { .. })
+        ));
+        assert!(secure.classify("new@example.org").is_some());
+        assert!(matches!(
+            SecureAddresses::new(domains(), Some(path)),
+            Err(PolicyError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn stable_stamp_skips_the_reread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("secure_mailboxes");
+        fs::write(&path, "a@example.org\n").unwrap();
+        let old = SystemTime::now() - 2 * RACY_MARGIN;
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let secure = SecureAddresses::new(Vec::new(), Some(path.clone())).unwrap();
+        // A change that keeps time, size and inode is not seen without force: the stamp is
+        // trusted, so the file is not read at all.
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        io::Write::write_all(&mut &file, b"b").unwrap();
+        file.set_modified(old).unwrap();
+        assert!(!secure.reload(false).unwrap());
+        assert!(secure.classify("a@example.org").is_some());
+        assert!(secure.reload(true).unwrap());
+        assert!(secure.classify("b@example.org").is_some());
+    }
+
+    #[test]
+    fn watcher_picks_up_changes_and_ends_with_the_last_arc() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("secure_mailboxes");
+        fs::write(&path, "a@example.org\n").unwrap();
+        let secure = Arc::new(SecureAddresses::new(Vec::new(), Some(path.clone())).unwrap());
+        secure.watch(MIN_WATCH_INTERVAL);
+        fs::write(&path, "a@example.org\nb@example.org\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while secure.classify("b@example.org").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watcher did not reload"
+            );
+            thread::sleep(MIN_WATCH_INTERVAL);
+        }
+        let weak = Arc::downgrade(&secure);
+        drop(secure);
+        // The watcher holds only a Weak between polls (and an Arc during one).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while weak.upgrade().is_some() {
+            assert!(std::time::Instant::now() < deadline, "watcher kept the Arc");
+            thread::sleep(MIN_WATCH_INTERVAL);
+        }
+    }
+}
