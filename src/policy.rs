@@ -57,8 +57,8 @@ impl TlsEvidence {
     ///
     /// A TLS comment next to a protocol word that says *no* TLS (`with ESMTP`) is a
     /// contradiction our MTA never writes: Postfix always appends the `S` for a TLS session.
-    /// The client controls part of the field (its HELO name, which Postfix copies with spaces
-    /// and parentheses), so such a field is taken as plaintext.
+    /// The client controls part of the field (its HELO name; Postfix replaces spaces and
+    /// parentheses in it, but other MTAs may not), so such a field is taken as plaintext.
     pub fn from_received(headers: &[u8], trusted: &[String]) -> TlsEvidence {
         let Some(received) = received::first_trusted(headers, trusted) else {
             return TlsEvidence::Plaintext;
@@ -426,8 +426,8 @@ mod tests {
         \tby mx.elsewhere.example (Postfix) with ESMTPS id 79C45C8772;\r\n\
         \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
 
-    /// The client's HELO is `x (using TLSv1.3 with cipher X)`: Postfix copies it, spaces and
-    /// parentheses included, but writes `with ESMTP`.
+    /// A HELO of `x (using TLSv1.3 with cipher X)` copied verbatim (Postfix would replace the
+    /// spaces and parentheses; a less careful MTA might not), with `with ESMTP`.
     const HELO_INJECTED: &str = "Received: from x (using TLSv1.3 with cipher X) (unknown [192.0.2.66])\r\n\
         \tby mx.test.example (Postfix) with ESMTP id 3D78AC8770\r\n\
         \tfor <user@example.com>; Sun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";

@@ -33,7 +33,8 @@ pub struct Received<'a> {
     pub for_addr: Option<String>,
     /// TLS details from the first comment that gives them, anywhere in the field: Postfix's
     /// `(using TLSv1.3 with cipher ...)`, Sendmail's and Google's `(version=TLS1_3
-    /// cipher=...)`, Exim's `(TLS1.3) tls CIPHER` or `(TLS1.2:CIPHER:256)`.
+    /// cipher=...)`, Exim's `(TLS1.3) tls CIPHER` or `(TLS1.2:CIPHER:256)`; the last such comment
+    /// in the field.
     pub tls: Option<TlsInfo>,
     /// What follows the last `;` outside comments, surrounding white space trimmed; `None`
     /// when there is no `;` or nothing after it.
@@ -155,8 +156,10 @@ pub fn parse(raw: &[u8]) -> Received<'_> {
         match token.kind {
             Kind::Semicolon => {}
             Kind::Comment => {
-                if received.tls.is_none() {
-                    received.tls = tls_from_comment(comment_content(text));
+                // The last TLS comment wins: what a client can put in (its HELO, in the `from`
+                // clause) always comes before what our MTA writes.
+                if let Some(tls) = tls_from_comment(comment_content(text)) {
+                    received.tls = Some(tls);
                 }
             }
             Kind::Word if expect_value => {
@@ -1232,5 +1235,14 @@ mod tests {
                 let _ = first_trusted(&raw, &["013.lax.mailroute.net".into()]);
             }
         }
+    }
+
+    #[test]
+    fn a_tls_comment_in_the_helo_position_does_not_override_the_real_one() {
+        let raw = b"Received: from x (using TLSv1.3 with cipher FAKE) (unknown [192.0.2.1])\r\n\t(using TLSv1 with cipher ECDHE-RSA-AES256-SHA (256/256 bits))\r\n\tby mx.example.org (Postfix) with ESMTPS id 1;\r\n\tSun, 22 Nov 2026 12:00:00 +0000\r\n";
+        let received = parse(raw);
+        let tls = received.tls.expect("tls");
+        assert_eq!(tls.version, Some(TlsVersion::Tls1_0));
+        assert_eq!(tls.cipher.as_deref(), Some("ECDHE-RSA-AES256-SHA"));
     }
 }
