@@ -316,6 +316,14 @@ async fn run(plan: Plan, command: &str) -> bool {
             keys.push(key);
         }
     }
+    if !keys.is_empty() && library_backtraces() {
+        println!(
+            "# note: RUST_BACKTRACE/RUST_LIB_BACKTRACE turn on library backtraces: sequoia builds \
+             (and drops) an anyhow error per message when its symmetric encryptor is dropped \
+             after finalize, which then captures a backtrace, in sealgate and in the baseline \
+             alike; unset both to measure without"
+        );
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the sink");
@@ -433,6 +441,14 @@ fn target(what: &str, value: Option<f64>, pass: impl Fn(f64) -> bool) {
         Some(v) => println!("  {what}: {} MISS", num(v)),
         None => println!("  {what}: not run"),
     }
+}
+
+/// Whether `std::backtrace::Backtrace::capture` (so anyhow) captures, as the environment says.
+fn library_backtraces() -> bool {
+    let on = |name| std::env::var(name).ok().map(|v| v != "0");
+    on("RUST_LIB_BACKTRACE")
+        .or_else(|| on("RUST_BACKTRACE"))
+        .unwrap_or(false)
 }
 
 /// Messages per CPU-second; NaN when less than a clock tick was measured.

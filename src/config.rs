@@ -315,7 +315,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_KEYSTORE_RELOAD",
         default: "10s",
-        doc: "How often the key store is checked for changes on disk (SIGHUP checks at once).",
+        doc: "How often the key store and the secure mailbox file are checked for changes on disk (SIGHUP checks at once).",
     },
     Variable {
         name: "SEALGATE_UNUSABLE_KEY",
@@ -340,7 +340,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_SECURE_MAILBOXES",
         default: "(none)",
-        doc: "File of single TLS-only addresses, one per line (# comments); re-read when it changes and on SIGHUP.",
+        doc: "File of single TLS-only addresses, one per line (# comments); re-read when it changes (see SEALGATE_KEYSTORE_RELOAD) and on SIGHUP.",
     },
     Variable {
         name: "SEALGATE_TLS_MIN_VERSION",

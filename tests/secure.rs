@@ -135,6 +135,19 @@ impl Stack {
         line
     }
 
+    /// `user`'s INBOX over IMAP, which must hold exactly `n` messages. Call it after Postfix
+    /// logged the outcome: Dovecot stored the message before it answered.
+    fn inbox(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
+        let inbox = self.dovecot.fetch_inbox(user);
+        assert_eq!(
+            inbox.len(),
+            n,
+            "{user}'s INBOX; Dovecot log tail:\n{}",
+            common::tail(&self.dovecot.log(), 20)
+        );
+        inbox
+    }
+
     /// Messages stored on disk for `user` (see [`Dovecot::stored_count`]).
     fn stored(&self, user: &str) -> usize {
         self.dovecot.stored_count(user)
@@ -148,7 +161,7 @@ fn header_block(message: &[u8]) -> String {
     text[..end].to_owned()
 }
 
-/// Header field lines (name: value) of a header block, unfolded.
+/// The fields of a header block, one string each (folded lines kept, joined by CRLF).
 fn fields(headers: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in headers.split("\r\n").filter(|l| !l.is_empty()) {
@@ -182,19 +195,10 @@ fn secure_address_over_tls_is_stored_in_its_twin_mailbox() {
             "token-secure-tls-4711",
         ],
     );
-    let line = stack
-        .postfix
-        .wait_for_status("user@secure.example.org", "sent", WAIT);
-    assert!(
-        line.contains(&format!(
-            "relay=127.0.0.1[127.0.0.1]:{}",
-            stack.sealgate.port()
-        )),
-        "{line}"
-    );
-
-    let inbox = stack.dovecot.wait_for_inbox("user@example.org", 1, WAIT);
-    assert_eq!(inbox.len(), 1);
+    stack.expect_outcome("user@secure.example.org", 1, "sent");
+    // Nothing under the secure domain itself.
+    assert_eq!(stack.stored("user@secure.example.org"), 0);
+    let inbox = stack.inbox("user@example.org", 1);
     let headers = header_block(&inbox[0]);
     let text = String::from_utf8_lossy(&inbox[0]);
     assert!(text.contains("token-secure-tls-4711"), "{text}");
@@ -231,8 +235,6 @@ fn secure_address_over_tls_is_stored_in_its_twin_mailbox() {
             && fields[postfix_received].contains("(using TLSv1."),
         "{headers}"
     );
-    // Nothing under the secure domain itself.
-    assert_eq!(stack.stored("user@secure.example.org"), 0);
 }
 
 /// Without STARTTLS the secure address is refused (550 5.7.1 at the end of DATA): Postfix
@@ -255,7 +257,7 @@ fn secure_address_without_tls_is_bounced() {
         ],
     );
     assert!(!out.contains("TLS started"), "{out}");
-    stack.expect_tls_refusal("user@secure.example.org");
+    stack.expect_tls_refusal("user@secure.example.org", 1);
     assert_eq!(stack.stored("user@example.org"), 0);
     assert_eq!(stack.stored("user@secure.example.org"), 0);
 }
@@ -304,7 +306,7 @@ fn secure_address_over_tls_1_1_is_bounced() {
     }
     assert!(ok, "swaks over TLS 1.1 was not accepted by Postfix:\n{out}");
     assert!(out.contains("TLS started with cipher TLSv1.1"), "{out}");
-    stack.expect_tls_refusal("user@secure.example.org");
+    stack.expect_tls_refusal("user@secure.example.org", 1);
     // Postfix saw TLS 1.1 (smtpd_tls_loglevel = 1 logs the handshake).
     let log = stack.postfix.log();
     assert!(
@@ -334,7 +336,7 @@ fn tls_1_2_is_refused_when_the_minimum_is_tls_1_3() {
         &["--tls-protocol", "tlsv1_2", "--body", "token-tls12-1202"],
     );
     assert!(out.contains("TLS started with cipher TLSv1.2"), "{out}");
-    let line = stack.expect_tls_refusal("old@secure.example.org");
+    let line = stack.expect_tls_refusal("old@secure.example.org", 1);
     assert!(
         line.contains("TLSv1.2"),
         "the reply does not name the version: {line}"
@@ -346,10 +348,8 @@ fn tls_1_2_is_refused_when_the_minimum_is_tls_1_3() {
         &["--tls-protocol", "tlsv1_3", "--body", "token-tls13-1303"],
     );
     assert!(out.contains("TLS started with cipher TLSv1.3"), "{out}");
-    stack
-        .postfix
-        .wait_for_status("new@secure.example.org", "sent", WAIT);
-    let inbox = stack.dovecot.wait_for_inbox("new@example.org", 1, WAIT);
+    stack.expect_outcome("new@secure.example.org", 1, "sent");
+    let inbox = stack.inbox("new@example.org", 1);
     assert!(String::from_utf8_lossy(&inbox[0]).contains("token-tls13-1303"));
 }
 
@@ -385,7 +385,7 @@ fn forged_tls_received_header_below_the_real_one_is_ignored() {
     let data = format!("@{}", message.display());
     let out = stack.send("user@secure.example.org", &["--data", &data]);
     assert!(!out.contains("TLS started"), "{out}");
-    stack.expect_tls_refusal("user@secure.example.org");
+    stack.expect_tls_refusal("user@secure.example.org", 1);
     assert_eq!(stack.stored("user@example.org"), 0);
 }
 
@@ -408,12 +408,11 @@ fn mixed_recipients_without_tls_only_the_normal_one_is_delivered() {
             "token-mixed-3333",
         ],
     );
-    stack.postfix.wait_for_status("b@example.org", "sent", WAIT);
-    stack.expect_tls_refusal("a@secure.example.org");
-    stack.expect_tls_refusal("c@secure.example.org");
+    stack.expect_outcome("b@example.org", 1, "sent");
+    stack.expect_tls_refusal("a@secure.example.org", 1);
+    stack.expect_tls_refusal("c@secure.example.org", 1);
 
-    let inbox = stack.dovecot.wait_for_inbox("b@example.org", 1, WAIT);
-    assert_eq!(inbox.len(), 1);
+    let inbox = stack.inbox("b@example.org", 1);
     let text = String::from_utf8_lossy(&inbox[0]);
     assert!(text.contains("token-mixed-3333"), "{text}");
     assert!(
@@ -437,11 +436,18 @@ fn mixed_recipients_without_tls_only_the_normal_one_is_delivered() {
     );
 }
 
-/// `SEALGATE_SECURE_MAILBOXES`: a listed address is TLS-only (plaintext bounced, TLS
-/// delivered); after the file is rewritten without it and sealgate reloaded it (SIGHUP, or
-/// its own change watcher), plaintext is delivered.
+/// sealgate's log line after a SIGHUP re-read the secure mailbox file (src/lib.rs).
+const SIGHUP_RELOADED: &str = "secure mailboxes reloaded (SIGHUP)";
+
+/// sealgate's log line when its watcher found the secure mailbox file changed
+/// (src/policy.rs).
+const WATCHER_RELOADED: &str = "secure mailbox list reloaded";
+
+/// `SEALGATE_SECURE_MAILBOXES`: a listed address (and its `+tag` form) is TLS-only:
+/// plaintext bounced, TLS delivered. After the file is rewritten without it and sealgate got
+/// SIGHUP (and logged the reload), plaintext is delivered.
 #[test]
-fn secure_mailbox_file_is_reloaded() {
+fn secure_mailbox_file_is_reloaded_on_sighup() {
     let lists = common::temp_dir("sealgate-lists-");
     let file = lists.path().join("tls-only");
     fs::write(&file, "# TLS-only mailboxes\nvip@example.org\n").expect("write mailbox file");
@@ -451,55 +457,82 @@ fn secure_mailbox_file_is_reloaded() {
     };
 
     stack.send(
-        "vip@example.org",
-        &["--header", "Subject: first", "--body", "token-vip-1"],
+        "vip@example.org,vip+news@example.org",
+        &["--body", "token-vip-1"],
     );
-    stack.expect_tls_refusal("vip@example.org");
+    stack.expect_tls_refusal("vip@example.org", 1);
+    stack.expect_tls_refusal("vip+news@example.org", 1);
     assert_eq!(stack.stored("vip@example.org"), 0);
 
-    stack.send_tls(
-        "vip@example.org",
-        &["--header", "Subject: second", "--body", "token-vip-2"],
-    );
-    let inbox = stack.dovecot.wait_for_inbox("vip@example.org", 1, WAIT);
+    stack.send_tls("vip@example.org", &["--body", "token-vip-2"]);
+    stack.expect_outcome("vip@example.org", 2, "sent");
+    let inbox = stack.inbox("vip@example.org", 1);
     let text = String::from_utf8_lossy(&inbox[0]);
     assert!(text.contains("token-vip-2"), "{text}");
     assert!(text.contains("Delivered-To: vip@example.org\r\n"), "{text}");
 
-    // Remove it from the list, ask for a reload, and wait until sealgate says it reloaded.
-    let reloads_before = reload_lines(&stack.sealgate);
+    // Remove it from the list, SIGHUP, and wait until sealgate says it re-read the file.
+    let before = count_lines(&stack.sealgate, SIGHUP_RELOADED);
     fs::write(&file, "# TLS-only mailboxes\nsomebody-else@example.org\n")
         .expect("rewrite mailbox file");
     common::signal(i64::from(stack.sealgate.child.id()), "HUP");
-    let reloaded = common::poll_until(WAIT, || reload_lines(&stack.sealgate) > reloads_before);
+    let reloaded = common::poll_until(WAIT, || {
+        count_lines(&stack.sealgate, SIGHUP_RELOADED) > before
+    });
     assert!(
         reloaded,
-        "sealgate logged no reload of the secure mailbox list (a line with \"secure\" and \
-         \"reload\") within {WAIT:?} after the file changed and SIGHUP; log tail:\n{}",
+        "no {SIGHUP_RELOADED:?} log line within {WAIT:?} after SIGHUP; log tail:\n{}",
         common::tail(&stack.sealgate.log(), 30)
     );
 
-    stack.send(
-        "vip@example.org",
-        &["--header", "Subject: third", "--body", "token-vip-3"],
-    );
-    let inbox = stack.dovecot.wait_for_inbox("vip@example.org", 2, WAIT);
+    stack.send("vip@example.org", &["--body", "token-vip-3"]);
+    stack.expect_outcome("vip@example.org", 3, "sent");
+    let inbox = stack.inbox("vip@example.org", 2);
     assert!(String::from_utf8_lossy(&inbox[1]).contains("token-vip-3"));
-    let sent = stack
-        .postfix
-        .log()
-        .lines()
-        .filter(|l| l.contains("to=<vip@example.org>") && l.contains(" status=sent "))
-        .count();
-    assert_eq!(sent, 2, "{}", common::tail(&stack.postfix.log(), 20));
 }
 
-/// Log lines that report a (successful) reload of the secure mailbox list.
-fn reload_lines(sealgate: &Sealgate) -> usize {
+/// The mailbox file is also re-read when it changes, without SIGHUP: an address added to it
+/// becomes TLS-only once sealgate's watcher logged the change (it polls at the key store's
+/// interval, `SEALGATE_KEYSTORE_RELOAD`, 10 s by default).
+#[test]
+fn secure_mailbox_file_change_is_picked_up_without_sighup() {
+    let lists = common::temp_dir("sealgate-lists-");
+    let file = lists.path().join("tls-only");
+    fs::write(&file, "somebody-else@example.org\n").expect("write mailbox file");
+    let file_env = file.display().to_string();
+    let Some(stack) = Stack::start(&[("SEALGATE_SECURE_MAILBOXES", &file_env)], |c| c) else {
+        return;
+    };
+
+    stack.send("vip@example.org", &["--body", "token-watch-1"]);
+    stack.expect_outcome("vip@example.org", 1, "sent");
+
+    let before = count_lines(&stack.sealgate, WATCHER_RELOADED);
+    fs::write(
+        &file,
+        "somebody-else@example.org\nvip@example.org  # now TLS-only\n",
+    )
+    .expect("rewrite mailbox file");
+    let reloaded = common::poll_until(WAIT, || {
+        count_lines(&stack.sealgate, WATCHER_RELOADED) > before
+    });
+    assert!(
+        reloaded,
+        "no {WATCHER_RELOADED:?} log line within {WAIT:?} after the file changed; log \
+         tail:\n{}",
+        common::tail(&stack.sealgate.log(), 30)
+    );
+
+    stack.send("vip@example.org", &["--body", "token-watch-2"]);
+    stack.expect_tls_refusal("vip@example.org", 2);
+    assert_eq!(stack.stored("vip@example.org"), 1);
+}
+
+/// Number of sealgate log lines containing `needle`.
+fn count_lines(sealgate: &Sealgate, needle: &str) -> usize {
     sealgate
         .log()
         .lines()
-        .map(str::to_ascii_lowercase)
-        .filter(|l| l.contains("secure") && l.contains("reload") && !l.contains("fail"))
+        .filter(|l| l.contains(needle))
         .count()
 }
