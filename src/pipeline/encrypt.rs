@@ -234,8 +234,8 @@ enum State {
     Holding {
         held: Vec<u8>,
         header_len: usize,
-        /// A legacy `.p7m`: its first body octets decide.
-        probe_prefix: bool,
+        /// What the start of the body can decide early.
+        probe: mime::Probe,
     },
     /// Already encrypted: passed through unchanged.
     Clear,
@@ -400,7 +400,7 @@ impl Rewrite for PgpMime {
                 self.state = State::Holding {
                     held: headers.to_vec(),
                     header_len: headers.len(),
-                    probe_prefix: mime::is_legacy_p7m(headers),
+                    probe: mime::probe(headers),
                 };
                 Ok(())
             }
@@ -422,14 +422,19 @@ impl Rewrite for PgpMime {
             State::Holding {
                 held,
                 header_len,
-                probe_prefix,
+                probe,
             } => {
-                let (header_len, probe) = (*header_len, *probe_prefix);
+                let (header_len, probe) = (*header_len, *probe);
                 // A legacy .p7m may look a little past the limit: its first octets decide.
-                let limit = self.peek_limit + if probe { P7M_PROBE } else { 0 };
+                let slack = if probe == mime::Probe::LegacyP7m {
+                    P7M_PROBE
+                } else {
+                    0
+                };
+                let limit = self.peek_limit + slack;
                 let (now, rest) = chunk.split_at(chunk.len().min(limit.saturating_sub(held.len())));
                 held.extend_from_slice(now);
-                match probe.then(|| mime::classify_prefix(held)).flatten() {
+                match mime::early_verdict(probe, held, header_len, false) {
                     Some(treatment) => {
                         let held = std::mem::take(held);
                         self.release(treatment, &held, header_len, out)?;
@@ -450,11 +455,15 @@ impl Rewrite for PgpMime {
 
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), Reply> {
         if let State::Holding {
-            held, header_len, ..
+            held,
+            header_len,
+            probe,
         } = &mut self.state
         {
-            let (held, header_len) = (std::mem::take(held), *header_len);
-            self.release(mime::classify_message(&held), &held, header_len, out)?;
+            let (held, header_len, probe) = (std::mem::take(held), *header_len, *probe);
+            let treatment = mime::early_verdict(probe, &held, header_len, true)
+                .unwrap_or_else(|| mime::classify_message(&held));
+            self.release(treatment, &held, header_len, out)?;
         }
         match std::mem::replace(&mut self.state, State::Done) {
             State::Clear => Ok(()),

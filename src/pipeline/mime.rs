@@ -253,6 +253,89 @@ pub fn classify_prefix(prefix: &[u8]) -> Option<Treatment> {
     cms_verdict(headers, split.body, false)
 }
 
+/// The armor line a text part that is one OpenPGP message starts with.
+const ARMOR_BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
+
+/// Markers of an armored OpenPGP message somewhere in a multipart body: the armor line, and
+/// its start base64-encoded (a base64 part that begins with the armor).
+const ARMOR_MARKERS: [&[u8]; 2] = [b"BEGIN PGP MESSAGE", b"LS0tLS1CRUdJTiBQR1Ag"];
+
+/// How much of a multipart body must pass without any armor marker before it is encrypted
+/// without waiting for the whole message.
+pub const MULTIPART_PROBE: usize = 16 * 1024;
+
+/// How the start of a held message can settle its verdict before the message is complete,
+/// so that ordinary mail (the great majority) is encrypted as it streams in instead of being
+/// held to the end and parsed whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Nothing to learn early: hold and parse the whole message.
+    None,
+    /// A `.p7m` without `smime-type`: its first decoded octets decide.
+    LegacyP7m,
+    /// A single text part not in base64: unless its first non-blank octets are the armor
+    /// line, it is not one armored message.
+    Text,
+    /// multipart/alternative or mixed: without any armor marker it cannot be one of the
+    /// encrypted forms.
+    Multipart,
+}
+
+/// The probe for a header block that [`classify_headers`] found `NeedBody`.
+pub fn probe(headers: &[u8]) -> Probe {
+    let Some(message) = MessageParser::default().parse_headers(headers) else {
+        return Probe::None;
+    };
+    let base64 = message
+        .content_transfer_encoding()
+        .is_some_and(|e| e.eq_ignore_ascii_case("base64"));
+    match message.content_type() {
+        Some(ct) if is_pkcs7_mime(ct) => Probe::LegacyP7m,
+        Some(ct) if ct.ctype().eq_ignore_ascii_case("multipart") => Probe::Multipart,
+        Some(ct) if ct.ctype().eq_ignore_ascii_case("text") && !base64 => Probe::Text,
+        None if !base64 => Probe::Text,
+        _ => Probe::None,
+    }
+}
+
+/// An early verdict on a held message (`header_len` octets of header block, then what has
+/// arrived of the body), or `None` to keep holding. With `complete`, the whole message is
+/// there. Only ever answers [`Treatment::Encrypt`] early, except for a legacy `.p7m`.
+pub fn early_verdict(
+    probe: Probe,
+    message: &[u8],
+    header_len: usize,
+    complete: bool,
+) -> Option<Treatment> {
+    let body = message.get(header_len..).unwrap_or_default();
+    match probe {
+        Probe::None => None,
+        Probe::LegacyP7m => classify_prefix(message),
+        Probe::Text => {
+            let start = body
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(body.len());
+            let text = &body[start..];
+            let shared = text.len().min(ARMOR_BEGIN.len());
+            if text[..shared] != ARMOR_BEGIN[..shared] {
+                Some(Treatment::Encrypt)
+            } else if complete && text.is_empty() {
+                // An empty or blank text message is not an encrypted one.
+                Some(Treatment::Encrypt)
+            } else {
+                None
+            }
+        }
+        Probe::Multipart => {
+            let marked = ARMOR_MARKERS
+                .iter()
+                .any(|m| memchr::memmem::find(body, m).is_some());
+            (!marked && (complete || body.len() >= MULTIPART_PROBE)).then_some(Treatment::Encrypt)
+        }
+    }
+}
+
 /// Whether the header block announces S/MIME without `smime-type` (a legacy `.p7m`), which
 /// [`classify_prefix`] decides from the first body octets.
 pub fn is_legacy_p7m(headers: &[u8]) -> bool {
@@ -1272,5 +1355,105 @@ mod tests {
             );
         });
         assert!(ran >= 14, "only {ran} files in {}", dir.display());
+    }
+
+    #[test]
+    fn early_verdicts_only_ever_say_encrypt_for_text_and_multipart() {
+        use Treatment::*;
+        let armored = "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA...\r\n";
+        let text = "Content-Type: text/plain\r\n\r\n";
+        let alt = "Content-Type: multipart/alternative; boundary=b\r\n\r\n";
+        let cases: &[(&str, &str, bool, Option<Treatment>)] = &[
+            (text, "Hello, plain mail\r\n", false, Some(Encrypt)),
+            (text, "  \r\n-----BEGIN PGP", false, None),
+            (text, armored, false, None),
+            (text, armored, true, None),
+            (text, "\r\n\r\n", false, None),
+            (text, "\r\n\r\n", true, Some(Encrypt)),
+            (
+                text,
+                "-----BEGIN PGP SIGNED MESSAGE-----\r\n",
+                false,
+                Some(Encrypt),
+            ),
+            (
+                "Subject: no content type\r\n\r\n",
+                "hi\r\n",
+                false,
+                Some(Encrypt),
+            ),
+            (
+                alt,
+                "--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n",
+                false,
+                None,
+            ),
+            (
+                alt,
+                "--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n",
+                true,
+                Some(Encrypt),
+            ),
+            (alt, armored, true, None),
+        ];
+        for (headers, body, complete, expected) in cases {
+            let message = format!("{headers}{body}");
+            let probe = probe(headers.as_bytes());
+            assert_eq!(
+                early_verdict(probe, message.as_bytes(), headers.len(), *complete),
+                *expected,
+                "{headers:?} {body:?} complete={complete}"
+            );
+        }
+        let long = format!("{alt}{}", "x".repeat(MULTIPART_PROBE + 1));
+        assert_eq!(
+            early_verdict(Probe::Multipart, long.as_bytes(), alt.len(), false),
+            Some(Encrypt)
+        );
+        assert_eq!(
+            probe(b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n"),
+            Probe::None
+        );
+    }
+
+    /// The early verdict never contradicts the whole-message one when it says Encrypt: every
+    /// pass-through corpus message survives probing at every prefix.
+    #[test]
+    fn early_verdicts_never_encrypt_an_encrypted_corpus_message() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/encrypted");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "eml") {
+                continue;
+            }
+            let message = std::fs::read(&path).unwrap();
+            let split = split_header_block(&message);
+            if !split.ends_with_blank_line {
+                continue;
+            }
+            let header_len = message.len() - split.body.len();
+            let headers = &message[..header_len];
+            if classify_headers(headers) != Treatment::NeedBody {
+                continue;
+            }
+            let probe = probe(headers);
+            for end in header_len..=message.len() {
+                let complete = end == message.len();
+                if let Some(verdict) = early_verdict(probe, &message[..end], header_len, complete) {
+                    assert_eq!(
+                        verdict,
+                        classify_message(&message),
+                        "{} at {end}",
+                        path.display()
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 5,
+            "only {checked} corpus messages needed the body"
+        );
     }
 }
