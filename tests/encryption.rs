@@ -542,37 +542,97 @@ fn unusable_key_policy_at_rcpt() {
     }
 }
 
-/// A key revoked between RCPT and the end of DATA: the end-of-DATA reply follows the policy
-/// and no plaintext is stored unless the policy says so.
+/// A certificate usable at RCPT time and, as the second value, the same certificate made
+/// unusable in one of the three ways: revoked, expired, encryption subkey revoked.
+fn turns_unusable(address: &str, how: &str) -> (Cert, Cert) {
+    use sequoia_openpgp::cert::prelude::SubkeyRevocationBuilder;
+    let policy = sequoia_openpgp::policy::StandardPolicy::new();
+    let day = Duration::from_secs(24 * 3600);
+    let (cert, revocation) = CertBuilder::new()
+        .add_userid(format!("<{address}>"))
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .add_transport_encryption_subkey()
+        .set_creation_time(SystemTime::now() - 2 * day)
+        .generate()
+        .expect("generate");
+    let mut signer = cert
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .expect("secret primary")
+        .into_keypair()
+        .expect("keypair");
+    let later = match how {
+        "revoked" => revoke(cert.clone(), revocation),
+        "expired" => {
+            let signatures = cert
+                .set_expiration_time(&policy, None, &mut signer, Some(SystemTime::now() - day))
+                .expect("set expiration");
+            cert.clone().insert_packets(signatures).expect("expire").0
+        }
+        "no encryption subkey" => {
+            let subkey = cert.keys().subkeys().next().expect("subkey");
+            let revocation = SubkeyRevocationBuilder::new()
+                .set_reason_for_revocation(ReasonForRevocation::KeyRetired, b"retired")
+                .expect("reason")
+                .build(&mut signer, &cert, subkey.key(), None)
+                .expect("subkey revocation");
+            cert.clone()
+                .insert_packets(revocation)
+                .expect("revoke subkey")
+                .0
+        }
+        other => panic!("unknown transition {other}"),
+    };
+    (cert, later)
+}
+
+/// A key that turns unusable (revoked, expired, encryption subkey gone) between RCPT and the
+/// end of DATA: the end-of-DATA reply follows the policy and no plaintext is stored unless
+/// the policy says so.
 #[test]
 fn unusable_key_policy_at_end_of_data() {
-    for (policy, code) in [
-        ("tempfail", "450 4.7.1"),
-        ("reject", "550 5.7.1"),
-        ("plaintext", "250"),
-    ] {
-        let setup = Setup::new();
-        let (cert, revocation) = usable_cert("late@example.org");
-        setup.plant(&cert);
-        let sealgate = setup.spawn(&[("SEALGATE_UNUSABLE_KEY", policy)]);
-        let mut client = Client::connect(sealgate.port());
-        client.expect("LHLO x.example", "250");
-        client.expect("MAIL FROM:<s@example.net>", "250");
-        client.expect("RCPT TO:<late@example.org>", "250 2.1.5");
-        client.expect("DATA", "354");
-        client.send(b"Subject: revoked in flight\r\n");
-        // The key is revoked while the message is in flight; SIGHUP reloads the store.
-        setup.plant(&revoke(cert.clone(), revocation));
-        common::signal(i64::from(sealgate.child.id()), "HUP");
-        sealgate.wait_for_log("key store reloaded (SIGHUP)", WAIT);
-        client.send(b"\r\nsecret body\r\n.\r\n");
-        let reply = client.reply();
-        assert_codes(&reply, code, policy);
-        let stored = setup.stored("late@example.org");
-        if policy == "plaintext" {
-            assert_eq!(stored.len(), 1);
-        } else {
-            assert!(stored.is_empty(), "{policy}: something was stored");
+    for how in ["revoked", "expired", "no encryption subkey"] {
+        for (policy, code) in [
+            ("tempfail", "450 4.7.1"),
+            ("reject", "550 5.7.1"),
+            ("plaintext", "250"),
+        ] {
+            let context = format!("{how}, {policy}");
+            let setup = Setup::new();
+            let (cert, later) = turns_unusable("late@example.org", how);
+            setup.plant(&cert);
+            let sealgate = setup.spawn(&[("SEALGATE_UNUSABLE_KEY", policy)]);
+            let mut client = Client::connect(sealgate.port());
+            client.expect("LHLO x.example", "250");
+            client.expect("MAIL FROM:<s@example.net>", "250");
+            client.expect("RCPT TO:<late@example.org>", "250 2.1.5");
+            client.expect("DATA", "354");
+            client.send(b"Subject: key changes in flight\r\n");
+            // The key turns unusable while the message is in flight; SIGHUP reloads.
+            setup.plant(&later);
+            common::signal(i64::from(sealgate.child.id()), "HUP");
+            sealgate.wait_for_log("key store reloaded (SIGHUP)", WAIT);
+            client.send(b"\r\nsecret body\r\n.\r\n");
+            let reply = client.reply();
+            assert_codes(&reply, code, &context);
+            let stored = setup.stored("late@example.org");
+            if policy == "plaintext" {
+                assert_eq!(stored.len(), 1, "{context}");
+                assert!(String::from_utf8_lossy(&stored[0]).contains("secret body"));
+            } else {
+                assert!(stored.is_empty(), "{context}: something was stored");
+                if how != "revoked" {
+                    assert!(
+                        reply.text().contains(match how {
+                            "expired" => "expired",
+                            _ => "encryption",
+                        }),
+                        "{context}: {reply}"
+                    );
+                }
+            }
         }
     }
 }
