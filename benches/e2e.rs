@@ -1112,6 +1112,8 @@ impl Sealgate {
         // Plain `warn` would hide the INFO line that carries the bound port.
         cmd.env("SEALGATE_LOG", "warn,sealgate::server=info")
             .env("SEALGATE_LMTP_LISTEN", "127.0.0.1:0")
+            // Any free port: the default 9925 may be taken (a running sealgate, a parallel run).
+            .env("SEALGATE_METRICS_LISTEN", "127.0.0.1:0")
             .env("SEALGATE_NEXT_HOP", format!("lmtp:127.0.0.1:{sink_port}"))
             .env("SEALGATE_MAX_MESSAGE_SIZE", "0")
             .env("SEALGATE_MAX_CONNECTIONS", "200")

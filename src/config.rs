@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use sealgate_protocol::BareNewline;
 
+use crate::logging::AddressLog;
+
 /// Where a listener binds: a TCP address or a unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -132,6 +134,10 @@ pub enum ScrubMode {
 /// The client-revealing headers removed by default (`SEALGATE_SCRUB_HEADERS`).
 pub const DEFAULT_SCRUB_HEADERS: &str = "X-Originating-IP,X-Forwarded-For,X-Real-IP,X-Client-IP,X-Sender-IP,X-Remote-IP,X-Remote-Addr,X-Originating-Client,User-Agent,X-Mailer,X-MimeOLE,X-Newsreader,X-MS-Exchange-Organization-OriginalClientIPAddress,X-Yahoo-Newman-Property";
 
+/// The smallest `SEALGATE_MILTER_MAX_FRAME`: one full body chunk from Postfix (65535 octets)
+/// plus the command byte must fit.
+pub const MIN_MILTER_FRAME: usize = 65536;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -145,10 +151,18 @@ pub enum LogFormat {
 /// documentation of each variable.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `SEALGATE_LMTP_LISTEN`
-    pub lmtp_listen: ListenAddr,
+    /// `SEALGATE_LMTP_LISTEN`; `None` (`off`) when only the milter runs.
+    pub lmtp_listen: Option<ListenAddr>,
     /// `SEALGATE_LMTP_SOCKET_MODE`, applied to a unix socket.
     pub lmtp_socket_mode: u32,
+    /// `SEALGATE_MILTER_LISTEN`; `None` (`off`, the default) when no milter runs.
+    pub milter_listen: Option<ListenAddr>,
+    /// `SEALGATE_MILTER_SOCKET_MODE`, applied to a unix socket.
+    pub milter_socket_mode: u32,
+    /// `SEALGATE_MILTER_MAX_FRAME`: the largest milter packet accepted, in octets.
+    pub milter_max_frame: usize,
+    /// `SEALGATE_MILTER_TIMEOUT`
+    pub milter_timeout: Duration,
     /// `SEALGATE_NEXT_HOP`
     pub next_hop: NextHopAddr,
     /// `SEALGATE_HOSTNAME`: our name in the greeting, LHLO/EHLO to the next hop and Maildir
@@ -207,6 +221,10 @@ pub struct Config {
     pub log_filter: String,
     /// `SEALGATE_LOG_FORMAT`
     pub log_format: LogFormat,
+    /// `SEALGATE_LOG_ADDRESSES`
+    pub log_addresses: AddressLog,
+    /// `SEALGATE_METRICS_LISTEN` (`HOST:PORT`); `None` (`off`) for no HTTP listener.
+    pub metrics_listen: Option<String>,
 }
 
 /// One documented variable: name, default (as written in the environment) and meaning.
@@ -225,12 +243,32 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_LMTP_LISTEN",
         default: "127.0.0.1:10024",
-        doc: "LMTP listener: HOST:PORT or unix:PATH.",
+        doc: "LMTP listener: HOST:PORT, unix:PATH, or off (then the milter must be on).",
     },
     Variable {
         name: "SEALGATE_LMTP_SOCKET_MODE",
         default: "0660",
         doc: "Octal file mode of the LMTP unix socket.",
+    },
+    Variable {
+        name: "SEALGATE_MILTER_LISTEN",
+        default: "off",
+        doc: "Milter listener for Postfix's smtpd_milters (refuses at RCPT time, scrubs headers): HOST:PORT, unix:PATH, or off.",
+    },
+    Variable {
+        name: "SEALGATE_MILTER_SOCKET_MODE",
+        default: "0660",
+        doc: "Octal file mode of the milter unix socket.",
+    },
+    Variable {
+        name: "SEALGATE_MILTER_MAX_FRAME",
+        default: "1048576",
+        doc: "Largest milter packet in octets (K/M suffixes; Postfix sends at most 65535 octets of body per packet); a larger one ends that milter connection.",
+    },
+    Variable {
+        name: "SEALGATE_MILTER_TIMEOUT",
+        default: "300s",
+        doc: "Wait for the next packet from Postfix on a milter connection; then it is closed. Keep it at least Postfix's smtpd_timeout (300s).",
     },
     Variable {
         name: "SEALGATE_NEXT_HOP",
@@ -245,7 +283,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_MAX_CONNECTIONS",
         default: "100",
-        doc: "Concurrent LMTP connections; at the limit sealgate stops accepting until one ends.",
+        doc: "Concurrent connections per listener (LMTP and milter each); at the limit sealgate stops accepting until one ends.",
     },
     Variable {
         name: "SEALGATE_MAX_LINE_LENGTH",
@@ -372,6 +410,16 @@ pub const VARIABLES: &[Variable] = &[
         default: "text",
         doc: "Log lines as text or json.",
     },
+    Variable {
+        name: "SEALGATE_LOG_ADDRESSES",
+        default: "full",
+        doc: "How e-mail addresses appear in logs: full, hash (first 16 hex digits of the SHA-256 of the lower-cased address) or none.",
+    },
+    Variable {
+        name: "SEALGATE_METRICS_LISTEN",
+        default: "127.0.0.1:9925",
+        doc: "HTTP listener for /metrics (Prometheus), /healthz and /readyz: HOST:PORT, or off.",
+    },
 ];
 
 /// A configuration problem, reported before any port is bound.
@@ -428,8 +476,19 @@ impl Config {
         let max_message_size = read("SEALGATE_MAX_MESSAGE_SIZE").size(104_857_600)?;
         let max_header_size = read("SEALGATE_MAX_HEADER_SIZE").size(1_048_576)?;
         let config = Config {
-            lmtp_listen: read("SEALGATE_LMTP_LISTEN").parse(parse_listen, "127.0.0.1:10024")?,
+            lmtp_listen: read("SEALGATE_LMTP_LISTEN")
+                .parse(parse_listen_or_off, "127.0.0.1:10024")?,
             lmtp_socket_mode: read("SEALGATE_LMTP_SOCKET_MODE").parse(parse_mode, "0660")?,
+            milter_listen: read("SEALGATE_MILTER_LISTEN").parse(parse_listen_or_off, "off")?,
+            milter_socket_mode: read("SEALGATE_MILTER_SOCKET_MODE").parse(parse_mode, "0660")?,
+            milter_max_frame: usize::try_from(read("SEALGATE_MILTER_MAX_FRAME").size(1 << 20)?)
+                .ok()
+                .filter(|&n| n >= MIN_MILTER_FRAME)
+                .ok_or_else(|| {
+                    read("SEALGATE_MILTER_MAX_FRAME")
+                        .err(format!("must be at least {MIN_MILTER_FRAME}"))
+                })?,
+            milter_timeout: read("SEALGATE_MILTER_TIMEOUT").duration("300s")?,
             next_hop: read("SEALGATE_NEXT_HOP").parse(parse_next_hop, "maildir:./mail")?,
             hostname: match get("SEALGATE_HOSTNAME") {
                 Some(name) => parse_hostname(name).map_err(|p| read("SEALGATE_HOSTNAME").err(p))?,
@@ -470,7 +529,14 @@ impl Config {
                 .unwrap_or("info")
                 .to_string(),
             log_format: read("SEALGATE_LOG_FORMAT").parse(parse_log_format, "text")?,
+            log_addresses: read("SEALGATE_LOG_ADDRESSES").parse(AddressLog::parse, "full")?,
+            metrics_listen: read("SEALGATE_METRICS_LISTEN")
+                .parse(parse_host_port_or_off, "127.0.0.1:9925")?,
         };
+        if config.lmtp_listen.is_none() && config.milter_listen.is_none() {
+            return Err(read("SEALGATE_LMTP_LISTEN")
+                .err("off, and SEALGATE_MILTER_LISTEN is off too: nothing to listen on"));
+        }
         let mut config = config;
         config.trusted_mta = match get("SEALGATE_TRUSTED_MTA") {
             Some(raw) => parse_host_list(raw).map_err(|p| read("SEALGATE_TRUSTED_MTA").err(p))?,
@@ -489,11 +555,27 @@ impl Config {
             BareNewline::Allow => "allow",
         };
         let lines = [
-            ("SEALGATE_LMTP_LISTEN", self.lmtp_listen.to_string()),
+            (
+                "SEALGATE_LMTP_LISTEN",
+                listen_or_off(self.lmtp_listen.as_ref()),
+            ),
             (
                 "SEALGATE_LMTP_SOCKET_MODE",
                 format!("{:04o}", self.lmtp_socket_mode),
             ),
+            (
+                "SEALGATE_MILTER_LISTEN",
+                listen_or_off(self.milter_listen.as_ref()),
+            ),
+            (
+                "SEALGATE_MILTER_SOCKET_MODE",
+                format!("{:04o}", self.milter_socket_mode),
+            ),
+            (
+                "SEALGATE_MILTER_MAX_FRAME",
+                self.milter_max_frame.to_string(),
+            ),
+            ("SEALGATE_MILTER_TIMEOUT", secs(self.milter_timeout)),
             ("SEALGATE_NEXT_HOP", self.next_hop.to_string()),
             ("SEALGATE_HOSTNAME", self.hostname.clone()),
             ("SEALGATE_MAX_CONNECTIONS", self.max_connections.to_string()),
@@ -570,6 +652,14 @@ impl Config {
                 }
                 .to_string(),
             ),
+            (
+                "SEALGATE_LOG_ADDRESSES",
+                self.log_addresses.as_str().to_string(),
+            ),
+            (
+                "SEALGATE_METRICS_LISTEN",
+                self.metrics_listen.clone().unwrap_or_else(|| "off".into()),
+            ),
         ];
         lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
@@ -627,6 +717,18 @@ fn parse_listen(raw: &str) -> Result<ListenAddr, String> {
         return parse_path(path).map(ListenAddr::Unix);
     }
     parse_host_port(raw).map(ListenAddr::Tcp)
+}
+
+/// A listener address, or `off` for none.
+fn parse_listen_or_off(raw: &str) -> Result<Option<ListenAddr>, String> {
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_listen(raw).map(Some)
+}
+
+fn listen_or_off(addr: Option<&ListenAddr>) -> String {
+    addr.map_or_else(|| "off".to_string(), ToString::to_string)
 }
 
 fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
@@ -771,6 +873,14 @@ fn parse_on_off(raw: &str) -> Result<bool, String> {
     }
 }
 
+/// `HOST:PORT`, or `off` for none.
+fn parse_host_port_or_off(raw: &str) -> Result<Option<String>, String> {
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_host_port(raw).map(Some)
+}
+
 fn parse_log_format(raw: &str) -> Result<LogFormat, String> {
     match raw {
         "text" => Ok(LogFormat::Text),
@@ -841,8 +951,10 @@ mod tests {
         let config = Config::from_vars(&BTreeMap::new()).unwrap();
         assert_eq!(
             config.lmtp_listen,
-            ListenAddr::Tcp("127.0.0.1:10024".into())
+            Some(ListenAddr::Tcp("127.0.0.1:10024".into()))
         );
+        assert_eq!(config.milter_listen, None);
+        assert_eq!(config.milter_max_frame, 1 << 20);
         assert_eq!(config.next_hop, NextHopAddr::Maildir("./mail".into()));
         assert_eq!(config.max_message_size, Some(104_857_600));
         assert_eq!(config.bare_newline, BareNewline::Reject);
@@ -926,6 +1038,10 @@ mod tests {
             ("SEALGATE_TRUSTED_MTA", ","),
             ("SEALGATE_MAX_HEADER_SIZE", "10"),
             ("SEALGATE_NEXT_HOPP", "maildir:x"),
+            ("SEALGATE_MILTER_LISTEN", "localhost"),
+            ("SEALGATE_MILTER_SOCKET_MODE", "8"),
+            ("SEALGATE_MILTER_MAX_FRAME", "1000"),
+            ("SEALGATE_MILTER_TIMEOUT", "0"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
@@ -954,6 +1070,30 @@ mod tests {
         assert_eq!(config.tls_min_version, TlsVersion::Tls1_2);
         assert!(TlsVersion::Tls1_1 < TlsVersion::Tls1_2);
         assert!(config.scrub_headers.contains(&"user-agent".to_string()));
+    }
+
+    #[test]
+    fn milter_beside_lmtp_or_alone_but_not_nothing() {
+        let both = Config::from_vars(&vars(&[(
+            "SEALGATE_MILTER_LISTEN",
+            "unix:/run/sealgate/milter",
+        )]))
+        .unwrap();
+        assert!(both.lmtp_listen.is_some());
+        assert_eq!(
+            both.milter_listen,
+            Some(ListenAddr::Unix("/run/sealgate/milter".into()))
+        );
+        let alone = Config::from_vars(&vars(&[
+            ("SEALGATE_LMTP_LISTEN", "off"),
+            ("SEALGATE_MILTER_LISTEN", "127.0.0.1:8891"),
+        ]))
+        .unwrap();
+        assert_eq!(alone.lmtp_listen, None);
+        assert!(alone.describe().contains("SEALGATE_LMTP_LISTEN=off\n"));
+        let err = Config::from_vars(&vars(&[("SEALGATE_LMTP_LISTEN", "OFF")])).unwrap_err();
+        assert_eq!(err.variable, "SEALGATE_LMTP_LISTEN");
+        assert!(err.problem.contains("SEALGATE_MILTER_LISTEN"), "{err}");
     }
 
     #[test]

@@ -1,23 +1,53 @@
 //! One incoming message, split into the copies the pipeline asks for, each streamed to the
 //! next hop as it arrives. Only the header block is buffered (up to its configured limit);
-//! body bytes pass straight through.
+//! body bytes pass straight through. Per message it records the stages' processing time, the
+//! next hop's delivery time and the octets delivered ([`crate::metrics`]).
+
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use sealgate_protocol::{EnhancedCode, Reply};
 
-use crate::delivery::{Delivery, NextHop};
-use crate::pipeline::{Chain, Envelope, Pipeline, Recipient};
+use crate::delivery::Delivery;
+use crate::metrics::RecipientOutcome;
+use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, require_tls};
+use crate::received;
+use crate::session::Shared;
+
+/// Longest queue ID taken from a Received header (Postfix's long IDs have 15 to 20
+/// characters).
+const MAX_QUEUE_ID: usize = 64;
+
+/// One recipient's final reply, and what it came to.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The reply the client gets.
+    pub reply: Reply,
+    /// Its classification for metrics and logs.
+    pub outcome: RecipientOutcome,
+}
+
+impl Answer {
+    /// A reply decided without a copy being stored (a refusal or a failure).
+    pub fn refused(reply: Reply) -> Answer {
+        let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, false);
+        Answer { reply, outcome }
+    }
+}
 
 /// The message in flight for one transaction.
 pub struct Fanout<'a> {
-    pipeline: &'a Pipeline,
-    next_hop: &'a NextHop,
+    shared: &'a Shared,
     envelope: &'a Envelope,
     recipients: &'a [Recipient],
-    max_header_size: usize,
     state: State,
-    /// Final replies decided before delivery (a stage refused the recipient).
-    refused: Vec<Option<Reply>>,
+    /// Final answers decided before delivery (a stage refused the recipient).
+    refused: Vec<Option<Answer>>,
+    /// What each recipient's copy is, as planned (a rewrite may decide otherwise).
+    kinds: Vec<CopyKind>,
+    /// Time spent per stage on this message, by stage index; the copies still open add theirs
+    /// when they finish.
+    stage_time: Vec<Duration>,
 }
 
 enum State {
@@ -38,49 +68,57 @@ struct Copy {
     slot: Vec<usize>,
     delivery: Delivery,
     failure: Option<Reply>,
+    /// When the delivery was opened.
+    opened: Instant,
+    /// Octets handed to the delivery.
+    written: u64,
 }
 
 impl<'a> Fanout<'a> {
-    /// Starts a message for `recipients` (the transaction's accepted RCPTs, in order).
+    /// Starts a message for `recipients` (the transaction's accepted RCPTs, in order), to go
+    /// through `shared`'s pipeline to its next hop.
     pub fn new(
-        pipeline: &'a Pipeline,
-        next_hop: &'a NextHop,
+        shared: &'a Shared,
         envelope: &'a Envelope,
         recipients: &'a [Recipient],
-        max_header_size: usize,
     ) -> Fanout<'a> {
         Fanout {
-            pipeline,
-            next_hop,
+            shared,
             envelope,
             recipients,
-            max_header_size,
             state: State::Headers {
                 buffer: BytesMut::new(),
                 scanned: 0,
             },
             refused: vec![None; recipients.len()],
+            kinds: vec![CopyKind::Plain; recipients.len()],
+            stage_time: Vec::new(),
         }
     }
 
     /// Feeds the next piece of the (unstuffed) message.
+    ///
+    /// Once the header block is complete and the envelope has no queue ID (no XFORWARD), the
+    /// `id` of the first Received field written by a trusted MTA is recorded as `queue_id` in
+    /// the current span (the transaction's), before any stage logs about the message.
     pub async fn feed(&mut self, mut data: &[u8]) {
+        let max_header_size = self.shared.config.max_header_size;
         if let State::Headers { buffer, scanned } = &mut self.state {
             let before = buffer.len();
             buffer.extend_from_slice(data);
             match header_end(buffer, *scanned) {
-                Some(end) if end <= self.max_header_size => {
+                Some(end) if end <= max_header_size => {
                     let buffer = std::mem::take(buffer);
                     // What of `data` lies past the header block is the start of the body.
                     data = data.get(end.saturating_sub(before)..).unwrap_or_default();
                     self.start(&buffer[..end]).await;
                 }
-                None if buffer.len() <= self.max_header_size => {
+                None if buffer.len() <= max_header_size => {
                     *scanned = buffer.len();
                     return;
                 }
                 _ => {
-                    self.state = State::Failed(header_too_large(self.max_header_size));
+                    self.state = State::Failed(header_too_large(max_header_size));
                     return;
                 }
             }
@@ -93,33 +131,60 @@ impl<'a> Fanout<'a> {
     }
 
     /// The message is complete: finishes every copy and waits for the next hop. Returns one
-    /// final reply per recipient, in RCPT order.
-    pub async fn finish(mut self) -> Vec<Reply> {
+    /// final answer per recipient, in RCPT order.
+    pub async fn finish(mut self) -> Vec<Answer> {
         if let State::Headers { buffer, .. } = &mut self.state {
             // No empty line: the whole message is its header block.
             let buffer = std::mem::take(buffer);
             self.start(&buffer).await;
         }
-        let mut replies = self.refused;
-        match self.state {
+        let state = std::mem::replace(&mut self.state, State::Failed(internal_error()));
+        let mut answers = std::mem::take(&mut self.refused);
+        match state {
             State::Failed(reply) => {
-                for r in replies.iter_mut().filter(|r| r.is_none()) {
-                    *r = Some(reply.clone());
+                for a in answers.iter_mut().filter(|a| a.is_none()) {
+                    *a = Some(Answer::refused(reply.clone()));
                 }
             }
             State::Body(copies) => {
                 for copy in copies {
-                    let delivered = copy.finish().await;
-                    for (member, reply) in delivered {
-                        replies[member] = Some(reply);
+                    for (member, answer) in self.finish_copy(copy).await {
+                        answers[member] = Some(answer);
                     }
+                }
+                let metrics = &self.shared.metrics;
+                let names = self.shared.pipeline.stage_names();
+                for (name, elapsed) in names.iter().zip(&self.stage_time) {
+                    metrics.stage_time(name, *elapsed);
                 }
             }
             State::Headers { .. } => {}
         }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Answer::refused(internal_error())))
+            .collect()
+    }
+
+    /// Finishes one copy: its members' answers; records its stage and delivery times.
+    async fn finish_copy(&mut self, copy: Copy) -> Vec<(usize, Answer)> {
+        let metrics = &self.shared.metrics;
+        let (chain, opened, written, replies) = copy.finish().await;
+        for (total, elapsed) in self.stage_time.iter_mut().zip(chain.elapsed()) {
+            *total += *elapsed;
+        }
+        metrics.next_hop_time(self.shared.next_hop.kind(), opened.elapsed());
+        if replies.iter().any(|(_, reply)| reply.is_positive()) {
+            metrics.delivered(written);
+        }
+        let decided = chain.decided_kind();
         replies
             .into_iter()
-            .map(|r| r.unwrap_or_else(internal_error))
+            .map(|(member, reply)| {
+                let kind = decided.unwrap_or(self.kinds[member]);
+                let outcome = RecipientOutcome::classify(reply.code, kind, false);
+                (member, Answer { reply, outcome })
+            })
             .collect()
     }
 
@@ -135,17 +200,45 @@ impl<'a> Fanout<'a> {
     /// The header block is complete: plan each recipient's copy, open one delivery per
     /// distinct copy and send it the (rewritten) header block.
     async fn start(&mut self, headers: &[u8]) {
+        let shared = self.shared;
+        if self.envelope.queue_id.is_none()
+            && let Some(id) = received::first_trusted(headers, &shared.config.trusted_mta)
+                .and_then(|r| r.id)
+                .filter(|id| id.len() <= MAX_QUEUE_ID)
+                .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            tracing::Span::current().record("queue_id", id.as_str());
+        }
+        self.stage_time = vec![Duration::ZERO; shared.pipeline.stage_names().len()];
         let mut copies: Vec<(Chain, Vec<usize>)> = Vec::new();
         for (i, rcpt) in self.recipients.iter().enumerate() {
-            match self.pipeline.plan(self.envelope, headers, rcpt) {
-                Err(reply) => self.refused[i] = Some(reply),
-                Ok(chain) => match copies
-                    .iter_mut()
-                    .find(|(c, _)| c.variant() == chain.variant())
-                {
-                    Some((_, members)) => members.push(i),
-                    None => copies.push((chain, vec![i])),
-                },
+            match shared.pipeline.plan(self.envelope, headers, rcpt) {
+                Err(refusal) => {
+                    let no_tls = refusal.stage == require_tls::NAME;
+                    let outcome =
+                        RecipientOutcome::classify(refusal.reply.code, CopyKind::Plain, no_tls);
+                    self.refused[i] = Some(Answer {
+                        reply: refusal.reply,
+                        outcome,
+                    });
+                }
+                Ok(chain) => {
+                    self.kinds[i] = chain.copy_kind();
+                    match copies
+                        .iter_mut()
+                        .find(|(c, _)| c.variant() == chain.variant())
+                    {
+                        Some((_, members)) => {
+                            // This recipient shares an earlier copy; its plan time still counts.
+                            for (total, elapsed) in self.stage_time.iter_mut().zip(chain.elapsed())
+                            {
+                                *total += *elapsed;
+                            }
+                            members.push(i);
+                        }
+                        None => copies.push((chain, vec![i])),
+                    }
+                }
             }
         }
         let mut open = Vec::with_capacity(copies.len());
@@ -163,13 +256,16 @@ impl<'a> Fanout<'a> {
                     }
                 }
             }
-            let delivery = self.next_hop.begin(self.envelope, &distinct).await;
+            let opened = Instant::now();
+            let delivery = shared.next_hop.begin(self.envelope, &distinct).await;
             let mut copy = Copy {
                 chain,
                 members,
                 slot,
                 delivery,
                 failure: None,
+                opened,
+                written: 0,
             };
             copy.headers(headers).await;
             open.push(copy);
@@ -184,7 +280,10 @@ impl Copy {
             return;
         }
         match self.chain.headers(headers) {
-            Ok(out) => self.delivery.write(out).await,
+            Ok(out) => {
+                self.written += out.len() as u64;
+                self.delivery.write(out).await;
+            }
             Err(reply) => self.failure = Some(reply),
         }
     }
@@ -195,15 +294,23 @@ impl Copy {
         }
         let heavy = !self.chain.is_empty() && data.len() >= BLOCKING_CHUNK;
         match cpu_bound(heavy, || self.chain.body(data)) {
-            Ok(out) => self.delivery.write(out).await,
+            Ok(out) => {
+                self.written += out.len() as u64;
+                self.delivery.write(out).await;
+            }
             Err(reply) => self.failure = Some(reply),
         }
     }
 
-    async fn finish(mut self) -> Vec<(usize, Reply)> {
+    /// Ends the copy: its chain (for timings and what it became), when its delivery was
+    /// opened, the octets written, and each member's reply.
+    async fn finish(mut self) -> (Chain, Instant, u64, Vec<(usize, Reply)>) {
         if self.failure.is_none() && self.delivery.is_open() {
             match self.chain.finish() {
-                Ok(out) => self.delivery.write(out).await,
+                Ok(out) => {
+                    self.written += out.len() as u64;
+                    self.delivery.write(out).await;
+                }
                 Err(reply) => self.failure = Some(reply),
             }
         }
@@ -215,14 +322,16 @@ impl Copy {
             }
             None => self.delivery.finish().await,
         };
-        self.members
+        let replies = self
+            .members
             .iter()
             .zip(&self.slot)
             .map(|(&member, &slot)| {
                 let reply = replies.get(slot).cloned().unwrap_or_else(internal_error);
                 (member, reply)
             })
-            .collect()
+            .collect();
+        (self.chain, self.opened, self.written, replies)
     }
 }
 

@@ -12,6 +12,7 @@ use std::fs::{self, OpenOptions};
 use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -160,6 +161,8 @@ pub struct KeyStore {
     reloading: Mutex<()>,
     /// When a reload last confirmed the index matches the directory.
     loaded_at: Mutex<SystemTime>,
+    /// Reloads that failed (the previous index stayed), for metrics.
+    reload_errors: AtomicU64,
 }
 
 /// One certificate file, parsed.
@@ -296,6 +299,7 @@ impl KeyStore {
             index: RwLock::new(Arc::new(Index::default())),
             reloading: Mutex::new(()),
             loaded_at: Mutex::new(SystemTime::now()),
+            reload_errors: AtomicU64::new(0),
         };
         store.reload(true)?;
         Ok(store)
@@ -379,14 +383,28 @@ impl KeyStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Number of [`KeyStore::reload`] calls that failed since the store was opened.
+    pub fn reload_errors(&self) -> u64 {
+        self.reload_errors.load(Ordering::Relaxed)
+    }
+
     /// Re-reads the directory if its cert-d tag changed (or `force`) and swaps in the new
     /// index. Unchanged files keep their parsed certificate. Blocking I/O: call it from
     /// `spawn_blocking` or a plain thread.
     ///
     /// # Errors
-    /// The directory can't be read; the previous index stays in place. Unreadable or
-    /// unparseable files are skipped (logged, counted in [`ReloadStats::skipped`]).
+    /// The directory can't be read; the previous index stays in place (counted in
+    /// [`KeyStore::reload_errors`]). Unreadable or unparseable files are skipped (logged,
+    /// counted in [`ReloadStats::skipped`]).
     pub fn reload(&self, force: bool) -> Result<ReloadStats, KeyStoreError> {
+        let result = self.reload_index(force);
+        if result.is_err() {
+            self.reload_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn reload_index(&self, force: bool) -> Result<ReloadStats, KeyStoreError> {
         let _reloading = self
             .reloading
             .lock()

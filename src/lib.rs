@@ -2,8 +2,10 @@
 //!
 //! Postfix hands each message over LMTP ([`session`], accepted by [`server`]); the message
 //! streams through the [`pipeline`] stages, split into per-recipient copies by [`fanout`],
-//! and goes to the next hop ([`delivery`]). Settings come from `SEALGATE_*` variables
-//! ([`config`]).
+//! and goes to the next hop ([`delivery`]). Before the queue, Postfix's smtpd can also ask the
+//! [`milter`] about each recipient (TLS-only addresses, unusable keys) and have it scrub
+//! headers. Settings come from `SEALGATE_*` variables ([`config`]). Operations: [`metrics`]
+//! served over [`http`] with health probes; [`logging`] decides how addresses appear in logs.
 //!
 //! The library exists for the binary, the integration tests and the benchmarks; it makes no
 //! stability promise.
@@ -11,8 +13,14 @@
 pub mod config;
 pub mod delivery;
 pub mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod http;
 pub mod keys_cli;
 pub mod keystore;
+pub mod logging;
+pub mod metrics;
+pub mod milter;
 pub mod openpgp;
 pub mod pipeline;
 pub mod policy;
@@ -23,22 +31,28 @@ pub mod session;
 use std::future::Future;
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::delivery::NextHop;
 use crate::keystore::KeyStore;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use crate::pipeline::encrypt::EncryptStage;
+use crate::pipeline::encrypt::{EncryptStage, Observe};
 use crate::pipeline::require_tls::RequireTlsStage;
 use crate::pipeline::scrub::ScrubStage;
 use crate::policy::SecureAddresses;
-use crate::server::Listener;
+use crate::server::{Listener, Protocol};
 use crate::session::Shared;
 
 /// The configured stages, in order: scrub, TLS policy (which routes secure twins to their
-/// mailbox), encrypt (which looks keys up by mailbox).
-pub fn pipeline(config: &Config, keys: Arc<KeyStore>, secure: Arc<SecureAddresses>) -> Pipeline {
+/// mailbox), encrypt (which looks keys up by mailbox and counts in `metrics`).
+pub fn pipeline(
+    config: &Config,
+    keys: Arc<KeyStore>,
+    secure: Arc<SecureAddresses>,
+    metrics: Arc<Metrics>,
+) -> Pipeline {
     Pipeline::new(vec![
         Box::new(ScrubStage::new(
             config.scrub,
@@ -49,12 +63,17 @@ pub fn pipeline(config: &Config, keys: Arc<KeyStore>, secure: Arc<SecureAddresse
             secure,
             config.trusted_mta.clone(),
             config.tls_min_version,
+            config.log_addresses,
         )),
         Box::new(EncryptStage::new(
             keys,
             config.unusable_key,
             config.protected_headers,
             config.max_inspect_size,
+            Observe {
+                metrics,
+                log: config.log_addresses,
+            },
         )),
     ])
 }
@@ -68,12 +87,23 @@ pub struct Stores {
     pub secure: Arc<SecureAddresses>,
 }
 
-/// Serves LMTP on `listener` with `config` until `shutdown` completes and the grace period
-/// has let open transactions finish. `reload` fires for each SIGHUP: the key store is re-read.
+/// The bound listening sockets, one per protocol; at least one is there.
+pub struct Listeners {
+    /// `SEALGATE_LMTP_LISTEN`, unless `off`.
+    pub lmtp: Option<Listener>,
+    /// `SEALGATE_MILTER_LISTEN`, unless `off`.
+    pub milter: Option<Listener>,
+    /// `SEALGATE_METRICS_LISTEN` (metrics and health probes), unless `off`.
+    pub http: Option<tokio::net::TcpListener>,
+}
+
+/// Serves LMTP and/or the milter on `listeners` with `config` until `shutdown` completes and
+/// the grace period has let open transactions finish. `reload` fires for each SIGHUP: the key
+/// store is re-read.
 pub async fn run(
     config: Config,
     stores: Stores,
-    listener: Listener,
+    listeners: Listeners,
     mut reload: tokio::sync::mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -109,11 +139,72 @@ pub async fn run(
             }
         }
     });
-    let next_hop = NextHop::new(&config);
+    let registry = prometheus::Registry::new();
+    let metrics = match Metrics::new(&registry) {
+        Ok(metrics) => Arc::new(metrics),
+        // Only a programming error gets here (the registry is fresh, the names constant, and
+        // a unit test registers them): refuse to run half-instrumented.
+        Err(err) => {
+            error!(%err, "cannot register the metrics");
+            return;
+        }
+    };
+    if let Err(err) = metrics::register_keystore(&registry, Arc::clone(&keys)) {
+        error!(%err, "cannot register the key store metrics");
+    }
+    let readiness = Arc::new(http::Readiness::new(config.next_hop.clone()));
+    readiness.set_keystore_loaded(true);
+    let next_hop = NextHop::new(&config, Arc::clone(&metrics));
+    let pipeline = pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics));
+    metrics.declare(&pipeline.stage_names(), next_hop.kind());
     let shared = Arc::new(Shared {
-        pipeline: pipeline(&config, keys, secure),
+        pipeline,
         next_hop,
         config,
+        metrics,
     });
-    server::serve(listener, shared, shutdown).await;
+    let milter = Arc::new(milter::Context {
+        shared: Arc::clone(&shared),
+        secure,
+    });
+    // One shutdown signal, fanned out to every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
+    let not_ready = Arc::clone(&readiness);
+    let signal = async move {
+        shutdown.await;
+        not_ready.set_serving(false);
+        let _ = stop_tx.send(true);
+    };
+    let lmtp = async {
+        if let Some(listener) = listeners.lmtp {
+            server::serve(listener, shared, stopped()).await;
+        }
+    };
+    let milter = async {
+        if let Some(listener) = listeners.milter {
+            server::serve_protocol(listener, Protocol::Milter(milter), stopped()).await;
+        }
+    };
+    // The HTTP listener outlives the others' grace period: /readyz says 503 meanwhile.
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let servers = async {
+        tokio::join!(lmtp, milter);
+        let _ = drained_tx.send(());
+    };
+    let http = async {
+        if let Some(listener) = listeners.http {
+            let drained = async {
+                let _ = drained_rx.await;
+            };
+            http::serve(listener, registry, Arc::clone(&readiness), drained).await;
+        }
+    };
+    readiness.set_serving(true);
+    tokio::join!(signal, servers, http);
 }

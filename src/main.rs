@@ -34,7 +34,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["--version" | "-V"] => {
-            println!("sealgate {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "sealgate {}\ncommit: {}\nrustc: {}\ncrypto backend: {}",
+                env!("CARGO_PKG_VERSION"),
+                sealgate::metrics::BUILD_COMMIT,
+                sealgate::metrics::BUILD_RUSTC,
+                sealgate::metrics::CRYPTO_BACKEND
+            );
             ExitCode::SUCCESS
         }
         _ => {
@@ -47,7 +53,7 @@ fn main() -> ExitCode {
 fn help() -> String {
     let mut text = String::from(
         "sealgate: inbound-mail privacy filter for Postfix and Dovecot\n\n\
-         Usage:\n  sealgate [run]        serve LMTP until SIGTERM/SIGINT\n  \
+         Usage:\n  sealgate [run]        serve LMTP and/or the milter until SIGTERM/SIGINT\n  \
          sealgate check-config print the effective configuration, or the error\n  \
          sealgate --version\n\nEnvironment (default in brackets):\n",
     );
@@ -92,7 +98,12 @@ fn run() -> ExitCode {
         .with_ansi(false);
     match config.log_format {
         LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+        // Every line carries its spans' fields (the transaction's `queue_id`).
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -131,13 +142,42 @@ fn run() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match Listener::bind(&config.lmtp_listen, config.lmtp_socket_mode).await {
-            Ok(listener) => listener,
-            Err(err) => {
-                error!(address = %config.lmtp_listen, %err, "cannot listen");
-                return ExitCode::from(EX_OSERR);
-            }
+        let mut listeners = sealgate::Listeners {
+            lmtp: None,
+            milter: None,
+            http: None,
         };
+        if let Some(address) = &config.metrics_listen {
+            match tokio::net::TcpListener::bind(address.as_str()).await {
+                Ok(listener) => listeners.http = Some(listener),
+                Err(err) => {
+                    error!(%address, %err, "cannot listen");
+                    return ExitCode::from(EX_OSERR);
+                }
+            }
+        }
+        let wanted = [
+            (
+                &config.lmtp_listen,
+                config.lmtp_socket_mode,
+                &mut listeners.lmtp,
+            ),
+            (
+                &config.milter_listen,
+                config.milter_socket_mode,
+                &mut listeners.milter,
+            ),
+        ];
+        for (address, mode, slot) in wanted {
+            let Some(address) = address else { continue };
+            match Listener::bind(address, mode).await {
+                Ok(listener) => *slot = Some(listener),
+                Err(err) => {
+                    error!(%address, %err, "cannot listen");
+                    return ExitCode::from(EX_OSERR);
+                }
+            }
+        }
         info!(
             next_hop = %config.next_hop,
             keystore = %config.keystore.display(),
@@ -148,7 +188,7 @@ fn run() -> ExitCode {
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(forward_sighup(reload_tx));
         let stores = sealgate::Stores { keys, secure };
-        sealgate::run(config, stores, listener, reload_rx, shutdown_signal()).await;
+        sealgate::run(config, stores, listeners, reload_rx, shutdown_signal()).await;
         info!("stopped");
         ExitCode::SUCCESS
     })

@@ -1,5 +1,5 @@
-//! The LMTP listener: accept loop with a connection limit, one task per session, graceful
-//! shutdown with a grace period.
+//! The listeners (LMTP, milter): accept loop with a connection limit, one task per session,
+//! graceful shutdown with a grace period.
 
 use std::future::Future;
 use std::io;
@@ -13,7 +13,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::config::ListenAddr;
+use crate::config::{Config, ListenAddr};
+use crate::milter;
 use crate::session::{self, Shared};
 
 /// A bound listening socket.
@@ -64,14 +65,52 @@ impl Drop for Listener {
     }
 }
 
+/// What a listener speaks, with what its sessions share.
+#[derive(Clone)]
+pub enum Protocol {
+    /// LMTP sessions ([`session::serve`]).
+    Lmtp(Arc<Shared>),
+    /// Milter sessions ([`milter::serve`]).
+    Milter(Arc<milter::Context>),
+}
+
+impl Protocol {
+    /// `lmtp` or `milter`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Lmtp(_) => "lmtp",
+            Protocol::Milter(_) => "milter",
+        }
+    }
+
+    fn config(&self) -> &Config {
+        match self {
+            Protocol::Lmtp(shared) => &shared.config,
+            Protocol::Milter(context) => &context.shared.config,
+        }
+    }
+}
+
 /// Accepts LMTP sessions until `shutdown` completes, then lets open transactions finish
 /// within the grace period; idle sessions get 421 at once.
 pub async fn serve(listener: Listener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    serve_protocol(listener, Protocol::Lmtp(shared), shutdown).await;
+}
+
+/// Accepts `protocol` sessions until `shutdown` completes, then lets open transactions (LMTP)
+/// or messages (milter) finish within the grace period; idle sessions end at once.
+pub async fn serve_protocol(
+    listener: Listener,
+    protocol: Protocol,
+    shutdown: impl Future<Output = ()>,
+) {
+    let config = protocol.config();
+    let limit = Arc::new(Semaphore::new(config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sessions = JoinSet::new();
-    let grace = shared.config.shutdown_grace;
-    info!(protocol = "lmtp", address = %listener.local_addr(), "listening");
+    let grace = config.shutdown_grace;
+    let name = protocol.name();
+    info!(protocol = name, address = %listener.local_addr(), "listening");
     tokio::pin!(shutdown);
     loop {
         // Take the permit before accepting: at the limit we stop accepting instead of
@@ -91,12 +130,22 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, shutdown: impl Futur
         while sessions.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
-                let shared = Arc::clone(&shared);
+                let protocol = protocol.clone();
                 let stop = stop_rx.clone();
                 sessions.spawn(async move {
-                    match stream {
-                        Accepted::Tcp(s) => session::serve(s, peer, shared, stop).await,
-                        Accepted::Unix(s) => session::serve(s, peer, shared, stop).await,
+                    match (protocol, stream) {
+                        (Protocol::Lmtp(shared), Accepted::Tcp(s)) => {
+                            session::serve(s, peer, shared, stop).await;
+                        }
+                        (Protocol::Lmtp(shared), Accepted::Unix(s)) => {
+                            session::serve(s, peer, shared, stop).await;
+                        }
+                        (Protocol::Milter(context), Accepted::Tcp(s)) => {
+                            milter::serve(s, peer, context, stop).await;
+                        }
+                        (Protocol::Milter(context), Accepted::Unix(s)) => {
+                            milter::serve(s, peer, context, stop).await;
+                        }
                     }
                     drop(permit);
                 });
@@ -111,6 +160,7 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, shutdown: impl Futur
     drop(listener);
     let open = sessions.len();
     info!(
+        protocol = name,
         open_sessions = open,
         grace_secs = grace.as_secs(),
         "shutting down"
@@ -121,9 +171,10 @@ pub async fn serve(listener: Listener, shared: Arc<Shared>, shutdown: impl Futur
     })
     .await;
     match drained {
-        Ok(()) => info!("all sessions finished"),
+        Ok(()) => info!(protocol = name, "all sessions finished"),
         Err(_) => {
             warn!(
+                protocol = name,
                 cut = sessions.len(),
                 "grace period over, cutting sessions (their messages were not acknowledged)"
             );

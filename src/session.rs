@@ -14,11 +14,12 @@ use sealgate_protocol::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::timeout;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::config::Config;
 use crate::delivery::NextHop;
-use crate::fanout::Fanout;
+use crate::fanout::{Answer, Fanout};
+use crate::metrics::{MessageOutcome, Metrics, SessionProtocol};
 use crate::pipeline::{Envelope, Pipeline, Recipient};
 
 /// Bytes asked of the socket per read; also the size of one DATA chunk.
@@ -32,6 +33,8 @@ pub struct Shared {
     pub pipeline: Pipeline,
     /// Where messages go.
     pub next_hop: NextHop,
+    /// What is counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Who the client is; lives for the whole connection.
@@ -47,6 +50,10 @@ struct Transaction {
     /// Accepted RCPTs in order, duplicates included: each gets one reply after DATA.
     recipients: Vec<Recipient>,
     started: Instant,
+    /// The transaction's span (`txn`), child of the session's: carries Postfix's queue ID
+    /// (`queue_id`), from XFORWARD IDENT or, once the header block is known, from our MTA's
+    /// Received field.
+    span: Span,
 }
 
 /// How the session ends.
@@ -61,7 +68,8 @@ pub async fn serve<S>(io: S, peer: String, shared: Arc<Shared>, shutdown: watch:
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let span = info_span!("lmtp", %peer, id = tracing::field::Empty);
+    let span = info_span!("lmtp", %peer);
+    let _active = shared.metrics.session(SessionProtocol::Lmtp);
     let mut session = Session {
         io,
         shared: Arc::clone(&shared),
@@ -313,6 +321,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .iter()
             .find(|(name, _)| name == "IDENT")
             .map(|(_, value)| value.clone());
+        let span = info_span!("txn", queue_id = tracing::field::Empty);
+        if let Some(id) = &queue_id {
+            span.record("queue_id", id.as_str());
+        }
         self.txn = Some(Transaction {
             envelope: Envelope {
                 reverse_path,
@@ -321,6 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             recipients: Vec::new(),
             started: Instant::now(),
+            span,
         });
         self.reply(Reply::new(250, EnhancedCode::new(2, 1, 0), "Ok"));
     }
@@ -330,26 +343,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(txn) = self.txn.as_mut() else {
             return self.reply(bad_sequence("Need MAIL before RCPT"));
         };
-        if txn.recipients.len() >= max {
-            return self.reply(Reply::new(
-                452,
-                EnhancedCode::new(4, 5, 3),
-                "Too many recipients",
-            ));
-        }
-        let mut rcpt = Recipient::new(address);
-        let reply = match self
-            .shared
-            .pipeline
-            .check_recipient(&txn.envelope, &mut rcpt)
-        {
-            Ok(()) => {
-                txn.recipients.push(rcpt);
-                Reply::new(250, EnhancedCode::new(2, 1, 5), "Ok")
+        let _span = txn.span.clone().entered();
+        let refused = if txn.recipients.len() >= max {
+            Reply::new(452, EnhancedCode::new(4, 5, 3), "Too many recipients")
+        } else {
+            let mut rcpt = Recipient::new(address.clone());
+            match self
+                .shared
+                .pipeline
+                .check_recipient(&txn.envelope, &mut rcpt)
+            {
+                Ok(()) => {
+                    txn.recipients.push(rcpt);
+                    return self.reply(Reply::new(250, EnhancedCode::new(2, 1, 5), "Ok"));
+                }
+                Err(reply) => reply,
             }
-            Err(reply) => reply,
         };
-        self.reply(reply);
+        // Refused at RCPT: this is the recipient's final answer in this transaction.
+        let answer = Answer::refused(refused);
+        let log = self.shared.config.log_addresses;
+        info!(
+            rcpt = %log.show(&address),
+            code = answer.reply.code,
+            reply = %log.reply(&answer.reply, &address),
+            outcome = answer.outcome.as_str(),
+            "recipient outcome"
+        );
+        self.shared.metrics.recipient(answer.outcome);
+        self.reply(answer.reply);
     }
 
     /// DATA: 354, stream the message to the next hop, then one reply per accepted RCPT.
@@ -363,9 +385,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply(bad_sequence("No valid recipients"));
             return Ok(Next::Continue);
         }
-        if let Some(id) = &txn.envelope.queue_id {
-            tracing::Span::current().record("id", id.as_str());
-        }
+        let span = txn.span.clone();
+        self.transfer(txn).instrument(span).await
+    }
+
+    /// The DATA phase of `txn`, inside its span.
+    async fn transfer(&mut self, txn: Transaction) -> Result<Next, String> {
+        let data_started = Instant::now();
         self.reply(Reply::new(
             354,
             EnhancedCode::new(2, 0, 0),
@@ -375,13 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
         let shared = Arc::clone(&self.shared);
         let config = &shared.config;
-        let mut fanout = Some(Fanout::new(
-            &shared.pipeline,
-            &shared.next_hop,
-            &txn.envelope,
-            &txn.recipients,
-            config.max_header_size,
-        ));
+        let mut fanout = Some(Fanout::new(&shared, &txn.envelope, &txn.recipients));
         let mut decoder = DataDecoder::new(config.bare_newline);
         let mut chunk = BytesMut::with_capacity(READ_CHUNK + 1024);
         let mut size: u64 = 0;
@@ -428,22 +448,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
 
-        let replies = match (fanout, refusal) {
+        let answers = match (fanout, refusal) {
             (Some(f), None) => f.finish().await,
-            (_, refusal) => vec![refusal.unwrap_or_else(internal_error); txn.recipients.len()],
+            (_, refusal) => {
+                vec![Answer::refused(refusal.unwrap_or_else(internal_error)); txn.recipients.len()]
+            }
         };
         let elapsed_ms = txn.started.elapsed().as_millis() as u64;
-        for (rcpt, reply) in txn.recipients.iter().zip(replies) {
+        let outcome = MessageOutcome::of(answers.iter().map(|a| a.reply.code));
+        for (rcpt, answer) in txn.recipients.iter().zip(answers) {
+            let log = config.log_addresses;
             info!(
-                rcpt = %rcpt.address,
-                code = reply.code,
-                reply = %reply,
+                rcpt = %log.show(&rcpt.address),
+                code = answer.reply.code,
+                reply = %log.reply(&answer.reply, &rcpt.address),
+                outcome = answer.outcome.as_str(),
                 octets = size,
                 elapsed_ms,
                 "recipient outcome"
             );
-            self.reply(reply);
+            shared.metrics.recipient(answer.outcome);
+            self.reply(answer.reply);
         }
+        shared
+            .metrics
+            .message(outcome, size, data_started.elapsed());
         self.conn.xforward.clear();
         if self.draining {
             self.reply(shutting_down(&config.hostname));

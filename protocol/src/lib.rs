@@ -4,8 +4,11 @@
 //! simply means "need more bytes"), and only the finished line is handed to `nom`'s *complete* parsers.
 //! `nom::Err::Incomplete` therefore never escapes this crate.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod line;
 pub mod lmtp;
+pub mod milter;
 
 pub use line::{LineDecoder, LineError};
 pub use lmtp::command::{Body, Command, CommandError, MailParams, parse_command};

@@ -15,6 +15,7 @@ use tokio::time::timeout;
 
 use super::{connection_lost, unreachable};
 use crate::config::{Config, Endpoint};
+use crate::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
 /// Stuffed DATA bytes are written in pieces of about this size.
@@ -32,6 +33,8 @@ pub struct Client {
     timeout: Duration,
     pool_size: usize,
     idle: Mutex<Vec<Connection>>,
+    /// Where failures and refusals are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// What the server announced in its LHLO/EHLO reply.
@@ -55,8 +58,10 @@ struct Connection {
 enum Failure {
     /// Could not connect or the greeting was bad: nothing was said yet.
     Connect(String),
-    /// The connection broke or timed out mid-conversation.
+    /// The connection broke mid-conversation.
     Lost(String),
+    /// A read or write timed out mid-conversation.
+    TimedOut(String),
     /// The server refused with this reply.
     Refused(Reply),
 }
@@ -65,15 +70,27 @@ impl Failure {
     fn into_reply(self) -> Reply {
         match self {
             Failure::Connect(what) => unreachable(&what),
-            Failure::Lost(what) => connection_lost(&what),
+            Failure::Lost(what) | Failure::TimedOut(what) => connection_lost(&what),
             Failure::Refused(reply) => relayable(reply),
+        }
+    }
+
+    /// The metrics label; `None` for a refusal that is not one (never happens: refusals are
+    /// non-positive replies).
+    fn error(&self) -> Option<NextHopError> {
+        match self {
+            Failure::Connect(_) => Some(NextHopError::Connect),
+            Failure::Lost(_) => Some(NextHopError::Lost),
+            Failure::TimedOut(_) => Some(NextHopError::Timeout),
+            Failure::Refused(reply) => NextHopError::refusal(reply.code),
         }
     }
 }
 
 impl Client {
     /// A client for `endpoint`; `lmtp` picks LMTP (LHLO, per-recipient replies) over SMTP.
-    pub fn new(endpoint: &Endpoint, lmtp: bool, config: &Config) -> Client {
+    /// Failures and refusals are counted in `metrics`.
+    pub fn new(endpoint: &Endpoint, lmtp: bool, config: &Config, metrics: Arc<Metrics>) -> Client {
         Client {
             endpoint: endpoint.clone(),
             lmtp,
@@ -82,6 +99,34 @@ impl Client {
             timeout: config.next_hop_timeout,
             pool_size: config.next_hop_pool_size,
             idle: Mutex::new(Vec::new()),
+            metrics,
+        }
+    }
+
+    /// Whether this is an LMTP (not an SMTP) client.
+    pub fn is_lmtp(&self) -> bool {
+        self.lmtp
+    }
+
+    fn kind(&self) -> NextHopKind {
+        if self.lmtp {
+            NextHopKind::Lmtp
+        } else {
+            NextHopKind::Smtp
+        }
+    }
+
+    /// Counts a failure of the conversation (once per failed delivery).
+    fn count(&self, failure: &Failure) {
+        if let Some(error) = failure.error() {
+            self.metrics.next_hop_error(self.kind(), error);
+        }
+    }
+
+    /// Counts a reply of the next hop if it is a refusal.
+    fn count_reply(&self, reply: &Reply) {
+        if let Some(error) = NextHopError::refusal(reply.code) {
+            self.metrics.next_hop_error(self.kind(), error);
         }
     }
 
@@ -100,8 +145,11 @@ impl Client {
                 Err(failure) => Err(failure),
             };
             match result {
-                Err(Failure::Lost(_)) if reused => attempt = self.connect().await,
+                Err(Failure::Lost(_) | Failure::TimedOut(_)) if reused => {
+                    attempt = self.connect().await;
+                }
                 Err(failure) => {
+                    self.count(&failure);
                     let reply = failure.into_reply();
                     return super::Delivery::Done(vec![reply; recipients.len()]);
                 }
@@ -238,6 +286,7 @@ impl Client {
                 rcpt_replies.push(self.read_reply(&mut conn).await?);
             }
             if !rcpt_replies.iter().any(Reply::is_positive) {
+                rcpt_replies.iter().for_each(|r| self.count_reply(r));
                 let replies = rcpt_replies.into_iter().map(relayable).collect();
                 self.reset(conn).await;
                 return Ok(super::Delivery::Done(replies));
@@ -249,7 +298,11 @@ impl Client {
         let accepted: Vec<usize> = (0..recipients.len())
             .filter(|&i| rcpt_replies[i].is_positive())
             .collect();
+        rcpt_replies.iter().for_each(|r| self.count_reply(r));
         if accepted.is_empty() || data_reply.code != 354 {
+            if !accepted.is_empty() {
+                self.count_reply(&data_reply);
+            }
             let replies = rcpt_replies
                 .into_iter()
                 .map(|r| {
@@ -316,14 +369,14 @@ impl Client {
         match timeout(self.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(Failure::Lost(format!("{what}: {}", err.kind()))),
-            Err(_) => Err(Failure::Lost(format!("{what} timed out"))),
+            Err(_) => Err(Failure::TimedOut(format!("{what} timed out"))),
         }
     }
 }
 
 fn as_connect(failure: Failure) -> Failure {
     match failure {
-        Failure::Lost(what) => Failure::Connect(what),
+        Failure::Lost(what) | Failure::TimedOut(what) => Failure::Connect(what),
         other => other,
     }
 }
@@ -377,6 +430,7 @@ impl Delivery {
             return;
         };
         if let Err(failure) = self.client.send(conn, &self.output).await {
+            self.client.count(&failure);
             self.failure = Some(failure.into_reply());
             self.conn = None;
         }
@@ -422,10 +476,14 @@ impl Delivery {
             match self.client.read_reply(conn).await {
                 Ok(reply) => got.push(relayable(reply)),
                 Err(failure) => {
+                    self.client.count(&failure);
                     lost = Some(failure.into_reply());
                     break;
                 }
             }
+        }
+        for reply in &got {
+            self.client.count_reply(reply);
         }
         for (n, &i) in self.accepted.iter().enumerate() {
             let reply = if self.client.lmtp {

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,7 @@ use tokio::fs::{self, File};
 use tokio::io::AsyncWriteExt;
 
 use super::stored;
+use crate::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
 /// The Maildir tree.
@@ -20,15 +22,19 @@ pub struct Maildir {
     hostname: String,
     /// Makes file names unique within this process (the Maildir `Q` field).
     sequence: AtomicU64,
+    /// Where storage errors are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Maildir {
     /// A Maildir tree under `root`; recipient folders are created on first delivery.
-    pub fn new(root: &Path, hostname: &str) -> Maildir {
+    /// Storage errors are counted in `metrics`.
+    pub fn new(root: &Path, hostname: &str, metrics: Arc<Metrics>) -> Maildir {
         Maildir {
             root: root.to_path_buf(),
             hostname: hostname.to_string(),
             sequence: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -41,7 +47,18 @@ impl Maildir {
         for rcpt in recipients {
             files.push(self.open(envelope, rcpt).await);
         }
-        super::Delivery::Maildir(Delivery { files })
+        let delivery = Delivery {
+            files,
+            metrics: Arc::clone(&self.metrics),
+        };
+        for _ in delivery
+            .files
+            .iter()
+            .filter(|c| matches!(c, Copy::Failed(_)))
+        {
+            delivery.storage_error();
+        }
+        super::Delivery::Maildir(delivery)
     }
 
     async fn open(&self, envelope: &Envelope, rcpt: &Recipient) -> Copy {
@@ -94,6 +111,7 @@ impl Maildir {
 /// One copy's files, one per recipient.
 pub struct Delivery {
     files: Vec<Copy>,
+    metrics: Arc<Metrics>,
 }
 
 enum Copy {
@@ -119,6 +137,8 @@ impl Delivery {
                     Err(err) => {
                         let _ = fs::remove_file(&*tmp).await;
                         *copy = Copy::Failed(storage_error(&err));
+                        self.metrics
+                            .next_hop_error(NextHopKind::Maildir, NextHopError::Storage);
                     }
                 }
             }
@@ -144,12 +164,19 @@ impl Delivery {
                     Ok(name) => stored(&name),
                     Err(err) => {
                         let _ = fs::remove_file(&tmp).await;
+                        self.metrics
+                            .next_hop_error(NextHopKind::Maildir, NextHopError::Storage);
                         storage_error(&err)
                     }
                 },
             });
         }
         replies
+    }
+
+    fn storage_error(&self) {
+        self.metrics
+            .next_hop_error(NextHopKind::Maildir, NextHopError::Storage);
     }
 
     pub(super) async fn abort(self) {

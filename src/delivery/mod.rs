@@ -10,6 +10,7 @@ use std::sync::Arc;
 use sealgate_protocol::{EnhancedCode, Reply};
 
 use crate::config::{Config, NextHopAddr};
+use crate::metrics::{Metrics, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
 pub use client::Client;
@@ -24,16 +25,28 @@ pub enum NextHop {
 }
 
 impl NextHop {
-    /// Builds the next hop named by the configuration. Nothing is opened yet.
-    pub fn new(config: &Config) -> NextHop {
+    /// Builds the next hop named by the configuration; its failures are counted in
+    /// `metrics`. Nothing is opened yet.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> NextHop {
         match &config.next_hop {
-            NextHopAddr::Maildir(root) => NextHop::Maildir(Maildir::new(root, &config.hostname)),
+            NextHopAddr::Maildir(root) => {
+                NextHop::Maildir(Maildir::new(root, &config.hostname, metrics))
+            }
             NextHopAddr::Lmtp(endpoint) => {
-                NextHop::Client(Arc::new(Client::new(endpoint, true, config)))
+                NextHop::Client(Arc::new(Client::new(endpoint, true, config, metrics)))
             }
             NextHopAddr::Smtp(endpoint) => {
-                NextHop::Client(Arc::new(Client::new(endpoint, false, config)))
+                NextHop::Client(Arc::new(Client::new(endpoint, false, config, metrics)))
             }
+        }
+    }
+
+    /// Maildir, LMTP or SMTP: the `kind` label of the next-hop metrics.
+    pub fn kind(&self) -> NextHopKind {
+        match self {
+            NextHop::Maildir(_) => NextHopKind::Maildir,
+            NextHop::Client(client) if client.is_lmtp() => NextHopKind::Lmtp,
+            NextHop::Client(_) => NextHopKind::Smtp,
         }
     }
 

@@ -19,9 +19,11 @@ use sequoia_openpgp::{Cert, armor};
 
 use crate::config::UnusableKey;
 use crate::keystore::{KeyStore, Lookup};
+use crate::logging::AddressLog;
+use crate::metrics::Metrics;
 use crate::openpgp::{self, Unusable};
 use crate::pipeline::mime::{self, Field, HeaderSplit, Treatment};
-use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
+use crate::pipeline::{CopyKind, Envelope, Plan, Recipient, Rewrite, Stage};
 
 /// The fields copied into the encrypted part when protected headers are on (RFC 9788,
 /// Autocrypt's list).
@@ -67,6 +69,16 @@ pub struct EncryptStage<K: KeyLookup = KeyStore> {
     unusable: UnusableKey,
     protected_headers: bool,
     peek_limit: usize,
+    metrics: Arc<Metrics>,
+    log: AddressLog,
+}
+
+/// How the encryption stage counts and logs: its metrics and how addresses appear in logs.
+pub struct Observe {
+    /// Where unusable keys and encryption failures are counted.
+    pub metrics: Arc<Metrics>,
+    /// `SEALGATE_LOG_ADDRESSES`.
+    pub log: AddressLog,
 }
 
 impl EncryptStage<KeyStore> {
@@ -79,8 +91,9 @@ impl EncryptStage<KeyStore> {
         unusable: UnusableKey,
         protected_headers: bool,
         peek_limit: usize,
+        observe: Observe,
     ) -> Self {
-        Self::with_lookup(keys, unusable, protected_headers, peek_limit)
+        Self::with_lookup(keys, unusable, protected_headers, peek_limit, observe)
     }
 }
 
@@ -91,29 +104,37 @@ impl<K: KeyLookup> EncryptStage<K> {
         unusable: UnusableKey,
         protected_headers: bool,
         peek_limit: usize,
+        observe: Observe,
     ) -> Self {
         EncryptStage {
             keys,
             unusable,
             protected_headers,
             peek_limit,
+            metrics: observe.metrics,
+            log: observe.log,
         }
     }
 
-    /// Applies the unusable-key policy: `Ok` means "deliver in clear".
+    /// Applies the unusable-key policy: `Ok` means "deliver in clear". Counted when the
+    /// policy takes effect: a refusal at RCPT or at plan time, plaintext at plan time only
+    /// (RCPT time lets such a recipient through, and plan time decides again).
     fn on_unusable(
         &self,
-        envelope: &Envelope,
+        at_rcpt: bool,
         rcpt: &Recipient,
         fingerprint: &str,
         reason: &Unusable,
     ) -> Result<(), Reply> {
-        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
         let address = &rcpt.address;
+        let shown = self.log.show(address);
+        if !(at_rcpt && self.unusable == UnusableKey::Plaintext) {
+            self.metrics.unusable_key(reason, self.unusable);
+        }
         match self.unusable {
             UnusableKey::Tempfail => {
                 tracing::warn!(
-                    rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
+                    rcpt = %shown, fingerprint, reason = %reason, kind = reason.kind(),
                     "recipient's key is unusable: tempfail"
                 );
                 Err(Reply::new(
@@ -126,7 +147,7 @@ impl<K: KeyLookup> EncryptStage<K> {
             }
             UnusableKey::Reject => {
                 tracing::warn!(
-                    rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
+                    rcpt = %shown, fingerprint, reason = %reason, kind = reason.kind(),
                     "recipient's key is unusable: rejected"
                 );
                 Err(Reply::new(
@@ -137,7 +158,7 @@ impl<K: KeyLookup> EncryptStage<K> {
             }
             UnusableKey::Plaintext => {
                 tracing::warn!(
-                    rcpt = %address, queue_id, fingerprint, reason = %reason, kind = reason.kind(),
+                    rcpt = %shown, fingerprint, reason = %reason, kind = reason.kind(),
                     "recipient's key is unusable: delivering unencrypted"
                 );
                 Ok(())
@@ -151,16 +172,16 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
         "encrypt"
     }
 
-    fn check_recipient(&self, envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
-        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
+    fn check_recipient(&self, _envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
         match self.keys.lookup(&rcpt.mailbox) {
             Lookup::None => {
-                tracing::debug!(rcpt = %rcpt.address, queue_id, "no OpenPGP key");
+                tracing::debug!(rcpt = %self.log.show(&rcpt.address), "no OpenPGP key");
                 Ok(())
             }
             Lookup::Usable(cert) => {
                 tracing::debug!(
-                    rcpt = %rcpt.address, queue_id, fingerprint = %cert.fingerprint().to_hex(),
+                    rcpt = %self.log.show(&rcpt.address),
+                    fingerprint = %cert.fingerprint().to_hex(),
                     "OpenPGP key found"
                 );
                 Ok(())
@@ -168,12 +189,11 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
             Lookup::Unusable {
                 fingerprint,
                 reason,
-            } => self.on_unusable(envelope, rcpt, &fingerprint, &reason),
+            } => self.on_unusable(true, rcpt, &fingerprint, &reason),
         }
     }
 
-    fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
-        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
+    fn plan(&self, _envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
         let cert = match self.keys.lookup(&rcpt.mailbox) {
             Lookup::None => return Ok(Plan::Unchanged),
             Lookup::Unusable {
@@ -181,7 +201,7 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
                 reason,
             } => {
                 return self
-                    .on_unusable(envelope, rcpt, &fingerprint, &reason)
+                    .on_unusable(false, rcpt, &fingerprint, &reason)
                     .map(|()| Plan::Unchanged);
             }
             Lookup::Usable(cert) => cert,
@@ -190,23 +210,19 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
         // Usability is judged now: the key may have expired since RCPT.
         if let Err(reason) = openpgp::check(&cert) {
             return self
-                .on_unusable(envelope, rcpt, &fingerprint, &reason)
+                .on_unusable(false, rcpt, &fingerprint, &reason)
                 .map(|()| Plan::Unchanged);
         }
+        let shown = self.log.show(&rcpt.address);
         if mime::classify_headers(headers) == Treatment::PassThrough {
             // The copy would be the message as received: let it share the plain delivery.
-            tracing::info!(
-                rcpt = %rcpt.address, queue_id, fingerprint,
-                "already encrypted: stored as received"
-            );
-            return Ok(Plan::Unchanged);
+            tracing::info!(rcpt = %shown, fingerprint, "already encrypted: stored as received");
+            return Ok(Plan::AlreadyEncrypted);
         }
-        tracing::debug!(rcpt = %rcpt.address, queue_id, fingerprint, "encrypting");
-        Ok(Plan::Rewrite(Box::new(PgpMime::new(
-            cert,
-            self.protected_headers,
-            self.peek_limit,
-        ))))
+        tracing::debug!(rcpt = %shown, fingerprint, "encrypting");
+        let mut rewrite = PgpMime::new(cert, self.protected_headers, self.peek_limit);
+        rewrite.metrics = Some(Arc::clone(&self.metrics));
+        Ok(Plan::Rewrite(Box::new(rewrite)))
     }
 }
 
@@ -225,6 +241,10 @@ pub struct PgpMime {
     /// The MIME boundary, once encryption has started.
     boundary: String,
     state: State,
+    /// What the copy became, once decided.
+    made: Option<CopyKind>,
+    /// Where encryption failures are counted (the stage sets it).
+    metrics: Option<Arc<Metrics>>,
 }
 
 enum State {
@@ -306,6 +326,8 @@ impl PgpMime {
             sink: SharedSink::default(),
             boundary: String::new(),
             state: State::Start,
+            made: None,
+            metrics: None,
         }
     }
 
@@ -342,6 +364,7 @@ impl PgpMime {
         }
         self.sink.drain_into(out);
         self.state = State::Sealing(sealer);
+        self.made = Some(CopyKind::Encrypted);
         Ok(())
     }
 
@@ -368,11 +391,17 @@ impl PgpMime {
         tracing::info!(fingerprint, "already encrypted: stored as received");
         out.extend_from_slice(so_far);
         self.state = State::Clear;
+        self.made = Some(CopyKind::PassedEncrypted);
     }
 
     /// Logs `err` and turns it into the reply for this copy; nothing more is written.
     fn fail(&mut self, err: impl fmt::Display) -> Reply {
+        // Counted once per copy: calls after the first failure fail again, uncounted.
+        let first = !matches!(self.state, State::Done);
         self.state = State::Done;
+        if first && let Some(metrics) = &self.metrics {
+            metrics.encryption_failure();
+        }
         tracing::error!(fingerprint = %self.fingerprint, %err, "encryption failed");
         Reply::new(
             451,
@@ -385,6 +414,10 @@ impl PgpMime {
 impl Rewrite for PgpMime {
     fn variant(&self) -> String {
         format!("encrypt:{}", self.fingerprint)
+    }
+
+    fn copy_kind(&self) -> Option<CopyKind> {
+        self.made
     }
 
     fn headers(&mut self, headers: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
@@ -1240,7 +1273,9 @@ mod tests {
             .add_userid("<eve@example.org>")
             .generate()
             .unwrap();
+        let registry = prometheus::Registry::new();
         let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
+        rewrite.metrics = Some(Arc::new(Metrics::new(&registry).unwrap()));
         let mut out = BytesMut::new();
         let err = rewrite
             .headers(b"Subject: s\r\nContent-Type: image/png\r\n\r\n", &mut out)
@@ -1255,6 +1290,14 @@ mod tests {
         assert!(rewrite.body(b"secret", &mut out).is_err());
         assert!(rewrite.finish(&mut out).is_err());
         assert!(out.is_empty());
+        assert_eq!(rewrite.copy_kind(), None);
+        // One failed copy, counted once.
+        let failures = registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "sealgate_encryption_failures_total")
+            .unwrap();
+        assert_eq!(failures.get_metric()[0].get_counter().get_value(), 1.0);
 
         // Held back, then found not encrypted: the failure comes at the end.
         let (cert, _) = CertBuilder::new()
@@ -1318,7 +1361,11 @@ mod tests {
             "gone@example.org".to_owned(),
             Lookup::Usable(Arc::new(revoked)),
         );
-        EncryptStage::with_lookup(Arc::new(MapLookup(map)), policy, false, PEEK_LIMIT)
+        let observe = Observe {
+            metrics: Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap()),
+            log: AddressLog::Full,
+        };
+        EncryptStage::with_lookup(Arc::new(MapLookup(map)), policy, false, PEEK_LIMIT, observe)
     }
 
     fn rcpt(address: &str) -> Recipient {
@@ -1368,7 +1415,13 @@ mod tests {
                 Ok(None),
                 Ok(Some(alice.clone())),
             ),
-            (Tempfail, "alice@example.org", encrypted, Ok(None), Ok(None)),
+            (
+                Tempfail,
+                "alice@example.org",
+                encrypted,
+                Ok(None),
+                Ok(Some("already encrypted".into())),
+            ),
             (
                 Tempfail,
                 "broken@example.org",
@@ -1413,6 +1466,7 @@ mod tests {
                 .plan(&envelope, headers, &rcpt(address))
                 .map(|plan| match plan {
                     Plan::Unchanged => None,
+                    Plan::AlreadyEncrypted => Some("already encrypted".to_owned()),
                     Plan::Rewrite(rewrite) => Some(rewrite.variant()),
                 })
                 .map_err(refused);

@@ -11,6 +11,8 @@ pub mod mime;
 pub mod require_tls;
 pub mod scrub;
 
+use std::time::{Duration, Instant};
+
 use bytes::BytesMut;
 use sealgate_protocol::{MailParams, Reply};
 
@@ -50,8 +52,32 @@ impl Recipient {
 pub enum Plan {
     /// The stage leaves this copy alone.
     Unchanged,
+    /// The stage leaves this copy alone because the message is already encrypted (the
+    /// encryption stage, for a recipient with a key): the copy is shared with the unchanged
+    /// ones, but counted as [`CopyKind::PassedEncrypted`].
+    AlreadyEncrypted,
     /// The stage rewrites this copy.
     Rewrite(Box<dyn Rewrite>),
+}
+
+/// What a recipient's copy turned out to be, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// Not encrypted by sealgate (no key, or the unusable-key policy said plaintext).
+    Plain,
+    /// Encrypted by sealgate.
+    Encrypted,
+    /// The recipient has a key, but the message was already encrypted: stored as received.
+    PassedEncrypted,
+}
+
+/// A stage's refusal of one recipient once the header block is known.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The refusing stage's [`Stage::name`].
+    pub stage: &'static str,
+    /// The recipient's final reply.
+    pub reply: Reply,
 }
 
 /// A pipeline stage. Implementations keep their decision logic pure and unit-testable; the
@@ -101,6 +127,12 @@ pub trait Rewrite: Send {
     /// # Errors
     /// As for [`Rewrite::headers`].
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), Reply>;
+
+    /// What this rewrite made of the copy, once it has decided: only the encryption rewrite
+    /// answers (encrypted, or passed through as already encrypted).
+    fn copy_kind(&self) -> Option<CopyKind> {
+        None
+    }
 }
 
 /// The configured stages, in order.
@@ -120,6 +152,11 @@ impl Pipeline {
         Pipeline { stages }
     }
 
+    /// The stages' names, in order: the indexes of [`Chain::elapsed`].
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|stage| stage.name()).collect()
+    }
+
     /// RCPT time: the first stage that refuses decides.
     ///
     /// # Errors
@@ -130,23 +167,41 @@ impl Pipeline {
             .try_for_each(|stage| stage.check_recipient(envelope, rcpt))
     }
 
-    /// Header time: every stage's plan for this recipient, as one chain.
+    /// Header time: every stage's plan for this recipient, as one chain. The time each
+    /// stage took is in [`Chain::elapsed`].
     ///
     /// # Errors
-    /// The first refusing stage's reply.
+    /// The first refusing stage's reply, and its name.
     pub fn plan(
         &self,
         envelope: &Envelope,
         headers: &[u8],
         rcpt: &Recipient,
-    ) -> Result<Chain, Reply> {
+    ) -> Result<Chain, Refusal> {
         let mut rewrites = Vec::new();
-        for stage in &self.stages {
-            if let Plan::Rewrite(rewrite) = stage.plan(envelope, headers, rcpt)? {
-                rewrites.push(rewrite);
+        let mut stage_of = Vec::new();
+        let mut elapsed = vec![Duration::ZERO; self.stages.len()];
+        let mut kind = CopyKind::Plain;
+        for (i, stage) in self.stages.iter().enumerate() {
+            let started = Instant::now();
+            let plan = stage.plan(envelope, headers, rcpt);
+            elapsed[i] = started.elapsed();
+            match plan {
+                Ok(Plan::Unchanged) => {}
+                Ok(Plan::AlreadyEncrypted) => kind = CopyKind::PassedEncrypted,
+                Ok(Plan::Rewrite(rewrite)) => {
+                    rewrites.push(rewrite);
+                    stage_of.push(i);
+                }
+                Err(reply) => {
+                    return Err(Refusal {
+                        stage: stage.name(),
+                        reply,
+                    });
+                }
             }
         }
-        Ok(Chain::new(rewrites))
+        Ok(Chain::new(rewrites, stage_of, elapsed, kind))
     }
 }
 
@@ -156,10 +211,21 @@ pub struct Chain {
     variant: String,
     /// One output buffer per rewrite, reused for every chunk.
     buffers: Vec<BytesMut>,
+    /// For each rewrite, the index of its stage.
+    stage_of: Vec<usize>,
+    /// Time spent per stage (plan, then rewrite calls), by stage index.
+    elapsed: Vec<Duration>,
+    /// What the plan said about the copy; a rewrite's own [`Rewrite::copy_kind`] overrides it.
+    planned: CopyKind,
 }
 
 impl Chain {
-    fn new(rewrites: Vec<Box<dyn Rewrite>>) -> Chain {
+    fn new(
+        rewrites: Vec<Box<dyn Rewrite>>,
+        stage_of: Vec<usize>,
+        elapsed: Vec<Duration>,
+        planned: CopyKind,
+    ) -> Chain {
         let variant = rewrites
             .iter()
             .map(|r| r.variant())
@@ -170,7 +236,26 @@ impl Chain {
             rewrites,
             variant,
             buffers,
+            stage_of,
+            elapsed,
+            planned,
         }
+    }
+
+    /// Time spent so far in each stage for this copy (plan and rewrite calls), by stage
+    /// index ([`Pipeline::stage_names`]).
+    pub fn elapsed(&self) -> &[Duration] {
+        &self.elapsed
+    }
+
+    /// What the copy is: as planned, unless a rewrite (encryption) has decided otherwise.
+    pub fn copy_kind(&self) -> CopyKind {
+        self.decided_kind().unwrap_or(self.planned)
+    }
+
+    /// What a rewrite (encryption) has decided the copy is, if one has.
+    pub fn decided_kind(&self) -> Option<CopyKind> {
+        self.rewrites.iter().rev().find_map(|r| r.copy_kind())
     }
 
     /// True when the copy is the message as received (no stage rewrites it).
@@ -215,10 +300,26 @@ impl Chain {
         input: &'a [u8],
         step: impl Fn(&mut dyn Rewrite, &[u8], &mut BytesMut) -> Result<(), Reply>,
     ) -> Result<&'a [u8], Reply> {
+        if self.rewrites.is_empty() {
+            return Ok(input);
+        }
         let mut previous: &'a [u8] = input;
-        for (rewrite, buffer) in self.rewrites.iter_mut().zip(self.buffers.iter_mut()) {
+        // One clock read per rewrite and call (tens of nanoseconds, against a 64 KiB chunk).
+        let mut started = Instant::now();
+        for ((rewrite, buffer), &stage) in self
+            .rewrites
+            .iter_mut()
+            .zip(self.buffers.iter_mut())
+            .zip(&self.stage_of)
+        {
             buffer.clear();
-            step(rewrite.as_mut(), previous, buffer)?;
+            let result = step(rewrite.as_mut(), previous, buffer);
+            let now = Instant::now();
+            if let Some(total) = self.elapsed.get_mut(stage) {
+                *total += now - started;
+            }
+            started = now;
+            result?;
             previous = &buffer[..];
         }
         Ok(previous)

@@ -13,8 +13,12 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
 use crate::config::TlsVersion;
+use crate::logging::AddressLog;
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
 use crate::policy::{SecureAddresses, TlsEvidence, tls_verdict};
+
+/// The stage's name ([`Stage::name`]): a refusal by this stage is a missing-TLS refusal.
+pub const NAME: &str = "require_tls";
 
 /// The header field that tells the stored copy of a secure twin which address it was sent to.
 pub const ORIGINAL_TO: &str = "X-Original-To";
@@ -26,28 +30,32 @@ pub struct RequireTlsStage {
     trusted: Vec<String>,
     /// The lowest TLS version a secure address accepts.
     min: TlsVersion,
+    /// How addresses appear in logs.
+    log: AddressLog,
 }
 
 impl RequireTlsStage {
     /// The stage for `secure`, trusting the Received fields written by `trusted_mta`
     /// (`SEALGATE_TRUSTED_MTA`, lower-case) and requiring at least `min`
-    /// (`SEALGATE_TLS_MIN_VERSION`).
+    /// (`SEALGATE_TLS_MIN_VERSION`); addresses are logged as `log` says.
     pub fn new(
         secure: Arc<SecureAddresses>,
         trusted_mta: Vec<String>,
         min: TlsVersion,
+        log: AddressLog,
     ) -> RequireTlsStage {
         RequireTlsStage {
             secure,
             trusted: trusted_mta,
             min,
+            log,
         }
     }
 }
 
 impl Stage for RequireTlsStage {
     fn name(&self) -> &'static str {
-        "require_tls"
+        NAME
     }
 
     /// Routes a secure address to its mailbox (`user@secure.example.org` → `user@example.org`)
@@ -59,20 +67,20 @@ impl Stage for RequireTlsStage {
         Ok(())
     }
 
-    fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
+    fn plan(&self, _envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
         if self.secure.classify(&rcpt.address).is_none() {
             return Ok(Plan::Unchanged);
         }
-        let queue_id = envelope.queue_id.as_deref().unwrap_or("-");
         let evidence = TlsEvidence::from_received(headers, &self.trusted);
+        let shown = self.log.show(&rcpt.address);
         if let Err(reply) = tls_verdict(&rcpt.address, &evidence, self.min) {
             tracing::warn!(
-                rcpt = %rcpt.address, queue_id, %evidence, min = %self.min,
+                rcpt = %shown, %evidence, min = %self.min,
                 "refused: TLS required for this address"
             );
             return Err(reply);
         }
-        tracing::debug!(rcpt = %rcpt.address, queue_id, %evidence, "TLS-only address: accepted");
+        tracing::debug!(rcpt = %shown, %evidence, "TLS-only address: accepted");
         // A twin's copy is stored in another mailbox: say which address it was sent to. The
         // mailbox differs only in its domain, so compare case-insensitively (a bare secure
         // domain written in upper case is not a twin).
@@ -148,7 +156,12 @@ mod tests {
             None,
         )
         .unwrap();
-        RequireTlsStage::new(Arc::new(secure), vec!["mx.test.example".into()], min)
+        RequireTlsStage::new(
+            Arc::new(secure),
+            vec!["mx.test.example".into()],
+            min,
+            AddressLog::Full,
+        )
     }
 
     fn envelope() -> Envelope {
@@ -164,7 +177,7 @@ mod tests {
         let mut rcpt = Recipient::new(address.into());
         stage.check_recipient(&envelope, &mut rcpt).unwrap();
         match stage.plan(&envelope, headers.as_bytes(), &rcpt) {
-            Ok(Plan::Unchanged) => Ok(String::new()),
+            Ok(Plan::Unchanged | Plan::AlreadyEncrypted) => Ok(String::new()),
             Ok(Plan::Rewrite(rewrite)) => Ok(rewrite.variant()),
             Err(reply) => {
                 assert_eq!(reply.code, 550);

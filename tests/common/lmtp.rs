@@ -101,6 +101,52 @@ impl Client {
         self.send(&wire);
     }
 
+    /// Reads one complete reply if it arrives within `wait`; `None` on timeout or EOF. The
+    /// read timeout is back at 30 s afterwards. For "not answered (yet)" checks.
+    pub fn reply_within(&mut self, wait: Duration) -> Option<Reply> {
+        self.stream
+            .set_read_timeout(Some(wait))
+            .expect("set timeout");
+        let mut reply = None;
+        loop {
+            if let Some(r) = self
+                .decoder
+                .decode(&mut self.input)
+                .expect("well-formed reply")
+            {
+                reply = Some(r);
+                break;
+            }
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.input.extend_from_slice(&buf[..n]),
+            }
+        }
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("set timeout");
+        reply
+    }
+
+    /// Sets how long [`Client::reply`] waits (30 s unless changed).
+    pub fn set_read_timeout(&mut self, wait: Duration) {
+        self.stream
+            .set_read_timeout(Some(wait))
+            .expect("set timeout");
+    }
+
+    /// Writes bytes as they are; `false` when the write failed (e.g. the server closed).
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// A second handle on the connection, for writing from another thread while this one
+    /// reads replies.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the connection")
+    }
+
     /// True when the server has closed the connection (reads EOF).
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1024];

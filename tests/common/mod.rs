@@ -244,3 +244,38 @@ pub fn read_lossy(path: &Path) -> String {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
+
+/// True when `SEALGATE_FULL_LOAD=1` asks the load and abuse tests for their full-size versions
+/// (1,000 connections, a 2 GiB message, minutes of slow drip); otherwise they run reduced
+/// versions that fit in a CI run. [`sealgate::Sealgate::spawn`] strips every `SEALGATE_*`
+/// variable from the child's environment, so sealgate never sees this one.
+pub fn full_load() -> bool {
+    std::env::var("SEALGATE_FULL_LOAD").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// A field of `/proc/<pid>/status` given in kB (`VmRSS`, `VmHWM`, `VmSize`), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// Prints one measured figure as `figure: <text>` straight to the process's stderr handle:
+/// libtest captures `println!`/`eprintln!` of passing tests, not this, so figures show in
+/// every `cargo test` run.
+pub fn figure(text: &str) {
+    let _ = writeln!(std::io::stderr(), "figure: {text}");
+}
+
+/// A random lower-case hex string of `bytes` random bytes (from /dev/urandom), for markers
+/// that cannot occur anywhere by chance.
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

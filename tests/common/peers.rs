@@ -224,6 +224,90 @@ impl Drop for Dovecot {
     }
 }
 
+impl Dovecot {
+    /// True while the master process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.master.try_wait(), Ok(None))
+    }
+
+    /// Stops the instance as `Drop` does (SIGTERM to the master, which stops lmtp, imap and
+    /// auth; SIGKILL after 10 s), then waits until the LMTP and IMAP ports refuse
+    /// connections. Sessions in flight are cut. The instance dir and its mail store stay;
+    /// [`Dovecot::restart`] brings it back on the same ports. Does nothing when it is not
+    /// running.
+    pub fn stop(&mut self) {
+        if self.is_running() {
+            signal(i64::from(self.master.id()), "TERM");
+            let exited = poll_until(STOP_TIMEOUT, || !self.is_running());
+            if !exited {
+                let _ = self.master.kill();
+                let _ = self.master.wait();
+            }
+        }
+        let (lmtp, imap) = (self.lmtp_port, self.imap_port);
+        if !poll_until(STOP_TIMEOUT, || !port_accepts(lmtp) && !port_accepts(imap)) {
+            panic!(
+                "Dovecot's ports 127.0.0.1:{lmtp}/{imap} still accept connections after its \
+                 master exited; log tail:\n{}",
+                tail(&self.log(), LOG_TAIL_LINES)
+            );
+        }
+    }
+
+    /// Stops the instance if it runs ([`Dovecot::stop`]) and starts it again with the same
+    /// configuration, ports and mail store, waiting until its ports accept connections.
+    /// A bind that fails because a port is still held is retried until the startup timeout.
+    /// Panics with the log tail when it does not come back.
+    pub fn restart(&mut self) {
+        self.stop();
+        let bin = bin_path("dovecot");
+        let conf = self.dir.path().join("dovecot.conf");
+        let stderr_path = self.dir.path().join("dovecot.stderr");
+        let ports = [Some(self.lmtp_port), Some(self.imap_port), self.auth_port];
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            // Append: the earlier runs' startup messages stay readable in `log()`.
+            let stderr = fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&stderr_path)
+                .expect("open dovecot.stderr");
+            self.master = Command::new(&bin)
+                .arg("-F")
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(stderr.try_clone().expect("dup dovecot.stderr"))
+                .stderr(stderr)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let mut exited = false;
+            let ready = poll_until(
+                deadline.saturating_duration_since(std::time::Instant::now()),
+                || {
+                    exited = !self.is_running();
+                    exited || ports.iter().flatten().all(|&p| port_accepts(p))
+                },
+            );
+            if ready && !exited {
+                return;
+            }
+            if !exited {
+                let _ = self.master.kill();
+                let _ = self.master.wait();
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "Dovecot did not come back on ports {ports:?}; log tail:\n{}",
+                    tail(&self.log(), LOG_TAIL_LINES)
+                );
+            }
+            // Exited at once (typically a port still held): try again shortly.
+            std::thread::sleep(super::POLL_INTERVAL);
+        }
+    }
+}
+
 /// Writes `$dir/dovecot.conf` (reference §6.1) and creates the mail store. With `auth_port`,
 /// the auth service also listens on 127.0.0.1:`auth_port` (for Postfix SASL).
 fn write_dovecot_conf(

@@ -19,8 +19,15 @@ pub struct Sealgate {
     /// The process.
     pub child: Child,
     /// Bound LMTP address from the `listening … protocol=lmtp address=…` log line, e.g.
-    /// `127.0.0.1:40123`; `unix:/path` only when sealgate listens on a unix socket alone.
+    /// `127.0.0.1:40123`; `unix:/path` only when sealgate listens on a unix socket alone;
+    /// empty with `SEALGATE_LMTP_LISTEN=off`.
     pub lmtp_addr: String,
+    /// Bound milter address from the `listening … protocol=milter address=…` log line, when
+    /// `SEALGATE_MILTER_LISTEN` is set (and not `off`).
+    pub milter_addr: Option<String>,
+    /// Bound HTTP (metrics, health) address from the `listening … protocol=http address=…`
+    /// log line, e.g. `127.0.0.1:40124`; `None` with `SEALGATE_METRICS_LISTEN=off`.
+    pub metrics_addr: Option<String>,
     /// Private working directory of the process (its cwd); tests may put files here.
     pub dir: tempfile::TempDir,
     /// Log lines from stdout and stderr, in arrival order.
@@ -31,11 +38,14 @@ pub struct Sealgate {
 
 impl Sealgate {
     /// Spawns the sealgate binary (`CARGO_BIN_EXE_sealgate`) with `env` added to the test's
-    /// environment, and waits (up to 20 s) until it logs that its LMTP listener is bound.
+    /// environment, and waits (up to 20 s) until it logs that its LMTP listener (unless
+    /// `SEALGATE_LMTP_LISTEN=off`) and its milter listener (if `SEALGATE_MILTER_LISTEN` is set)
+    /// are bound.
     ///
     /// Defaults, each unless `env` sets it: `RUST_LOG=info`,
-    /// `SEALGATE_LMTP_LISTEN=127.0.0.1:0`, `NO_COLOR=1` (tracing's ANSI codes would split
-    /// `address=` in the log line). Every other `SEALGATE_*` variable of the test's own
+    /// `SEALGATE_LMTP_LISTEN=127.0.0.1:0`, `SEALGATE_METRICS_LISTEN=127.0.0.1:0` (the
+    /// default port 9925 would clash between parallel tests; its line is waited for too),
+    /// `NO_COLOR=1` (tracing's ANSI codes would split `address=` in the log line). Every other `SEALGATE_*` variable of the test's own
     /// environment is removed, so a developer's shell cannot change the test.
     pub fn spawn(env: &[(&str, &str)]) -> Sealgate {
         let dir = temp_dir("sealgate-run-");
@@ -52,6 +62,7 @@ impl Sealgate {
         let defaults = [
             ("RUST_LOG", "info"),
             ("SEALGATE_LMTP_LISTEN", "127.0.0.1:0"),
+            ("SEALGATE_METRICS_LISTEN", "127.0.0.1:0"),
             ("NO_COLOR", "1"),
         ];
         for (key, value) in defaults {
@@ -64,6 +75,15 @@ impl Sealgate {
             .iter()
             .find(|(k, _)| *k == "SEALGATE_LMTP_LISTEN")
             .map_or("127.0.0.1:0", |(_, v)| *v);
+        let want_lmtp = !listen.trim().eq_ignore_ascii_case("off");
+        let want_milter = env
+            .iter()
+            .find(|(k, _)| *k == "SEALGATE_MILTER_LISTEN")
+            .is_some_and(|(_, v)| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("off"));
+        let want_http = !env
+            .iter()
+            .find(|(k, _)| *k == "SEALGATE_METRICS_LISTEN")
+            .is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case("off"));
 
         let mut child = cmd.spawn().expect("spawn the sealgate binary");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -76,6 +96,8 @@ impl Sealgate {
         let mut sealgate = Sealgate {
             child,
             lmtp_addr: String::new(),
+            milter_addr: None,
+            metrics_addr: None,
             dir,
             lines,
             open_streams,
@@ -85,10 +107,10 @@ impl Sealgate {
         let unix_only = listen.trim_start().starts_with("unix:") && !listen.contains([',', ' ']);
         let mut exited = false;
         let done = poll_until(STARTUP_TIMEOUT, || {
-            let addrs: Vec<String> = sealgate
-                .snapshot()
+            let lines = sealgate.snapshot();
+            let addrs: Vec<String> = lines
                 .iter()
-                .filter_map(|l| lmtp_listen_addr(l))
+                .filter_map(|l| listen_addr(l, "lmtp"))
                 .collect();
             let pick = addrs
                 .iter()
@@ -96,6 +118,17 @@ impl Sealgate {
                 .or_else(|| addrs.iter().find(|_| unix_only));
             if let Some(addr) = pick {
                 sealgate.lmtp_addr.clone_from(addr);
+            }
+            if want_milter && sealgate.milter_addr.is_none() {
+                sealgate.milter_addr = lines.iter().find_map(|l| listen_addr(l, "milter"));
+            }
+            if want_http && sealgate.metrics_addr.is_none() {
+                sealgate.metrics_addr = lines.iter().find_map(|l| listen_addr(l, "http"));
+            }
+            if (!want_lmtp || pick.is_some())
+                && (!want_milter || sealgate.milter_addr.is_some())
+                && (!want_http || sealgate.metrics_addr.is_some())
+            {
                 return true;
             }
             exited = sealgate.has_exited();
@@ -114,8 +147,8 @@ impl Sealgate {
                 "timed out"
             };
             panic!(
-                "{why} waiting for a `listening … protocol=lmtp address=…` log line \
-                 (SEALGATE_LMTP_LISTEN={listen}); log tail:\n{}",
+                "{why} waiting for the `listening … protocol=lmtp|milter|http address=…` log \
+                 lines (SEALGATE_LMTP_LISTEN={listen}); log tail:\n{}",
                 tail(&sealgate.log(), LOG_TAIL_LINES)
             );
         }
@@ -145,6 +178,53 @@ impl Sealgate {
                 tail(&self.log(), LOG_TAIL_LINES)
             )
         })
+    }
+
+    /// Port of [`Sealgate::milter_addr`]. Panics when there is no TCP milter listener.
+    pub fn milter_port(&self) -> u16 {
+        let addr = self.milter_addr.as_deref().expect("no milter listener");
+        addr.parse::<SocketAddr>()
+            .unwrap_or_else(|e| panic!("milter_addr {addr:?} is not a TCP address: {e}"))
+            .port()
+    }
+
+    /// Port of [`Sealgate::metrics_addr`]. Panics when there is no HTTP listener.
+    pub fn metrics_port(&self) -> u16 {
+        let addr = self.metrics_addr.as_deref().expect("no metrics listener");
+        addr.parse::<SocketAddr>()
+            .unwrap_or_else(|e| panic!("metrics_addr {addr:?} is not a TCP address: {e}"))
+            .port()
+    }
+
+    /// `GET path` from the HTTP listener ([`Sealgate::metrics_addr`]): the status code and
+    /// the body. Panics when the request fails.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::Write as _;
+        let port = self.metrics_port();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to the HTTP listener on port {port}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .unwrap_or_else(|e| panic!("read the response to GET {path}: {e}"));
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of the response head: {response:?}"));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        (status, body.to_owned())
+    }
+
+    /// True while the sealgate process is running.
+    pub fn is_running(&mut self) -> bool {
+        !self.has_exited()
     }
 
     /// Port of [`Sealgate::lmtp_addr`]. Panics for a unix socket address.
@@ -235,26 +315,27 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// The address of a `listening … protocol=lmtp … address=…` log line, or None for any other
-/// line. Text format: fields in any order, the value runs to the next space, quotes
-/// stripped (tracing prints `&str` fields quoted: `protocol="lmtp"`). JSON format
-/// (`SEALGATE_LOG_FORMAT=json`): `"protocol":"lmtp"` and `"address":"…"`.
-fn lmtp_listen_addr(line: &str) -> Option<String> {
+/// The address of a `listening … protocol=<protocol> … address=…` log line (`lmtp` or
+/// `milter`), or None for any other line. Text format: fields in any order, the value runs to
+/// the next space, quotes stripped (tracing prints `&str` fields quoted: `protocol="lmtp"`).
+/// JSON format (`SEALGATE_LOG_FORMAT=json`): `"protocol":"lmtp"` and `"address":"…"`.
+fn listen_addr(line: &str, protocol: &str) -> Option<String> {
     if !line.contains("listening") {
         return None;
     }
     if line.trim_start().starts_with('{') {
-        if !line.contains(r#""protocol":"lmtp""#) {
+        if !line.contains(&format!(r#""protocol":"{protocol}""#)) {
             return None;
         }
         let rest = &line[line.find(r#""address":""#)? + r#""address":""#.len()..];
         return Some(rest[..rest.find('"')?].to_owned());
     }
     let mut tokens = line.split_whitespace().map(|t| t.trim_end_matches(','));
-    if !tokens
-        .clone()
-        .any(|t| t == "protocol=lmtp" || t == r#"protocol="lmtp""#)
-    {
+    let (plain, quoted) = (
+        format!("protocol={protocol}"),
+        format!(r#"protocol="{protocol}""#),
+    );
+    if !tokens.clone().any(|t| t == plain || t == quoted) {
         return None;
     }
     tokens

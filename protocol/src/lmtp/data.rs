@@ -200,6 +200,10 @@ impl DataDecoder {
 pub struct DotStuffer {
     /// The next byte starts a line (start of data, or after any LF).
     at_line_start: bool,
+    /// The last byte written was a CR: a CRLF may be split across `encode` calls.
+    after_cr: bool,
+    /// The data is empty or ends with CRLF, so the end-of-data line can follow directly.
+    after_crlf: bool,
 }
 
 impl Default for DotStuffer {
@@ -213,6 +217,8 @@ impl DotStuffer {
     pub fn new() -> Self {
         Self {
             at_line_start: true,
+            after_cr: false,
+            after_crlf: true,
         }
     }
 
@@ -231,26 +237,36 @@ impl DotStuffer {
                 Some(lf) => {
                     let (line, tail) = rest.split_at(lf + 1);
                     out.extend_from_slice(line);
+                    self.after_crlf = match lf {
+                        0 => self.after_cr,
+                        _ => line[lf - 1] == b'\r',
+                    };
                     rest = tail;
                     self.at_line_start = true;
+                    self.after_cr = false;
                 }
                 None => {
                     out.extend_from_slice(rest);
                     self.at_line_start = false;
+                    self.after_cr = rest.last() == Some(&b'\r');
+                    self.after_crlf = false;
                     break;
                 }
             }
         }
     }
 
-    /// Appends the end-of-data: CRLF first if the data did not end with LF (a message whose last line
-    /// lacks its ending), then ".\r\n". The stuffer is then ready for the next message.
+    /// Appends the end-of-data: CRLF first unless the data is empty or ended with CRLF, then ".\r\n".
+    /// The stuffer is then ready for the next message.
+    ///
+    /// The CRLF also follows a last line that ends in a bare LF: "\n.\r\n" is not an end of data
+    /// (only CRLF.CRLF is), so without it a strict next hop would wait for more.
     pub fn finish(&mut self, out: &mut BytesMut) {
-        if !self.at_line_start {
+        if !self.after_crlf {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b".\r\n");
-        self.at_line_start = true;
+        *self = Self::new();
     }
 }
 
@@ -599,13 +615,45 @@ mod tests {
             (&[b"a\r\n.", b".\r\n"], b"a\r\n...\r\n.\r\n"),
             (&[b"no newline"], b"no newline\r\n.\r\n"),
             (&[b"a.b\r\n"], b"a.b\r\n.\r\n"),
-            // After any LF, bare or not.
-            (&[b"a\n.b\n"], b"a\n..b\n.\r\n"),
+            // After any LF, bare or not; a final bare LF still gets the CRLF before the ".".
+            (&[b"a\n.b\n"], b"a\n..b\n\r\n.\r\n"),
+            // Found by the lmtp_codec fuzz target: "\n.\r\n" never ended the data.
+            (&[b"\n"], b"\n\r\n.\r\n"),
+            (&[b"a\r\n\n"], b"a\r\n\n\r\n.\r\n"),
+            // A CRLF split across calls is still a CRLF.
+            (&[b"a\r", b"\n"], b"a\r\n.\r\n"),
+            (&[b"a\r", b"\n", b""], b"a\r\n.\r\n"),
+            (&[b"a", b"\n"], b"a\n\r\n.\r\n"),
             // A trailing CR is not a line ending; the CRLF still follows.
             (&[b"a\r"], b"a\r\r\n.\r\n"),
         ];
         for (chunks, wire) in cases {
             assert_eq!(stuff(chunks), *wire, "{chunks:?}");
+        }
+    }
+
+    #[test]
+    fn stuffed_data_ends_exactly_at_its_terminator() {
+        // Found by the lmtp_codec fuzz target (input "\n"): a message ending in a bare LF got
+        // ".\r\n" right after it, and "\n.\r\n" does not end the data.
+        for input in [
+            &b"\n"[..],
+            b"a\n",
+            b"a\r\n\n",
+            b"\r",
+            b"a\n.",
+            b".\n",
+            b"\r\n.\n",
+        ] {
+            let wire = stuff(&[input]);
+            for policy in [
+                BareNewline::Reject,
+                BareNewline::Normalize,
+                BareNewline::Allow,
+            ] {
+                let (_, end, _) = decode_all_splits(policy, &wire);
+                assert_eq!(end, Some(wire.len()), "{policy:?} {input:?} -> {wire:?}");
+            }
         }
     }
 

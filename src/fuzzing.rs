@@ -1,0 +1,242 @@
+//! Entry points for the fuzz targets in `fuzz/`: the Received parser and the MIME structure
+//! detection on arbitrary bytes, with their invariants asserted. Hidden from the docs, no
+//! stability promise.
+//!
+//! Both parsers read headers a sender wrote, so besides "no panic" the checks hold them to
+//! what the pipeline relies on: byte positions that really point into the input, trust only
+//! for the first Received field, and no early pass-through verdict that the whole message
+//! would not confirm (that would store plaintext).
+
+use crate::pipeline::mime::{self, Treatment};
+use crate::received::{self, Received};
+
+/// A host name that is never trusted unless the input names it.
+const OUR_MTA: &str = "mx.example.org";
+
+/// Fuzzes [`received::parse`], [`received::first`] and [`received::first_trusted`] with
+/// `data`, as one field and as a header block.
+///
+/// # Panics
+///
+/// When a result points outside the input or trust is decided inconsistently.
+pub fn received(data: &[u8]) {
+    let field = received::parse(data);
+    check_field(data, &field);
+    let _ = received::tls_version(data);
+
+    let first = received::first(data);
+    if let Some(first) = &first {
+        assert!(is_within(first.raw, data), "first field outside the block");
+        check_field(first.raw, first);
+    }
+    // Trust follows the first field's `by` and nothing else.
+    let by = first.as_ref().and_then(|f| f.by.clone());
+    let trusted: Vec<String> = by.iter().cloned().collect();
+    let found = received::first_trusted(data, &trusted);
+    match by.as_deref().map(|by| by.trim_end_matches('.')) {
+        Some(by) if !by.is_empty() => {
+            assert_eq!(
+                found.as_ref(),
+                first.as_ref(),
+                "own `by` {by:?} not trusted"
+            );
+        }
+        _ => assert!(found.is_none(), "trusted without a `by`: {found:?}"),
+    }
+    if let Some((offset, field)) = received::first_trusted_field(data, &trusted) {
+        assert_eq!(data.get(offset..offset + field.raw.len()), Some(field.raw));
+        assert_eq!(Some(&field), first.as_ref());
+    }
+    let ours = received::first_trusted(data, &[OUR_MTA.to_owned()]);
+    if let Some(ours) = ours {
+        assert_eq!(
+            ours.by.as_deref().map(|b| b.trim_end_matches('.')),
+            Some(OUR_MTA)
+        );
+    }
+}
+
+/// What every parsed field must satisfy: positions inside `raw`, normalised case.
+fn check_field(raw: &[u8], field: &Received<'_>) {
+    assert!(std::ptr::eq(field.raw, raw), "raw is not the input");
+    if let Some(from) = &field.from {
+        assert_eq!(
+            raw.get(from.range.clone()),
+            Some(from.text),
+            "from clause range"
+        );
+    }
+    if let Some(date) = field.date {
+        assert!(is_within(date, raw), "date outside the field");
+        assert!(!date.is_empty());
+    }
+    if let Some(by) = &field.by {
+        assert!(
+            !by.bytes().any(|b| b.is_ascii_uppercase()),
+            "by not lower-cased: {by}"
+        );
+    }
+    if let Some(with) = &field.with {
+        assert!(
+            !with.bytes().any(|b| b.is_ascii_lowercase()),
+            "with not upper-cased: {with}"
+        );
+    }
+    let _ = (field.with_tls(), field.authenticated());
+}
+
+/// Whether `part` is a sub-slice of `whole` (same memory, not just equal bytes).
+fn is_within(part: &[u8], whole: &[u8]) -> bool {
+    let range = whole.as_ptr_range();
+    let start = part.as_ptr();
+    range.start <= start && start as usize + part.len() <= range.end as usize
+}
+
+/// Fuzzes the MIME structure detection with `data` as a whole message: header split,
+/// header-only and whole-message classification, and the early verdicts the encryption stage
+/// takes while the message streams in.
+///
+/// # Panics
+///
+/// When the header split loses or invents bytes, or an early verdict passes a message
+/// through that [`mime::classify_message`] would encrypt.
+pub fn mime(data: &[u8]) {
+    let split = mime::split_header_block(data);
+    check_split(data, &split);
+    let header_len = data.len() - split.body.len();
+    assert_eq!(
+        header_len,
+        fanout_header_end(data),
+        "the fanout and the MIME split disagree on the header block"
+    );
+    let headers = &data[..header_len];
+
+    let by_headers = mime::classify_headers(headers);
+    let whole = mime::classify_message(data);
+    assert_ne!(whole, Treatment::NeedBody, "classify_message must decide");
+    if by_headers != Treatment::NeedBody {
+        assert_eq!(whole, by_headers, "the header verdict is final");
+        return;
+    }
+    let _ = mime::classify_prefix(data);
+    let _ = mime::is_legacy_p7m(headers);
+
+    // The encryption stage: probe once, then ask after every piece of body and at the end;
+    // the first answer is the one it acts on.
+    let probe = mime::probe(headers);
+    let body_len = data.len() - header_len;
+    let step = (body_len / 64).max(1);
+    let mut early = None;
+    let mut n = header_len;
+    while n < data.len() {
+        if let Some(verdict) = mime::early_verdict(probe, &data[..n], header_len, false) {
+            early = Some((verdict, n));
+            break;
+        }
+        n += step;
+    }
+    let at_end = mime::early_verdict(probe, data, header_len, true);
+    for (verdict, len) in early.into_iter().chain(at_end.map(|v| (v, data.len()))) {
+        assert_ne!(
+            verdict,
+            Treatment::NeedBody,
+            "early verdict {probe:?} at {len}"
+        );
+        if verdict == Treatment::PassThrough {
+            assert_eq!(
+                whole,
+                Treatment::PassThrough,
+                "{probe:?} passed {len} octets through early, the whole message is encrypted"
+            );
+        }
+    }
+}
+
+/// The split covers the input exactly once, in order, and sorts fields by name.
+fn check_split(data: &[u8], split: &mime::HeaderSplit<'_>) {
+    let mut fields: Vec<&mime::Field<'_>> = split.outer.iter().chain(&split.content).collect();
+    fields.sort_by_key(|f| f.raw.as_ptr() as usize);
+    let mut pos = 0;
+    for field in &fields {
+        assert!(is_within(field.raw, data));
+        assert_eq!(
+            field.raw.as_ptr() as usize - data.as_ptr() as usize,
+            pos,
+            "gap or overlap"
+        );
+        assert!(!field.raw.is_empty(), "empty field");
+        pos += field.raw.len();
+    }
+    if split.ends_with_blank_line {
+        assert_eq!(
+            data.get(pos..pos + 2),
+            Some(&b"\r\n"[..]),
+            "no blank line at {pos}"
+        );
+        pos += 2;
+    } else {
+        assert!(split.body.is_empty());
+    }
+    assert_eq!(data.get(pos..), Some(split.body), "body is not the rest");
+    for field in &split.content {
+        assert!(field.name.len() >= 8 && field.name[..8].eq_ignore_ascii_case(b"Content-"));
+    }
+    for field in &split.outer {
+        assert!(!(field.name.len() >= 8 && field.name[..8].eq_ignore_ascii_case(b"Content-")));
+    }
+    assert_eq!(
+        split.has_mime_version,
+        split.outer.iter().any(|f| f.is("MIME-Version"))
+    );
+}
+
+/// Where the fanout ends the header block it hands the stages (`fanout::header_end`): just
+/// past the first empty line, or the whole message when there is none.
+fn fanout_header_end(data: &[u8]) -> usize {
+    if data.starts_with(b"\r\n") {
+        return 2;
+    }
+    memchr::memmem::find(data, b"\r\n\r\n").map_or(data.len(), |at| at + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays the seeds (and any crash inputs added there) of both fuzz targets, so
+    /// `cargo test` covers them without cargo-fuzz.
+    #[test]
+    fn fuzz_corpus() {
+        for (target, run) in [("received", received as fn(&[u8])), ("mime", mime)] {
+            let dir = format!("{}/fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            // Only the committed seeds: a local fuzzing run may have added thousands of inputs.
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with("seed-") {
+                    continue;
+                }
+                if let Ok(data) = std::fs::read(entry.path()) {
+                    run(&data);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hand_made_inputs() {
+        for input in [
+            &b""[..],
+            b"\r\n",
+            b"Received: from a by mx.example.org with ESMTPS; d\r\n\r\nbody",
+            b"Received:(((\\",
+            b"Content-Type: text/plain\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n",
+            b"Content-Type: application/pkcs7-mime\r\n\r\nMIAG",
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+        ] {
+            received(input);
+            mime(input);
+        }
+    }
+}

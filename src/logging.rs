@@ -1,0 +1,204 @@
+//! What logs may say about people: e-mail addresses appear in full, as a short hash, or not at
+//! all (`SEALGATE_LOG_ADDRESSES`). Every log line that names an address goes through
+//! [`AddressLog::show`]. Message content (headers or body) is never logged, at any level.
+
+use std::fmt;
+
+use sealgate_protocol::Reply;
+use sequoia_openpgp::types::HashAlgorithm;
+
+/// How addresses appear in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressLog {
+    /// As the client sent them.
+    #[default]
+    Full,
+    /// The first 16 hex digits of the SHA-256 of the lower-cased address: the same address
+    /// always gives the same token, so lines can still be correlated.
+    Hash,
+    /// Replaced by `-`.
+    Hidden,
+}
+
+impl AddressLog {
+    /// Parses `full`, `hash` or `none`.
+    ///
+    /// # Errors
+    /// Any other value, as a message for the configuration error.
+    pub fn parse(raw: &str) -> Result<AddressLog, String> {
+        match raw {
+            "full" => Ok(AddressLog::Full),
+            "hash" => Ok(AddressLog::Hash),
+            "none" => Ok(AddressLog::Hidden),
+            other => Err(format!("{other:?}: expected full, hash or none")),
+        }
+    }
+
+    /// The setting as written in the environment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressLog::Full => "full",
+            AddressLog::Hash => "hash",
+            AddressLog::Hidden => "none",
+        }
+    }
+
+    /// `address` as this setting lets it appear in a log line:
+    /// `info!(rcpt = %log.show(&rcpt.address), ...)`.
+    pub fn show(self, address: &str) -> Shown<'_> {
+        Shown {
+            mode: self,
+            address,
+        }
+    }
+
+    /// A reply for a log line about `address`. Reply texts often name the recipient (ours
+    /// and the next hop's: `550 5.1.1 <user@example.org> User doesn't exist`), so unless
+    /// addresses are logged in full, `address` and every word containing `@` are shown as
+    /// [`AddressLog::show`] would show an address.
+    pub fn reply(self, reply: &Reply, address: &str) -> String {
+        let text = reply.to_string();
+        if self == AddressLog::Full {
+            return text;
+        }
+        let text = replace_ignoring_ascii_case(&text, address, &self.show(address).to_string());
+        text.split(' ')
+            .map(|word| {
+                if word.contains('@') {
+                    let bare = word.trim_matches(|c: char| "<>()[]{}\"',;:.".contains(c));
+                    self.show(bare).to_string()
+                } else {
+                    word.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `text` with every ASCII-case-insensitive occurrence of `needle` replaced by `with`.
+fn replace_ignoring_ascii_case(text: &str, needle: &str, with: &str) -> String {
+    if needle.is_empty() {
+        return text.to_string();
+    }
+    let (bytes, pattern) = (text.as_bytes(), needle.as_bytes());
+    let mut out = String::with_capacity(text.len());
+    let (mut i, mut copied) = (0, 0);
+    while i + pattern.len() <= bytes.len() {
+        if bytes[i..i + pattern.len()].eq_ignore_ascii_case(pattern)
+            && text.is_char_boundary(i)
+            && text.is_char_boundary(i + pattern.len())
+        {
+            out.push_str(&text[copied..i]);
+            out.push_str(with);
+            i += pattern.len();
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// An address formatted for a log line; see [`AddressLog::show`].
+pub struct Shown<'a> {
+    mode: AddressLog,
+    address: &'a str,
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.mode {
+            AddressLog::Full => f.write_str(self.address),
+            AddressLog::Hash => match hash(self.address) {
+                Some(token) => f.write_str(&token),
+                // Without a hash there is nothing safe to print but the placeholder.
+                None => f.write_str("-"),
+            },
+            AddressLog::Hidden => f.write_str("-"),
+        }
+    }
+}
+
+/// The first 16 hex digits of SHA-256 over the lower-cased address.
+fn hash(address: &str) -> Option<String> {
+    let mut context = HashAlgorithm::SHA256.context().ok()?.for_digest();
+    context.update(address.to_lowercase().as_bytes());
+    let digest = context.into_digest().ok()?;
+    Some(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_mode_never_prints_the_address() {
+        let addresses = [
+            "alice@example.org",
+            "Alice@Example.ORG",
+            "a@b",
+            "\"quoted local\"@example.org",
+            "bücher@例え.jp",
+            "",
+        ];
+        for address in addresses {
+            let shown = AddressLog::Hash.show(address).to_string();
+            assert_eq!(shown.len(), 16, "{shown:?}");
+            assert!(shown.bytes().all(|b| b.is_ascii_hexdigit()), "{shown:?}");
+            if !address.is_empty() {
+                assert!(!shown.contains(address), "{address} in {shown}");
+                let local = address.split('@').next().unwrap_or_default();
+                assert!(
+                    local.len() < 3 || !shown.contains(local),
+                    "{local} in {shown}"
+                );
+            }
+            // In a tracing field, too.
+            assert!(!format!("rcpt={}", AddressLog::Hash.show(address)).contains('@'));
+            assert_eq!(AddressLog::Hidden.show(address).to_string(), "-");
+            assert_eq!(AddressLog::Full.show(address).to_string(), address);
+        }
+    }
+
+    #[test]
+    fn replies_lose_their_addresses_unless_full() {
+        use sealgate_protocol::EnhancedCode;
+        let address = "\"john smith\"@Example.org";
+        let reply = Reply::new(
+            550,
+            EnhancedCode::new(5, 1, 1),
+            "<\"John Smith\"@example.org> unknown; also <other@example.net>, ok",
+        );
+        let hashed = AddressLog::Hash.reply(&reply, address);
+        assert!(!hashed.contains('@'), "{hashed}");
+        assert!(!hashed.to_lowercase().contains("smith"), "{hashed}");
+        assert!(hashed.starts_with("550 5.1.1 "), "{hashed}");
+        assert!(hashed.ends_with(" ok"), "{hashed}");
+        assert!(hashed.contains(&AddressLog::Hash.show("other@example.net").to_string()));
+        let hidden = AddressLog::Hidden.reply(&reply, address);
+        assert!(
+            !hidden.contains('@') && !hidden.contains("Smith"),
+            "{hidden}"
+        );
+        assert_eq!(AddressLog::Full.reply(&reply, address), reply.to_string());
+    }
+
+    #[test]
+    fn hash_is_stable_and_case_insensitive() {
+        let a = AddressLog::Hash.show("alice@example.org").to_string();
+        assert_eq!(a, AddressLog::Hash.show("ALICE@example.ORG").to_string());
+        assert_ne!(a, AddressLog::Hash.show("bob@example.org").to_string());
+        // SHA-256("alice@example.org"), first 8 octets.
+        assert_eq!(a, "7a64adf28737ea90");
+    }
+
+    #[test]
+    fn settings() {
+        for mode in [AddressLog::Full, AddressLog::Hash, AddressLog::Hidden] {
+            assert_eq!(AddressLog::parse(mode.as_str()), Ok(mode));
+        }
+        assert!(AddressLog::parse("partial").is_err());
+    }
+}

@@ -1,0 +1,629 @@
+//! Prometheus metrics: typed handles, registered in a [`Registry`] the caller passes in (never
+//! the process-global default registry), shared as `Arc<Metrics>`.
+//!
+//! Names follow the Prometheus conventions: a `sealgate_` prefix, `_total` for counters, base
+//! units (`_seconds`, `_bytes`). Labels are few and come from closed sets (an outcome, a stage
+//! name, a next-hop kind): never an address, a key ID or anything else a sender controls.
+//! Series with a small fixed label set are created at start, so they read 0 before the first
+//! event and `rate()` works from the first scrape.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+use crate::config::UnusableKey;
+use crate::keystore::KeyStore;
+use crate::openpgp::Unusable;
+use crate::pipeline::CopyKind;
+
+/// Buckets for work inside sealgate (one stage for one message): 50 µs to 10 s.
+const STAGE_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
+/// Buckets for whole messages and next-hop deliveries: 1 ms to 10 min (the next-hop timeout
+/// is 300 s by default, Postfix waits 600 s for the final reply).
+const MESSAGE_BUCKETS: &[f64] = &[
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+/// The final outcome of one recipient: the `outcome` label of `sealgate_recipients_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientOutcome {
+    /// Stored (2xx) as received, or with headers rewritten, but not encrypted.
+    DeliveredPlain,
+    /// Stored PGP/MIME-encrypted to the recipient's key.
+    DeliveredEncrypted,
+    /// The recipient has a key, but the message was already encrypted: stored as received.
+    PassedEncrypted,
+    /// A secure (TLS-only) address, and the message came without (enough) TLS.
+    RefusedNoTls,
+    /// Any 4xx: Postfix keeps the message and retries.
+    Tempfailed,
+    /// Any other 5xx: the sender gets a bounce.
+    Rejected,
+}
+
+impl RecipientOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [RecipientOutcome; 6] = [
+        RecipientOutcome::DeliveredPlain,
+        RecipientOutcome::DeliveredEncrypted,
+        RecipientOutcome::PassedEncrypted,
+        RecipientOutcome::RefusedNoTls,
+        RecipientOutcome::Tempfailed,
+        RecipientOutcome::Rejected,
+    ];
+
+    /// The label value (also logged as `outcome=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientOutcome::DeliveredPlain => "delivered_plain",
+            RecipientOutcome::DeliveredEncrypted => "delivered_encrypted",
+            RecipientOutcome::PassedEncrypted => "passed_encrypted",
+            RecipientOutcome::RefusedNoTls => "refused_no_tls",
+            RecipientOutcome::Tempfailed => "tempfailed",
+            RecipientOutcome::Rejected => "rejected",
+        }
+    }
+
+    /// Classifies a final reply: `code` is the reply code, `copy` what the recipient's copy
+    /// was (meaningful for 2xx only), `no_tls` whether the refusal came from the TLS policy.
+    /// Anything that is neither 2xx nor 5xx counts as temporary, as it is for the client.
+    pub fn classify(code: u16, copy: CopyKind, no_tls: bool) -> RecipientOutcome {
+        match code / 100 {
+            2 => match copy {
+                CopyKind::Plain => RecipientOutcome::DeliveredPlain,
+                CopyKind::Encrypted => RecipientOutcome::DeliveredEncrypted,
+                CopyKind::PassedEncrypted => RecipientOutcome::PassedEncrypted,
+            },
+            5 if no_tls => RecipientOutcome::RefusedNoTls,
+            5 => RecipientOutcome::Rejected,
+            _ => RecipientOutcome::Tempfailed,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What became of one message (one DATA): the `outcome` label of `sealgate_messages_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// At least one recipient got a 2xx.
+    Accepted,
+    /// No 2xx, at least one 4xx.
+    Tempfailed,
+    /// Every recipient got a 5xx.
+    Rejected,
+}
+
+impl MessageOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [MessageOutcome; 3] = [
+        MessageOutcome::Accepted,
+        MessageOutcome::Tempfailed,
+        MessageOutcome::Rejected,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageOutcome::Accepted => "accepted",
+            MessageOutcome::Tempfailed => "tempfailed",
+            MessageOutcome::Rejected => "rejected",
+        }
+    }
+
+    /// The outcome of a message whose recipients got replies with these codes.
+    pub fn of(codes: impl IntoIterator<Item = u16>) -> MessageOutcome {
+        let mut outcome = MessageOutcome::Rejected;
+        for code in codes {
+            match code / 100 {
+                2 => return MessageOutcome::Accepted,
+                5 => {}
+                _ => outcome = MessageOutcome::Tempfailed,
+            }
+        }
+        outcome
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The kind of next hop: the `kind` label of the `sealgate_next_hop_*` metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHopKind {
+    /// `maildir:PATH`
+    Maildir,
+    /// `lmtp:…` (Dovecot)
+    Lmtp,
+    /// `smtp:…` (Postfix reinjection)
+    Smtp,
+}
+
+impl NextHopKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NextHopKind::Maildir => "maildir",
+            NextHopKind::Lmtp => "lmtp",
+            NextHopKind::Smtp => "smtp",
+        }
+    }
+}
+
+/// What went wrong with the next hop: the `error` label of `sealgate_next_hop_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHopError {
+    /// The connection (or its greeting and LHLO/EHLO) failed, including a connect timeout.
+    Connect,
+    /// A read or write timed out mid-conversation.
+    Timeout,
+    /// The connection broke mid-conversation.
+    Lost,
+    /// The next hop answered 4xx (per refused recipient, or once for a refused MAIL/DATA).
+    Refused4xx,
+    /// The next hop answered 5xx (likewise).
+    Refused5xx,
+    /// The Maildir could not be written (per recipient).
+    Storage,
+}
+
+impl NextHopError {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NextHopError::Connect => "connect",
+            NextHopError::Timeout => "timeout",
+            NextHopError::Lost => "lost",
+            NextHopError::Refused4xx => "refused_4xx",
+            NextHopError::Refused5xx => "refused_5xx",
+            NextHopError::Storage => "storage",
+        }
+    }
+
+    /// The refusal a reply of the next hop stands for: `None` for 2xx and 3xx.
+    pub fn refusal(code: u16) -> Option<NextHopError> {
+        match code / 100 {
+            4 => Some(NextHopError::Refused4xx),
+            5 => Some(NextHopError::Refused5xx),
+            _ => None,
+        }
+    }
+}
+
+/// A listener's protocol: the `protocol` label of `sealgate_sessions_active`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionProtocol {
+    /// LMTP sessions from Postfix's LMTP client.
+    Lmtp,
+    /// Milter sessions from Postfix's smtpd.
+    Milter,
+}
+
+impl SessionProtocol {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionProtocol::Lmtp => "lmtp",
+            SessionProtocol::Milter => "milter",
+        }
+    }
+}
+
+/// The `policy` label of `sealgate_unusable_keys_total` (`SEALGATE_UNUSABLE_KEY`).
+fn policy_label(policy: UnusableKey) -> &'static str {
+    match policy {
+        UnusableKey::Tempfail => "tempfail",
+        UnusableKey::Reject => "reject",
+        UnusableKey::Plaintext => "plaintext",
+    }
+}
+
+/// Every metric sealgate records, as typed handles. Recording is lock-free (atomics); only
+/// label lookups of the rarer events take the vector's read lock.
+pub struct Metrics {
+    recipients: Vec<IntCounter>,
+    messages: Vec<IntCounter>,
+    encryption_failures: IntCounter,
+    unusable_keys: IntCounterVec,
+    received_bytes: IntCounter,
+    delivered_bytes: IntCounter,
+    stage_duration: HistogramVec,
+    message_duration: Histogram,
+    next_hop_duration: HistogramVec,
+    next_hop_errors: IntCounterVec,
+    sessions_active: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them, with `sealgate_build_info`, in `registry`.
+    ///
+    /// # Errors
+    /// Registration failed: `registry` already holds metrics of these names (each registry
+    /// takes one `Metrics`).
+    pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let recipients = IntCounterVec::new(
+            Opts::new(
+                "sealgate_recipients_total",
+                "Final outcomes of recipients, one per accepted RCPT (and per RCPT refused by a stage).",
+            ),
+            &["outcome"],
+        )?;
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "sealgate_messages_total",
+                "Messages (DATA) by outcome: accepted when at least one recipient got 2xx.",
+            ),
+            &["outcome"],
+        )?;
+        let encryption_failures = IntCounter::new(
+            "sealgate_encryption_failures_total",
+            "Copies that failed while being encrypted (their recipients got 451 4.3.0).",
+        )?;
+        let unusable_keys = IntCounterVec::new(
+            Opts::new(
+                "sealgate_unusable_keys_total",
+                "Recipients whose certificate was unusable, by reason and by the policy applied.",
+            ),
+            &["reason", "policy"],
+        )?;
+        let received_bytes = IntCounter::new(
+            "sealgate_received_bytes_total",
+            "Message octets received in DATA (after dot-unstuffing).",
+        )?;
+        let delivered_bytes = IntCounter::new(
+            "sealgate_delivered_bytes_total",
+            "Octets of copies the next hop accepted, once per copy (not per recipient).",
+        )?;
+        let stage_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sealgate_stage_duration_seconds",
+                "Processing time of each pipeline stage per message (plan and rewrite calls).",
+            )
+            .buckets(STAGE_BUCKETS.to_vec()),
+            &["stage"],
+        )?;
+        let message_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "sealgate_message_duration_seconds",
+                "From the DATA command to the last final reply.",
+            )
+            .buckets(MESSAGE_BUCKETS.to_vec()),
+        )?;
+        let next_hop_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sealgate_next_hop_duration_seconds",
+                "From opening a delivery to the next hop's final reply, per copy.",
+            )
+            .buckets(MESSAGE_BUCKETS.to_vec()),
+            &["kind"],
+        )?;
+        let next_hop_errors = IntCounterVec::new(
+            Opts::new(
+                "sealgate_next_hop_errors_total",
+                "Failures and refusals of the next hop.",
+            ),
+            &["kind", "error"],
+        )?;
+        let sessions_active = IntGaugeVec::new(
+            Opts::new("sealgate_sessions_active", "Open sessions by protocol."),
+            &["protocol"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "sealgate_build_info",
+                "Always 1; the labels tell the version, commit and compiler of this build.",
+            ),
+            &["version", "commit", "rustc"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), BUILD_COMMIT, BUILD_RUSTC])
+            .set(1);
+
+        let collectors: [Box<dyn Collector>; 12] = [
+            Box::new(recipients.clone()),
+            Box::new(messages.clone()),
+            Box::new(encryption_failures.clone()),
+            Box::new(unusable_keys.clone()),
+            Box::new(received_bytes.clone()),
+            Box::new(delivered_bytes.clone()),
+            Box::new(stage_duration.clone()),
+            Box::new(message_duration.clone()),
+            Box::new(next_hop_duration.clone()),
+            Box::new(next_hop_errors.clone()),
+            Box::new(sessions_active.clone()),
+            Box::new(build_info),
+        ];
+        for collector in collectors {
+            registry.register(collector)?;
+        }
+        for protocol in [SessionProtocol::Lmtp, SessionProtocol::Milter] {
+            sessions_active
+                .with_label_values(&[protocol.as_str()])
+                .set(0);
+        }
+        Ok(Metrics {
+            recipients: RecipientOutcome::ALL
+                .iter()
+                .map(|o| recipients.with_label_values(&[o.as_str()]))
+                .collect(),
+            messages: MessageOutcome::ALL
+                .iter()
+                .map(|o| messages.with_label_values(&[o.as_str()]))
+                .collect(),
+            encryption_failures,
+            unusable_keys,
+            received_bytes,
+            delivered_bytes,
+            stage_duration,
+            message_duration,
+            next_hop_duration,
+            next_hop_errors,
+            sessions_active,
+        })
+    }
+
+    /// Creates the series of the stages and the next hop actually configured, so they read 0
+    /// (and exist) before the first message.
+    pub fn declare(&self, stages: &[&str], next_hop: NextHopKind) {
+        for stage in stages {
+            let _ = self.stage_duration.with_label_values(&[stage]);
+        }
+        let _ = self
+            .next_hop_duration
+            .with_label_values(&[next_hop.as_str()]);
+    }
+
+    /// One recipient's final outcome.
+    pub fn recipient(&self, outcome: RecipientOutcome) {
+        self.recipients[outcome.index()].inc();
+    }
+
+    /// One message's outcome, its size as received and how long it took (DATA to the last
+    /// reply).
+    pub fn message(&self, outcome: MessageOutcome, received: u64, elapsed: Duration) {
+        self.messages[outcome.index()].inc();
+        self.received_bytes.inc_by(received);
+        self.message_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A copy failed while being encrypted.
+    pub fn encryption_failure(&self) {
+        self.encryption_failures.inc();
+    }
+
+    /// A recipient's certificate was unusable and `policy` was applied.
+    pub fn unusable_key(&self, reason: &Unusable, policy: UnusableKey) {
+        self.unusable_keys
+            .with_label_values(&[reason.kind(), policy_label(policy)])
+            .inc();
+    }
+
+    /// The next hop accepted a copy of `octets` octets.
+    pub fn delivered(&self, octets: u64) {
+        self.delivered_bytes.inc_by(octets);
+    }
+
+    /// Time one stage spent on one message.
+    pub fn stage_time(&self, stage: &str, elapsed: Duration) {
+        self.stage_duration
+            .with_label_values(&[stage])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One delivery to the next hop, from opening it to the final reply.
+    pub fn next_hop_time(&self, kind: NextHopKind, elapsed: Duration) {
+        self.next_hop_duration
+            .with_label_values(&[kind.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A failure or refusal of the next hop.
+    pub fn next_hop_error(&self, kind: NextHopKind, error: NextHopError) {
+        self.next_hop_errors
+            .with_label_values(&[kind.as_str(), error.as_str()])
+            .inc();
+    }
+
+    /// Counts a session as open until the returned guard is dropped.
+    pub fn session(&self, protocol: SessionProtocol) -> SessionGuard {
+        let gauge = self.sessions_active.with_label_values(&[protocol.as_str()]);
+        gauge.inc();
+        SessionGuard { gauge }
+    }
+}
+
+/// Keeps one session counted in `sealgate_sessions_active` while it lives.
+pub struct SessionGuard {
+    gauge: IntGauge,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The git commit sealgate was built from (`build.rs`), or `unknown`.
+pub const BUILD_COMMIT: &str = env!("BUILD_GIT_COMMIT");
+
+/// The compiler sealgate was built with (`rustc --version`, from `build.rs`).
+pub const BUILD_RUSTC: &str = env!("BUILD_RUSTC_VERSION");
+
+/// The OpenPGP crypto backend compiled in (sequoia's `crypto-openssl` feature).
+pub const CRYPTO_BACKEND: &str = "openssl";
+
+/// Registers the key store's gauges (`sealgate_keystore_certificates`,
+/// `sealgate_keystore_last_reload_timestamp_seconds`) and its reload error counter
+/// (`sealgate_keystore_reload_errors_total`) in `registry`. They are read from `keys` at
+/// each scrape, so reloads (timer or SIGHUP) need no hook.
+///
+/// # Errors
+/// Registration failed (the registry already has them).
+pub fn register_keystore(registry: &Registry, keys: Arc<KeyStore>) -> prometheus::Result<()> {
+    let collector = KeyStoreCollector {
+        keys,
+        certificates: IntGauge::new(
+            "sealgate_keystore_certificates",
+            "Certificates in the key store's current index.",
+        )?,
+        last_reload: Gauge::new(
+            "sealgate_keystore_last_reload_timestamp_seconds",
+            "When a reload last confirmed the index matches the directory (Unix time).",
+        )?,
+        reload_errors: IntCounter::new(
+            "sealgate_keystore_reload_errors_total",
+            "Key store reloads that failed (the previous index was kept).",
+        )?,
+        sync: Mutex::new(()),
+    };
+    registry.register(Box::new(collector))
+}
+
+/// Reads the key store's state when Prometheus scrapes.
+struct KeyStoreCollector {
+    keys: Arc<KeyStore>,
+    certificates: IntGauge,
+    last_reload: Gauge,
+    reload_errors: IntCounter,
+    /// Serialises scrapes while the counter catches up with the store's count.
+    sync: Mutex<()>,
+}
+
+impl Collector for KeyStoreCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.certificates.desc();
+        descs.extend(self.last_reload.desc());
+        descs.extend(self.reload_errors.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _sync = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        self.certificates
+            .set(i64::try_from(self.keys.len()).unwrap_or(i64::MAX));
+        self.last_reload.set(unix_time(self.keys.loaded_at()));
+        let errors = self.keys.reload_errors();
+        self.reload_errors
+            .inc_by(errors.saturating_sub(self.reload_errors.get()));
+        let mut families = self.certificates.collect();
+        families.extend(self.last_reload.collect());
+        families.extend(self.reload_errors.collect());
+        families
+    }
+}
+
+/// Seconds since the Unix epoch, for timestamps in metrics.
+pub fn unix_time(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use prometheus::{Encoder, TextEncoder};
+
+    fn exposition(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn registers_once_per_registry_and_starts_at_zero() {
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
+        assert!(Metrics::new(&registry).is_err());
+        metrics.declare(&["scrub", "encrypt"], NextHopKind::Lmtp);
+        let text = exposition(&registry);
+        for outcome in RecipientOutcome::ALL {
+            let line = format!(
+                "sealgate_recipients_total{{outcome=\"{}\"}} 0\n",
+                outcome.as_str()
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains("sealgate_messages_total{outcome=\"accepted\"} 0\n"));
+        assert!(text.contains("sealgate_stage_duration_seconds_count{stage=\"encrypt\"} 0\n"));
+        assert!(text.contains("sealgate_next_hop_duration_seconds_count{kind=\"lmtp\"} 0\n"));
+        assert!(text.contains("sealgate_sessions_active{protocol=\"milter\"} 0\n"));
+        assert!(text.contains("sealgate_build_info{commit=\""));
+        assert!(text.contains("# TYPE sealgate_received_bytes_total counter\n"));
+    }
+
+    #[test]
+    fn records_and_guards() {
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
+        metrics.recipient(RecipientOutcome::PassedEncrypted);
+        metrics.message(MessageOutcome::Accepted, 1234, Duration::from_millis(3));
+        metrics.unusable_key(&Unusable::Expired, UnusableKey::Tempfail);
+        metrics.next_hop_error(NextHopKind::Smtp, NextHopError::Refused5xx);
+        let guard = metrics.session(SessionProtocol::Lmtp);
+        let text = exposition(&registry);
+        assert!(text.contains("sealgate_recipients_total{outcome=\"passed_encrypted\"} 1\n"));
+        assert!(text.contains("sealgate_received_bytes_total 1234\n"));
+        assert!(text.contains("sealgate_message_duration_seconds_count 1\n"));
+        assert!(
+            text.contains(
+                "sealgate_unusable_keys_total{policy=\"tempfail\",reason=\"expired\"} 1\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "sealgate_next_hop_errors_total{error=\"refused_5xx\",kind=\"smtp\"} 1\n"
+            )
+        );
+        assert!(text.contains("sealgate_sessions_active{protocol=\"lmtp\"} 1\n"));
+        drop(guard);
+        assert!(exposition(&registry).contains("sealgate_sessions_active{protocol=\"lmtp\"} 0\n"));
+    }
+
+    #[test]
+    fn outcomes() {
+        use RecipientOutcome::*;
+        let cases = [
+            (250, CopyKind::Plain, false, DeliveredPlain),
+            (250, CopyKind::Encrypted, false, DeliveredEncrypted),
+            (250, CopyKind::PassedEncrypted, false, PassedEncrypted),
+            (550, CopyKind::Plain, true, RefusedNoTls),
+            (550, CopyKind::Plain, false, Rejected),
+            (451, CopyKind::Encrypted, false, Tempfailed),
+            (450, CopyKind::Plain, true, Tempfailed),
+            (421, CopyKind::Plain, false, Tempfailed),
+        ];
+        for (code, copy, no_tls, expected) in cases {
+            assert_eq!(
+                RecipientOutcome::classify(code, copy, no_tls),
+                expected,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            MessageOutcome::of([550, 250, 451]),
+            MessageOutcome::Accepted
+        );
+        assert_eq!(MessageOutcome::of([550, 451]), MessageOutcome::Tempfailed);
+        assert_eq!(MessageOutcome::of([550, 552]), MessageOutcome::Rejected);
+        assert_eq!(NextHopError::refusal(250), None);
+        assert_eq!(NextHopError::refusal(452), Some(NextHopError::Refused4xx));
+    }
+}
