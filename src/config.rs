@@ -194,6 +194,8 @@ pub struct Config {
     pub next_hop_pool_size: usize,
     /// `SEALGATE_SHUTDOWN_GRACE`
     pub shutdown_grace: Duration,
+    /// `SEALGATE_CORE_DUMPS`: false (the default) disables core dumps at start.
+    pub core_dumps: bool,
     /// `SEALGATE_KEYSTORE`: the cert-d directory of recipients' certificates.
     pub keystore: PathBuf,
     /// `SEALGATE_KEYSTORE_RELOAD`
@@ -344,6 +346,11 @@ pub const VARIABLES: &[Variable] = &[
         name: "SEALGATE_SHUTDOWN_GRACE",
         default: "30s",
         doc: "On SIGTERM/SIGINT: how long in-flight transactions may finish; then they are cut (never acknowledged).",
+    },
+    Variable {
+        name: "SEALGATE_CORE_DUMPS",
+        default: "off",
+        doc: "off: at start sealgate sets its core file size limit to 0 and makes itself non-dumpable, so a crash writes no message content to disk (and other processes of its user cannot read its memory). on: core dumps follow the system's settings (for debugging).",
     },
     Variable {
         name: "SEALGATE_KEYSTORE",
@@ -510,6 +517,7 @@ impl Config {
             next_hop_timeout: read("SEALGATE_NEXT_HOP_TIMEOUT").duration("300s")?,
             next_hop_pool_size: read("SEALGATE_NEXT_HOP_POOL_SIZE").count(16, 0)?,
             shutdown_grace: read("SEALGATE_SHUTDOWN_GRACE").duration("30s")?,
+            core_dumps: read("SEALGATE_CORE_DUMPS").parse(parse_on_off, "off")?,
             keystore: read("SEALGATE_KEYSTORE").parse(parse_path, "./keys")?,
             keystore_reload: read("SEALGATE_KEYSTORE_RELOAD").duration("10s")?,
             unusable_key: read("SEALGATE_UNUSABLE_KEY").parse(parse_unusable_key, "tempfail")?,
@@ -597,6 +605,10 @@ impl Config {
                 self.next_hop_pool_size.to_string(),
             ),
             ("SEALGATE_SHUTDOWN_GRACE", secs(self.shutdown_grace)),
+            (
+                "SEALGATE_CORE_DUMPS",
+                if self.core_dumps { "on" } else { "off" }.to_string(),
+            ),
             ("SEALGATE_KEYSTORE", self.keystore.display().to_string()),
             ("SEALGATE_KEYSTORE_RELOAD", secs(self.keystore_reload)),
             (

@@ -3,13 +3,15 @@
 
 use std::process::ExitCode;
 
-use sealgate::config::{Config, LogFormat, VARIABLES};
+use sealgate::config::{Config, ListenAddr, LogFormat, VARIABLES};
 use sealgate::keystore::KeyStore;
 use sealgate::policy::SecureAddresses;
 use sealgate::server::Listener;
 use std::sync::Arc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
+
+mod systemd;
 
 /// sysexits(3): bad command line.
 const EX_USAGE: u8 = 64;
@@ -105,6 +107,44 @@ fn run() -> ExitCode {
             .with_span_list(true)
             .init(),
     }
+    // Before anything could hold message content in memory.
+    if let Err(err) = process_limits(&config) {
+        eprintln!("sealgate: {err}");
+        return ExitCode::from(EX_OSERR);
+    }
+
+    // Sockets from systemd (socket activation), each checked against its variable.
+    let metrics_address = config.metrics_listen.clone().map(ListenAddr::Tcp);
+    let roles = [
+        systemd::Role {
+            name: "lmtp",
+            variable: "SEALGATE_LMTP_LISTEN",
+            address: config.lmtp_listen.as_ref(),
+        },
+        systemd::Role {
+            name: "milter",
+            variable: "SEALGATE_MILTER_LISTEN",
+            address: config.milter_listen.as_ref(),
+        },
+        systemd::Role {
+            name: "metrics",
+            variable: "SEALGATE_METRICS_LISTEN",
+            address: metrics_address.as_ref(),
+        },
+    ];
+    let inherited = match systemd::take_listeners(&roles) {
+        Ok(inherited) => inherited,
+        Err(err) => {
+            eprintln!("sealgate: invalid configuration: {err}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let [inherited_lmtp, inherited_milter, inherited_metrics] = match <[_; 3]>::try_from(inherited)
+    {
+        Ok(three) => three,
+        // take_listeners returns one entry per role.
+        Err(_) => return ExitCode::from(EX_OSERR),
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -148,7 +188,18 @@ fn run() -> ExitCode {
             http: None,
         };
         if let Some(address) = &config.metrics_listen {
-            match tokio::net::TcpListener::bind(address.as_str()).await {
+            let bound = match inherited_metrics {
+                Some(systemd::Inherited::Tcp(listener)) => {
+                    info!(protocol = "metrics", %address, "listener from systemd");
+                    listener
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                }
+                // take_listeners matched it against a TCP address.
+                Some(systemd::Inherited::Unix(_)) => return ExitCode::from(EX_OSERR),
+                None => tokio::net::TcpListener::bind(address.as_str()).await,
+            };
+            match bound {
                 Ok(listener) => listeners.http = Some(listener),
                 Err(err) => {
                     error!(%address, %err, "cannot listen");
@@ -158,19 +209,33 @@ fn run() -> ExitCode {
         }
         let wanted = [
             (
+                "lmtp",
                 &config.lmtp_listen,
                 config.lmtp_socket_mode,
+                inherited_lmtp,
                 &mut listeners.lmtp,
             ),
             (
+                "milter",
                 &config.milter_listen,
                 config.milter_socket_mode,
+                inherited_milter,
                 &mut listeners.milter,
             ),
         ];
-        for (address, mode, slot) in wanted {
+        for (protocol, address, mode, inherited, slot) in wanted {
             let Some(address) = address else { continue };
-            match Listener::bind(address, mode).await {
+            let bound = match inherited {
+                Some(socket) => {
+                    info!(protocol, %address, "listener from systemd");
+                    match socket {
+                        systemd::Inherited::Tcp(l) => Listener::inherited_tcp(l),
+                        systemd::Inherited::Unix(l) => Listener::inherited_unix(l),
+                    }
+                }
+                None => Listener::bind(address, mode).await,
+            };
+            match bound {
                 Ok(listener) => *slot = Some(listener),
                 Err(err) => {
                     error!(%address, %err, "cannot listen");
@@ -188,10 +253,68 @@ fn run() -> ExitCode {
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(forward_sighup(reload_tx));
         let stores = sealgate::Stores { keys, secure };
+        // Type=notify: the key store is loaded and every listener bound.
+        let status = format!(
+            "READY=1\nSTATUS=serving; {} certificates; next hop {}",
+            stores.keys.len(),
+            config.next_hop
+        );
+        if let Err(err) = systemd::notify(&status) {
+            warn!(%err, "cannot notify systemd (NOTIFY_SOCKET)");
+        }
         sealgate::run(config, stores, listeners, reload_rx, shutdown_signal()).await;
         info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Process-wide limits, set once at start.
+///
+/// - Core dumps (unless `SEALGATE_CORE_DUMPS=on`): a core file would hold the plaintext of
+///   every message in flight. RLIMIT_CORE 0 stops core files (and tells a core_pattern pipe
+///   helper such as systemd-coredump to store nothing); non-dumpable stops the kernel from
+///   dumping at all, whatever core_pattern says, and keeps other processes of our user from
+///   reading our memory through ptrace or /proc/PID/mem.
+/// - Open files: sealgate holds one descriptor per LMTP connection, per Maildir recipient of
+///   every message in flight and per next-hop connection, so the usual soft limit of 1,024
+///   runs out with, say, 1,000 recipients in one transaction. The soft limit is raised to the
+///   hard one, as systemd advises for programs that do not use select(2).
+///
+/// # Errors
+/// Core dumps could not be disabled.
+fn process_limits(config: &Config) -> Result<(), String> {
+    use rustix::process::{
+        DumpableBehavior, Resource, Rlimit, getrlimit, set_dumpable_behavior, setrlimit,
+    };
+    if !config.core_dumps {
+        let zero = Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        };
+        setrlimit(Resource::Core, zero)
+            .map_err(|err| format!("cannot disable core dumps (RLIMIT_CORE): {err}"))?;
+        set_dumpable_behavior(DumpableBehavior::NotDumpable)
+            .map_err(|err| format!("cannot disable core dumps (PR_SET_DUMPABLE): {err}"))?;
+    }
+    let files = getrlimit(Resource::Nofile);
+    if files.current != files.maximum {
+        let raised = Rlimit {
+            current: files.maximum,
+            maximum: files.maximum,
+        };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            warn!(%err, soft = ?files.current, hard = ?files.maximum, "cannot raise the open files limit");
+        }
+    }
+    let open_files = getrlimit(Resource::Nofile)
+        .current
+        .map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    info!(
+        core_dumps = if config.core_dumps { "system" } else { "off" },
+        %open_files,
+        "process limits"
+    );
+    Ok(())
 }
 
 /// Turns each SIGHUP into a reload request (a burst of them collapses into one).
@@ -219,5 +342,8 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
+    }
+    if let Err(err) = systemd::notify("STOPPING=1\nSTATUS=shutting down") {
+        warn!(%err, "cannot notify systemd (NOTIFY_SOCKET)");
     }
 }

@@ -23,6 +23,9 @@ pub enum Listener {
     Tcp(TcpListener),
     /// A unix socket; the file is removed when the listener is dropped.
     Unix(UnixListener, PathBuf),
+    /// A unix socket inherited from systemd (socket activation): its file belongs to systemd,
+    /// which keeps listening on it while sealgate restarts, so it stays.
+    InheritedUnix(UnixListener, PathBuf),
 }
 
 impl Listener {
@@ -46,13 +49,42 @@ impl Listener {
         }
     }
 
+    /// Takes over a TCP listening socket inherited from systemd.
+    ///
+    /// # Errors
+    /// Switching it to non-blocking mode or registering it with the runtime failed.
+    pub fn inherited_tcp(listener: std::net::TcpListener) -> io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(listener)?))
+    }
+
+    /// Takes over a unix listening socket inherited from systemd; its mode and its file are
+    /// left alone.
+    ///
+    /// # Errors
+    /// Switching it to non-blocking mode or registering it with the runtime failed.
+    pub fn inherited_unix(listener: std::os::unix::net::UnixListener) -> io::Result<Listener> {
+        let path = listener
+            .local_addr()?
+            .as_pathname()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        listener.set_nonblocking(true)?;
+        Ok(Listener::InheritedUnix(
+            UnixListener::from_std(listener)?,
+            path,
+        ))
+    }
+
     /// The bound address, as `HOST:PORT` or `unix:PATH` (the real port when 0 was asked for).
     pub fn local_addr(&self) -> String {
         match self {
             Listener::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|_| "unknown".into(), |a| a.to_string()),
-            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+            Listener::Unix(_, path) | Listener::InheritedUnix(_, path) => {
+                format!("unix:{}", path.display())
+            }
         }
     }
 }
@@ -195,7 +227,7 @@ async fn accept(listener: &Listener) -> io::Result<(Accepted, String)> {
             let _ = stream.set_nodelay(true);
             Ok((Accepted::Tcp(stream), peer.to_string()))
         }
-        Listener::Unix(l, _) => {
+        Listener::Unix(l, _) | Listener::InheritedUnix(l, _) => {
             let (stream, _) = l.accept().await?;
             Ok((Accepted::Unix(stream), "unix".to_string()))
         }
