@@ -1,12 +1,12 @@
 //! Load and abuse (issue 7, item 3): 1,000 idle connections, slow-drip clients, a message of
-//! hundreds of MiB (2 GiB with `SEALGATE_FULL_LOAD=1`), 10,000 recipients in one transaction,
+//! hundreds of MiB (2 GiB with `TEST_FULL_LOAD=1`), 10,000 recipients in one transaction,
 //! 1 MiB header and command lines, NUL bytes, invalid UTF-8 and 8-bit headers. Each gets the
 //! reply README.md documents, sealgate's memory stays under the bounds below, and a
 //! well-behaved client is served promptly meanwhile.
 //!
 //! The measured figures are printed as `figure: …` lines (straight to stderr, so they show
 //! without `--nocapture`). CI runs reduced sizes; the full-size run is
-//! `SEALGATE_FULL_LOAD=1 cargo test --release --test abuse -- --test-threads=1`.
+//! `TEST_FULL_LOAD=1 cargo test --release --test abuse -- --test-threads=1`.
 //!
 //! The tests take a process-wide lock and run one at a time: each one's figures are for its
 //! own load alone, and two of them at once would starve each other's latency on a small

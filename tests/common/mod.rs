@@ -245,12 +245,12 @@ pub fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// True when `SEALGATE_FULL_LOAD=1` asks the load and abuse tests for their full-size versions
+/// True when `TEST_FULL_LOAD=1` asks the load and abuse tests for their full-size versions
 /// (1,000 connections, a 2 GiB message, minutes of slow drip); otherwise they run reduced
 /// versions that fit in a CI run. [`sealgate::Sealgate::spawn`] strips every `SEALGATE_*`
 /// variable from the child's environment, so sealgate never sees this one.
 pub fn full_load() -> bool {
-    std::env::var("SEALGATE_FULL_LOAD").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    std::env::var("TEST_FULL_LOAD").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// A field of `/proc/<pid>/status` given in kB (`VmRSS`, `VmHWM`, `VmSize`), in KiB.
