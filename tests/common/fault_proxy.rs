@@ -69,7 +69,8 @@ pub struct Record {
     pub permfails: Vec<Permfail>,
     /// `(X-Test-Id, recipient)` for each time the next hop may have stored a copy whose final
     /// reply did not reach sealgate in time: the dot was forwarded and the reply was withheld,
-    /// lost, or relayed later than the slow-reply threshold.
+    /// lost, relayed later than the slow-reply threshold, or was a `421` (the next hop closing,
+    /// which says nothing about the copy).
     pub windows: Vec<(String, String)>,
     /// Connections from sealgate, and those closed at once because the next hop was down.
     pub sessions: usize,
@@ -488,11 +489,13 @@ impl Relay<'_> {
         let mut recent: Vec<u8> = b"\r\n".to_vec();
         let mut seen: u64 = 0;
         let mut forwarded: u64 = 0;
-        let dot_at;
+        // When the bytes holding the final dot arrived: sealgate's reply timer started before.
+        let mut arrived: Instant;
         loop {
             if self.client.input.is_empty() && !self.client.fill()? {
                 return Ok(false); // sealgate went away mid-DATA: the next hop never sees a dot.
             }
+            arrived = Instant::now();
             let chunk = self.client.input.split().to_vec();
             let mut window = recent.clone();
             window.extend_from_slice(&chunk);
@@ -534,7 +537,7 @@ impl Relay<'_> {
                 break;
             }
         }
-        dot_at = Instant::now();
+        let dot_at = arrived;
         let test_id = test_id(&header);
         let expected = if self.shared.lmtp {
             txn.accepted.len()
@@ -546,7 +549,19 @@ impl Relay<'_> {
                 // Relay the final replies; any not relayed are a window.
                 for i in 0..expected {
                     let relayed = match self.upstream.reply() {
-                        Ok(reply) => self.client.send_reply(&reply).is_ok(),
+                        Ok(reply) => {
+                            if reply.code == 421 {
+                                // "Closing" instead of the outcome (Dovecot stopping after it
+                                // stored the copy): whether it was stored is unknown.
+                                let rcpts = if self.shared.lmtp {
+                                    &txn.accepted[i..=i]
+                                } else {
+                                    &txn.accepted[..]
+                                };
+                                self.windows(&test_id, rcpts, 0);
+                            }
+                            self.client.send_reply(&reply).is_ok()
+                        }
                         Err(_) => false,
                     };
                     if !relayed {
