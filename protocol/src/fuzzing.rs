@@ -140,16 +140,16 @@ pub fn alphabet_mapped(data: &[u8]) -> Vec<u8> {
 
 fn lmtp_all(data: &[u8]) {
     let pieces = pieces(data);
-    for max_len in LINE_LIMITS {
-        for policy in POLICIES {
-            let whole = session(&[data], max_len, policy);
-            let split = session(&pieces, max_len, policy);
-            assert_eq!(
-                whole, split,
-                "session depends on the read boundaries: {max_len} {policy:?} {pieces:?}"
-            );
-        }
-    }
+    // One line limit and policy per input, picked by its length, so that every input costs one
+    // session (the fuzzer varies the length anyway); `data_phase` runs all policies.
+    let max_len = LINE_LIMITS[data.len() % LINE_LIMITS.len()];
+    let policy = POLICIES[data.len() / LINE_LIMITS.len() % POLICIES.len()];
+    let whole = session(&[data], max_len, policy);
+    let split = session(&pieces, max_len, policy);
+    assert_eq!(
+        whole, split,
+        "session depends on the read boundaries: {max_len} {policy:?} {pieces:?}"
+    );
     data_phase(data, &pieces);
     stuffing_round_trip(data);
     replies(data, &pieces);
@@ -330,7 +330,7 @@ impl DataRun {
         // The flag the Reject policy relies on: set exactly when a bare CR or LF came in. The
         // byte before the new ones is looked at again: it may be a CR that was at the end.
         let settled = fed.len() - usize::from(!self.dec.is_done() && fed.ends_with(b"\r"));
-        self.bare |= (fed_before.saturating_sub(1)..settled).any(|i| is_bare(fed, i));
+        self.bare |= any_bare(fed, fed_before.saturating_sub(1), settled);
         assert_eq!(
             self.dec.saw_bare_newline(),
             self.bare,
@@ -339,7 +339,7 @@ impl DataRun {
         if self.policy == BareNewline::Normalize {
             // A CR at the end of the output counts: the decoder holds a pending CR back.
             assert!(
-                !(out_before.saturating_sub(1)..out.len()).any(|i| is_bare(out, i)),
+                !any_bare(out, out_before.saturating_sub(1), out.len()),
                 "bare newline in normalized output {out:?}"
             );
         }
@@ -352,6 +352,11 @@ impl DataRun {
             bare: self.dec.saw_bare_newline(),
         }
     }
+}
+
+/// Whether `bytes[from..to]` holds a byte that [`is_bare`] (looking beyond the range).
+fn any_bare(bytes: &[u8], from: usize, to: usize) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', &bytes[from..to]).any(|at| is_bare(bytes, from + at))
 }
 
 /// Whether `bytes[i]` is an LF without a CR before it, or a CR without an LF after it (a CR at
@@ -522,16 +527,23 @@ fn replies(data: &[u8], pieces: &[&[u8]]) {
             continue;
         }
         let again = decode_replies(&[&wire]);
-        // Encoding turns CR inside a line into a space.
-        let mut expected = reply.clone();
-        for line in &mut expected.lines {
-            *line = line.replace('\r', " ");
+        if reply.lines.iter().any(|line| line.contains('\r')) {
+            // Encoding turns a CR inside a line into a space, which may change how the line reads
+            // ("2.0.0\r" becomes an enhanced code), but never how many lines or replies there are.
+            match again.as_slice() {
+                [Ok(again)] => assert!(
+                    again.code == reply.code && again.lines.len() == reply.lines.len(),
+                    "{reply:?} came back as {again:?} via {wire:?}"
+                ),
+                _ => panic!("{reply:?} came back as {again:?} via {wire:?}"),
+            }
+        } else {
+            assert_eq!(
+                again,
+                vec![Ok(reply.clone())],
+                "round trip of {reply:?} via {wire:?}"
+            );
         }
-        assert_eq!(
-            again,
-            vec![Ok(expected)],
-            "round trip of {reply:?} via {wire:?}"
-        );
     }
 }
 
@@ -596,6 +608,9 @@ mod tests {
             b"DATA\r\na\n.\r\nMAIL FROM:<e@x>\r\n.\r\nQUIT\r\n",
             b"DATA\r\n.\r\r\n.\r\n",
             b"250-2.0.0 a\r\n250 2.0.0\r\n550 5.1.1 no\rsuch\r\n",
+            // Found by the fuzzer (a harness bug): the CR that encoding turns into a space makes
+            // "2.0.0" an enhanced code.
+            b"250 2.0.0\r3\r\n",
             b"a\r\n.",
             b"a\n",
             b"..\n",
