@@ -8,7 +8,6 @@ Received fields and milter packets below.
 """
 
 import ast
-import hashlib
 import re
 import struct
 from pathlib import Path
@@ -43,7 +42,7 @@ def stuff(message):
     """Dot-stuffs a message and appends the end of data, as an LMTP client does."""
     out = bytearray()
     at_line_start = True
-    for i, b in enumerate(message):
+    for b in message:
         if at_line_start and b == ord("."):
             out.append(ord("."))
         out.append(b)

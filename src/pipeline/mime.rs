@@ -1456,4 +1456,12 @@ mod tests {
             "only {checked} corpus messages needed the body"
         );
     }
+
+    /// Found by the `mime` fuzz target: nested message/rfc822 parts trip a debug assertion in
+    /// mail-parser 0.11.9 (switched off for it in Cargo.toml); the verdict must still come.
+    #[test]
+    fn nested_rfc822_parts_are_classified() {
+        let message = b"Content-Type:multipart;boundary=outer-24\n\n--outer-24Content-Type:message/rfc822\n\nContent-Type:message/rfc822\n\n\n--outer-24--";
+        assert_eq!(classify_message(message), Treatment::Encrypt);
+    }
 }
