@@ -190,6 +190,8 @@ pub async fn serve_protocol(
         }
     }
     drop(listener);
+    // Finished sessions are only reaped at accept time: count the ones still running.
+    while sessions.try_join_next().is_some() {}
     let open = sessions.len();
     info!(
         protocol = name,
