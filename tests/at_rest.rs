@@ -17,7 +17,7 @@ mod common;
 use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, SystemTime};
 
 use common::lmtp::{Client, assert_codes};
@@ -381,36 +381,10 @@ fn import_key(keys: &Path, tmp: &Path, home: &Path) {
         .generate()
         .expect("generate a certificate");
     let armored = cert.armored().to_vec().expect("armor the certificate");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SEALGATE_") {
-            cmd.env_remove(&key);
-        }
-    }
-    let mut child = cmd
-        .args(["keys", "import", "-"])
-        .current_dir(home)
-        .env("SEALGATE_KEYSTORE", keys)
-        .env("TMPDIR", tmp)
-        .env("HOME", home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sealgate keys import");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&armored)
-        .expect("write the certificate");
-    let out = child.wait_with_output().expect("keys import");
-    assert!(
-        out.status.success(),
-        "keys import: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = common::sealgate::keys_import_with(keys, &armored, |cmd| {
+        cmd.current_dir(home).env("TMPDIR", tmp).env("HOME", home);
+    });
+    assert!(ok, "keys import: {out}");
 }
 
 /// Every regular file under `dir` (not following symbolic links); empty if `dir` is missing.

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::lmtp::{Client, assert_codes};
@@ -40,30 +39,7 @@ impl Setup {
 
     /// `sealgate keys import -` with `cert` on stdin: (success, stderr+stdout).
     fn import(&self, cert: &[u8]) -> (bool, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-            .args(["keys", "import", "-"])
-            .env("SEALGATE_KEYSTORE", self.keys.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run sealgate keys import");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(cert)
-            .expect("write cert");
-        let out = child.wait_with_output().expect("wait");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        common::sealgate::keys_import(self.keys.path(), cert)
     }
 
     fn import_ok(&self, cert: &[u8]) {

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -392,33 +392,7 @@ impl Keys {
                 .expect("generate key");
             let public = cert.clone().strip_secret_key_material();
             let armored = public.armored().to_vec().expect("armor certificate");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("SEALGATE_") {
-                    cmd.env_remove(&key);
-                }
-            }
-            let mut child = cmd
-                .args(["keys", "import", "-"])
-                .env("SEALGATE_KEYSTORE", dir.path())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("run sealgate keys import");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(&armored)
-                .expect("write certificate");
-            let out = child.wait_with_output().expect("wait for keys import");
-            assert!(
-                out.status.success(),
-                "sealgate keys import: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            common::sealgate::keys_import_ok(dir.path(), &armored);
             certs.insert(user(i), cert);
         }
         Keys { dir, certs }

@@ -133,33 +133,7 @@ fn import_key(store: &Path, address: &str) {
         .armored()
         .to_vec()
         .expect("armor");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SEALGATE_") {
-            cmd.env_remove(&key);
-        }
-    }
-    let mut child = cmd
-        .args(["keys", "import", "-"])
-        .env("SEALGATE_KEYSTORE", store)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sealgate keys import");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&armored)
-        .expect("write the certificate");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "keys import: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::sealgate::keys_import_ok(store, &armored);
 }
 
 /// Puts an expired certificate for `address` straight into the cert-d directory `store`

@@ -853,21 +853,10 @@ fn sealgate_needs_no_system_call_the_unit_filters() {
     let dir = common::temp_dir("sealgate-strace-");
     let keys = dir.path().join("keys");
     let cert = common::pgp::Sq::new().generate("alice", "Alice <alice@example.org>", "cv25519");
-    let mut import = Command::new(env!("CARGO_BIN_EXE_sealgate"))
-        .args(["keys", "import", "-"])
-        .env_clear()
-        .env("SEALGATE_KEYSTORE", &keys)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("sealgate keys import");
-    import
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&cert)
-        .expect("write cert");
-    assert!(import.wait().expect("wait").success(), "keys import");
+    let (ok, out) = common::sealgate::keys_import_with(&keys, &cert, |cmd| {
+        cmd.env_clear().env("SEALGATE_KEYSTORE", &keys);
+    });
+    assert!(ok, "keys import: {out}");
 
     let port = common::free_port();
     let metrics = common::free_port();

@@ -1,7 +1,8 @@
 //! Runs the real sealgate binary built by cargo for this test run.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -341,4 +342,53 @@ fn listen_addr(line: &str, protocol: &str) -> Option<String> {
     tokens
         .find_map(|t| t.strip_prefix("address="))
         .map(|v| v.trim_matches('"').to_owned())
+}
+
+/// Runs `sealgate keys import -` with `cert` on stdin into the key store `store`, with the
+/// inherited `SEALGATE_*` variables removed; `configure` may add to the command (working
+/// directory, environment). Returns whether it succeeded and its stdout + stderr.
+pub fn keys_import_with(
+    store: &Path,
+    cert: &[u8],
+    configure: impl FnOnce(&mut Command),
+) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SEALGATE_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.args(["keys", "import", "-"])
+        .env("SEALGATE_KEYSTORE", store)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().expect("run sealgate keys import");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(cert)
+        .expect("write the certificate");
+    let out = child
+        .wait_with_output()
+        .expect("wait for sealgate keys import");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// [`keys_import_with`] without extra settings.
+pub fn keys_import(store: &Path, cert: &[u8]) -> (bool, String) {
+    keys_import_with(store, cert, |_| {})
+}
+
+/// [`keys_import`], panicking unless the certificate was accepted.
+pub fn keys_import_ok(store: &Path, cert: &[u8]) {
+    let (ok, out) = keys_import(store, cert);
+    assert!(ok, "sealgate keys import refused a good certificate: {out}");
 }
