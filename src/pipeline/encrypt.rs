@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::BytesMut;
 use sealgate_protocol::{EnhancedCode, Reply};
 use self_cell::self_cell;
-use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
 use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
-use sequoia_openpgp::{Cert, armor};
 
+use crate::armor::ArmorEncoder;
 use crate::config::UnusableKey;
 use crate::keystore::{KeyStore, Lookup};
 use crate::logging::AddressLog;
@@ -279,16 +280,15 @@ self_cell!(
 );
 
 impl Sealer {
-    /// Builds `Message → Armorer → Encryptor → LiteralWriter` for `cert`'s holder, writing
-    /// armored, CRLF-terminated output into `sink`.
+    /// Builds `Message → Encryptor → LiteralWriter` for `cert`'s holder, writing into
+    /// `sink`, which armors it with CRLF line ends.
     fn start(cert: Arc<Cert>, sink: SharedSink) -> sequoia_openpgp::Result<Sealer> {
         Sealer::try_new(cert, |cert| {
             // Forces SEIPDv1 for v4 certificates (trap 1) and checks revocation (trap 2).
             let recipients = openpgp::recipients(cert).map_err(|reason| {
                 sequoia_openpgp::Error::InvalidOperation(format!("key unusable: {reason}"))
             })?;
-            let message = Message::new(Crlf(sink));
-            let message = Armorer::new(message).kind(armor::Kind::Message).build()?;
+            let message = Message::new(sink);
             let message = Encryptor::for_recipients(message, recipients)
                 .symmetric_algo(SymmetricAlgorithm::AES256)
                 .build()?;
@@ -306,7 +306,7 @@ impl Sealer {
         })
     }
 
-    /// Closes every layer: literal data, MDC, armor footer.
+    /// Closes sequoia's layers: literal data, MDC. The armor is the caller's to finish.
     fn finish(&mut self) -> sequoia_openpgp::Result<()> {
         self.with_dependent_mut(|_, writer| match writer.take() {
             Some(message) => message.finalize(),
@@ -501,7 +501,7 @@ impl Rewrite for PgpMime {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Clear => Ok(()),
             State::Sealing(mut sealer) => {
-                let finished = sealer.finish();
+                let finished = sealer.finish().and_then(|()| Ok(self.sink.finish()?));
                 self.sink.drain_into(out);
                 finished.map_err(|e| self.fail(e))?;
                 out.extend_from_slice(format!("\r\n--{}--\r\n", self.boundary).as_bytes());
@@ -614,38 +614,34 @@ fn field_name_with_colon<'a>(field: &Field<'a>) -> &'a [u8] {
     memchr::memchr(b':', field.raw).map_or(field.raw, |colon| &field.raw[..=colon])
 }
 
-/// The writer stack's output buffer, drained into the copy after every step, so it never
-/// holds more than one step's worth.
+/// The bottom of the writer stack: the armor encoder, shared with [`PgpMime`], which drains
+/// its output into the copy after every step (so it never holds more than one step's
+/// worth) and finishes the armor once sequoia has closed its layers.
 #[derive(Clone, Default)]
-struct SharedSink(Arc<Mutex<Vec<u8>>>);
+struct SharedSink(Arc<Mutex<ArmorEncoder>>);
 
 impl SharedSink {
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        // A panic while holding the lock cannot leave the Vec invalid.
+    fn lock(&self) -> MutexGuard<'_, ArmorEncoder> {
+        // A panic while holding the lock cannot leave the encoder unsafe to use.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn drain_into(&self, out: &mut BytesMut) {
-        let mut buffer = self.lock();
-        out.extend_from_slice(&buffer);
-        buffer.clear();
+        let mut armor = self.lock();
+        let output = armor.output();
+        out.extend_from_slice(output);
+        output.clear();
+    }
+
+    /// Writes the armor's last line, checksum and footer.
+    fn finish(&self) -> io::Result<()> {
+        self.lock().finish()
     }
 }
 
-/// Turns the armor writer's bare LF line ends into CRLF (trap 3). The armor never writes CR.
-struct Crlf(SharedSink);
-
-impl Write for Crlf {
+impl Write for SharedSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut sink = self.0.lock();
-        let mut rest = buf;
-        while let Some(lf) = memchr::memchr(b'\n', rest) {
-            sink.extend_from_slice(&rest[..lf]);
-            sink.extend_from_slice(b"\r\n");
-            rest = &rest[lf + 1..];
-        }
-        sink.extend_from_slice(rest);
-        Ok(buf.len())
+        self.lock().write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -1257,7 +1253,7 @@ mod tests {
             rewrite.body(&chunk, &mut out).unwrap();
             emitted += out.len();
             // Nothing accumulates in the sink between calls.
-            assert!(rewrite.sink.lock().is_empty());
+            assert!(rewrite.sink.lock().output().is_empty());
         }
         // 4 MiB in, and most of the armored output is already out.
         assert!(emitted > 4 * 1024 * 1024, "{emitted}");
