@@ -24,7 +24,7 @@ use sequoia_openpgp::serialize::MarshalInto;
 use sequoia_openpgp::{Cert, Fingerprint, Packet};
 use tracing::{error, info, warn};
 
-use crate::openpgp::{self, POLICY, Unusable};
+use crate::openpgp::{self, Unusable};
 
 /// How long a usability verdict is reused before the certificate is checked again. Expiry is
 /// time-dependent, so a verdict is also dropped when the primary key expires; the encryption
@@ -181,7 +181,8 @@ struct Entry {
 struct Verdict {
     result: Result<(), Unusable>,
     checked: Instant,
-    /// The primary key's expiry, when the verdict was "usable": it is void from then on.
+    /// When the verdict was "usable": the first expiry among the primary key and the
+    /// encryption keys; it is void from then on.
     until: Option<SystemTime>,
 }
 
@@ -225,11 +226,7 @@ impl Entry {
         // which is cheaper than making them wait for each other.
         let result = openpgp::check(&self.cert);
         let until = match result {
-            Ok(()) => self
-                .cert
-                .with_policy(&POLICY, None)
-                .ok()
-                .and_then(|valid| valid.primary_key().key_expiration_time()),
+            Ok(()) => openpgp::usable_until(&self.cert),
             Err(_) => None,
         };
         *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(Verdict {

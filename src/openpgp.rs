@@ -4,6 +4,7 @@
 //! always agree.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::stream::Recipient;
@@ -67,15 +68,12 @@ pub fn recipients(cert: &Cert) -> Result<Vec<Recipient<'_>>, Unusable> {
     if valid.alive().is_err() {
         return Err(Unusable::Expired);
     }
-    let encryption = KeyFlags::empty()
-        .set_storage_encryption()
-        .set_transport_encryption();
     let recipients: Vec<Recipient<'_>> = valid
         .keys()
         .supported()
         .alive()
         .revoked(false)
-        .key_flags(encryption)
+        .key_flags(encryption_flags())
         .map(|ka| {
             if ka.key().version() == 6 {
                 Recipient::from(ka)
@@ -92,6 +90,28 @@ pub fn recipients(cert: &Cert) -> Result<Vec<Recipient<'_>>, Unusable> {
         return Err(Unusable::NoEncryptionSubkey);
     }
     Ok(recipients)
+}
+
+/// Until when a verdict of "usable" reached now stays true by the clock alone: the earliest
+/// expiry of the primary key and of the keys [`recipients`] picks. `None`: none expires.
+pub fn usable_until(cert: &Cert) -> Option<SystemTime> {
+    let valid = cert.with_policy(&POLICY, None).ok()?;
+    let primary = valid.primary_key().key_expiration_time();
+    valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .key_flags(encryption_flags())
+        .filter_map(|ka| ka.key_expiration_time())
+        .chain(primary)
+        .min()
+}
+
+fn encryption_flags() -> KeyFlags {
+    KeyFlags::empty()
+        .set_storage_encryption()
+        .set_transport_encryption()
 }
 
 /// Whether `cert` can be encrypted to now.
@@ -220,6 +240,38 @@ mod tests {
                 ),
         );
         assert_eq!(check(&cert), Err(Unusable::NoEncryptionSubkey));
+    }
+
+    #[test]
+    fn usable_until_is_the_first_expiry_among_primary_and_encryption_keys() {
+        // OpenPGP times are whole seconds.
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+        let forever = generate(with_encryption(CipherSuite::Cv25519));
+        assert_eq!(usable_until(&forever), None);
+
+        let created = now - DAY;
+        let subkey_expires = generate(
+            CertBuilder::new()
+                .add_userid("<erin@example.org>")
+                .set_creation_time(created)
+                .set_validity_period(None)
+                .add_subkey(
+                    KeyFlags::empty().set_storage_encryption(),
+                    10 * DAY,
+                    CipherSuite::Cv25519,
+                ),
+        );
+        assert_eq!(usable_until(&subkey_expires), Some(created + 10 * DAY));
+
+        let primary_first = generate(
+            with_encryption(CipherSuite::Cv25519)
+                .set_creation_time(created)
+                .set_validity_period(3 * DAY),
+        );
+        assert_eq!(usable_until(&primary_first), Some(created + 3 * DAY));
     }
 
     #[test]

@@ -207,13 +207,10 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
             }
             Lookup::Usable(cert) => cert,
         };
+        // This lookup judged usability again (a key that expired or was revoked since RCPT
+        // counts): the store's verdict is void at the first expiry of the keys involved and
+        // is redone when the certificate changes on disk.
         let fingerprint = cert.fingerprint().to_hex();
-        // Usability is judged now: the key may have expired since RCPT.
-        if let Err(reason) = openpgp::check(&cert) {
-            return self
-                .on_unusable(false, rcpt, &fingerprint, &reason)
-                .map(|()| Plan::Unchanged);
-        }
         let shown = self.log.show(&rcpt.address);
         if mime::classify_headers(headers) == Treatment::PassThrough {
             // The copy would be the message as received: let it share the plain delivery.
@@ -1312,12 +1309,25 @@ mod tests {
         send::<EncryptStage>();
     }
 
-    /// A key lookup backed by a map.
-    struct MapLookup(HashMap<String, Lookup>);
+    /// A key lookup backed by a map. Its "usable" entries stand for verdicts reached at RCPT
+    /// time; once `later` is set, lookups judge them again, as the key store does when a
+    /// cached verdict has run out (a key that expired or was revoked since).
+    struct MapLookup(HashMap<String, Lookup>, std::sync::atomic::AtomicBool);
 
     impl KeyLookup for MapLookup {
         fn lookup(&self, address: &str) -> Lookup {
-            self.0.get(address).cloned().unwrap_or(Lookup::None)
+            match self.0.get(address).cloned() {
+                Some(Lookup::Usable(cert)) if self.1.load(std::sync::atomic::Ordering::SeqCst) => {
+                    match openpgp::check(&cert) {
+                        Ok(()) => Lookup::Usable(cert),
+                        Err(reason) => Lookup::Unusable {
+                            fingerprint: cert.fingerprint().to_hex(),
+                            reason,
+                        },
+                    }
+                }
+                found => found.unwrap_or(Lookup::None),
+            }
         }
     }
 
@@ -1361,7 +1371,8 @@ mod tests {
             metrics: Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap()),
             log: AddressLog::Full,
         };
-        EncryptStage::with_lookup(Arc::new(MapLookup(map)), policy, false, PEEK_LIMIT, observe)
+        let lookup = MapLookup(map, std::sync::atomic::AtomicBool::new(false));
+        EncryptStage::with_lookup(Arc::new(lookup), policy, false, PEEK_LIMIT, observe)
     }
 
     fn rcpt(address: &str) -> Recipient {
@@ -1458,6 +1469,10 @@ mod tests {
                 .map(|()| None)
                 .map_err(refused);
             assert_eq!(got, at_rcpt, "{policy:?} {address} at RCPT");
+            stage
+                .keys
+                .1
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             let got = stage
                 .plan(&envelope, headers, &rcpt(address))
                 .map(|plan| match plan {
