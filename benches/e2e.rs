@@ -17,9 +17,12 @@
 //! temporary key store and send to `bench@example.org`. The sink checks every delivered
 //! message: PGP/MIME (`multipart/encrypted`) with one complete armored OpenPGP message; one
 //! that is not fails the scenario. After the sealgate scenarios the same message bytes are
-//! encrypted in-process by sequoia alone, one thread, with the writer stack sealgate uses
-//! (`Message → Armorer → Encryptor` (SEIPDv1, AES-256, `sealgate::openpgp::recipients`) `→
-//! LiteralWriter` → discarded), and sealgate's figures are set against that baseline.
+//! encrypted in-process by sequoia alone, one thread (`Message → Armorer → Encryptor`
+//! (SEIPDv1, AES-256, `sealgate::openpgp::recipients`) `→ LiteralWriter` → discarded), and
+//! sealgate's figures are set against that baseline. A second in-process row, "stage", runs
+//! sealgate's encryption stage alone (MIME framing, its own armor encoder) on the same bytes:
+//! it separates what the stage costs from what the protocol and I/O around it cost. The
+//! process uses sealgate's allocator (jemalloc), so neither side is handicapped.
 //!
 //! Run:
 //! - `cargo bench --bench e2e`: the default scenarios (pass-through 4 KiB, 64 KiB, 1 MiB, one
@@ -41,6 +44,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use sealgate::pipeline::Rewrite;
+use sealgate::pipeline::encrypt::PgpMime;
 use sealgate_protocol::{
     BareNewline, Command as Cmd, DataDecoder, DotStuffer, EnhancedCode, LineDecoder, Reply,
     ReplyDecoder, parse_command,
@@ -52,6 +57,11 @@ use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
 use sequoia_openpgp::{Cert, armor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The allocator the sealgate binary uses (src/main.rs), so the in-process baselines are not
+/// handicapped by a slower one.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Socket read size; a streamed message is written in pieces of about this size.
 const PIECE: usize = 64 * 1024;
@@ -348,26 +358,45 @@ async fn run(plan: Plan, command: &str) -> bool {
              Armorer -> Encryptor (SEIPDv1, AES-256, sealgate::openpgp::recipients per message) -> \
              LiteralWriter -> discarded; select_us is recipients() alone"
         );
+        println!(
+            "# stage rows: sealgate's encryption stage alone (PgpMime: MIME framing, its own armor \
+             encoder, CRLF), same thread setup: what the stage costs without the protocol and I/O"
+        );
         println!("{BARE_HEADER}");
         for (sc, _) in &encrypted {
             let key = key_for(&keys, sc.key.expect("an encryption scenario"));
             let messages = plan.bare_messages.unwrap_or(sc.messages);
             let warmup = (messages / 20).min(50);
-            let run = bare_run(&key.cert, sc.size, messages, warmup, plan.bare_min);
-            let name = sc.name.replacen("encrypt", "bare", 1);
-            println!(
-                "{:<30} {:>6} {:>7.2} {:>11} {:>7} {:>7} {:>10} {:>6.2} {:>10}",
-                name,
-                run.messages,
-                run.secs,
-                num(run.messages as f64 / run.secs),
-                num((run.messages * sc.size) as f64 / run.secs / 1e6),
-                num(run.secs / run.messages as f64 * 1e6),
-                num(run.select_secs / run.messages as f64 * 1e6),
-                run.cpu,
-                num(per_cpu(run.messages, run.cpu)),
-            );
-            bare.push((sc.name.as_str(), run));
+            let run_and_print = |baseline| {
+                let run = baseline_run(
+                    baseline,
+                    &key.cert,
+                    sc.size,
+                    messages,
+                    warmup,
+                    plan.bare_min,
+                );
+                let (word, select) = match baseline {
+                    Baseline::Bare => ("bare", num(run.select_secs / run.messages as f64 * 1e6)),
+                    Baseline::Stage => ("stage", "-".to_owned()),
+                };
+                println!(
+                    "{:<30} {:>6} {:>7.2} {:>11} {:>7} {:>7} {:>10} {:>6.2} {:>10}",
+                    sc.name.replacen("encrypt", word, 1),
+                    run.messages,
+                    run.secs,
+                    num(run.messages as f64 / run.secs),
+                    num((run.messages * sc.size) as f64 / run.secs / 1e6),
+                    num(run.secs / run.messages as f64 * 1e6),
+                    select,
+                    run.cpu,
+                    num(per_cpu(run.messages, run.cpu)),
+                );
+                run
+            };
+            let bare_run = run_and_print(Baseline::Bare);
+            let stage_run = run_and_print(Baseline::Stage);
+            bare.push((sc.name.as_str(), bare_run, stage_run));
         }
         println!("# ratios: sealgate / bare sequoia, same key and message size");
         println!(
@@ -378,15 +407,17 @@ async fn run(plan: Plan, command: &str) -> bool {
             "#   CPU-normalised (the fairer one): sealgate msgs per sealgate CPU-second / bare \
              msgs per CPU-second"
         );
+        println!("#   stage_ratio: the stage alone / bare, both in-process on one thread");
         println!(
-            "scenario                       sealgate_msgs/s  bare_msgs/s/core  wall_ratio  sealgate_msgs/cpu_s  bare_msgs/cpu_s  cpu_ratio"
+            "scenario                       sealgate_msgs/s  bare_msgs/s/core  wall_ratio  sealgate_msgs/cpu_s  bare_msgs/cpu_s  cpu_ratio  stage_msgs/cpu_s  stage_ratio"
         );
-        for ((sc, outcome), (_, run)) in encrypted.iter().zip(&bare) {
+        for ((sc, outcome), (_, run, stage)) in encrypted.iter().zip(&bare) {
             let bare_rate = run.messages as f64 / run.secs;
             let bare_per_cpu = per_cpu(run.messages, run.cpu);
+            let stage_per_cpu = per_cpu(stage.messages, stage.cpu);
             let per_cpu = per_cpu(outcome.ok, outcome.cpu);
             println!(
-                "{:<30} {:>15} {:>17} {:>11} {:>20} {:>16} {:>10}",
+                "{:<30} {:>15} {:>17} {:>11} {:>20} {:>16} {:>10} {:>17} {:>12}",
                 sc.name,
                 num(outcome.rate),
                 num(bare_rate),
@@ -394,6 +425,8 @@ async fn run(plan: Plan, command: &str) -> bool {
                 num(per_cpu),
                 num(bare_per_cpu),
                 num(per_cpu / bare_per_cpu),
+                num(stage_per_cpu),
+                num(stage_per_cpu / bare_per_cpu),
             );
         }
     }
@@ -415,7 +448,7 @@ async fn run(plan: Plan, command: &str) -> bool {
     ] {
         let ratio = find(name)
             .zip(bare.iter().find(|b| b.0 == name))
-            .map(|(o, (_, run))| per_cpu(o.ok, o.cpu) / per_cpu(run.messages, run.cpu));
+            .map(|(o, (_, run, _))| per_cpu(o.ok, o.cpu) / per_cpu(run.messages, run.cpu));
         let what = format!("{name} >= 0.80 of bare sequoia (CPU-normalised)");
         target(&what, ratio, |v| v >= 0.8);
     }
@@ -953,7 +986,7 @@ async fn sink_session(mut stream: TcpStream) -> std::io::Result<()> {
 struct BenchKey {
     suite: Suite,
     /// The public certificate (what the key store holds).
-    cert: Cert,
+    cert: Arc<Cert>,
     /// The cert-d directory, for `SEALGATE_KEYSTORE`.
     store: PathBuf,
     generated_in: Duration,
@@ -998,7 +1031,7 @@ impl BenchKey {
         );
         BenchKey {
             suite,
-            cert,
+            cert: Arc::new(cert),
             store,
             generated_in,
         }
@@ -1036,23 +1069,42 @@ impl Write for Discard {
     }
 }
 
+/// How a baseline encrypts one message: the bare sequoia writer stack, or sealgate's
+/// encryption stage alone.
+#[derive(Clone, Copy, PartialEq)]
+enum Baseline {
+    Bare,
+    Stage,
+}
+
 /// Encrypts the scenario's message (unstuffed, as sealgate gets it) to `cert` on one new
-/// thread, with sealgate's writer stack minus the CRLF conversion and the MIME framing:
-/// `warmup` times, then at least `messages` times and for at least `min`; only the latter
-/// count.
-fn bare_run(cert: &Cert, size: usize, messages: usize, warmup: usize, min: Duration) -> BareRun {
-    let message: Vec<u8> = pieces(size).flatten().collect();
+/// thread, the way `baseline` says: `warmup` times, then at least `messages` times and for
+/// at least `min`; only the latter count.
+fn baseline_run(
+    baseline: Baseline,
+    cert: &Arc<Cert>,
+    size: usize,
+    messages: usize,
+    warmup: usize,
+    min: Duration,
+) -> BareRun {
+    let pieces: Vec<Vec<u8>> = pieces(size).collect();
+    let message: Vec<u8> = pieces.concat();
+    let one = |select: &mut Duration| match baseline {
+        Baseline::Bare => bare_encrypt(cert, &message, select),
+        Baseline::Stage => stage_encrypt(cert, &pieces),
+    };
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let mut select = Duration::ZERO;
                 for _ in 0..warmup {
-                    bare_encrypt(cert, &message, &mut select);
+                    one(&mut select);
                 }
                 select = Duration::ZERO;
                 let (cpu0, started, mut done) = (thread_cpu_seconds(), Instant::now(), 0);
                 while done < messages || started.elapsed() < min {
-                    bare_encrypt(cert, &message, &mut select);
+                    one(&mut select);
                     done += 1;
                 }
                 BareRun {
@@ -1075,8 +1127,30 @@ fn bare_encrypt(cert: &Cert, message: &[u8], select: &mut Duration) {
     seal(recipients, message, &mut Discard(0)).expect("bare sequoia encryption");
 }
 
-/// `Message → Armorer → Encryptor (SEIPDv1 for v4 keys, AES-256) → LiteralWriter`, as
-/// sealgate builds it (src/pipeline/encrypt.rs), into `out`.
+/// sealgate's encryption stage alone: the PgpMime rewrite (MIME framing, sealgate's armor
+/// encoder, CRLF) over the header block and then the body pieces as the session hands them
+/// over; the output is dropped piece by piece. Includes `recipients()`, which the rewrite
+/// calls itself.
+fn stage_encrypt(cert: &Arc<Cert>, pieces: &[Vec<u8>]) {
+    let mut rewrite = PgpMime::new(Arc::clone(cert), false, STAGE_PEEK_LIMIT);
+    let mut out = BytesMut::with_capacity(PIECE * 2);
+    let (headers, body) = pieces.split_first().expect("a header block");
+    rewrite
+        .headers(headers, &mut out)
+        .expect("stage: header block");
+    out.clear();
+    for piece in body {
+        rewrite.body(piece, &mut out).expect("stage: body");
+        out.clear();
+    }
+    rewrite.finish(&mut out).expect("stage: finish");
+}
+
+/// `SEALGATE_MAX_INSPECT_SIZE`'s default.
+const STAGE_PEEK_LIMIT: usize = 1 << 20;
+
+/// `Message → Armorer → Encryptor (SEIPDv1 for v4 keys, AES-256) → LiteralWriter`: what
+/// sequoia offers for the job (sealgate armors with its own encoder), into `out`.
 fn seal(
     recipients: Vec<sequoia_openpgp::serialize::stream::Recipient<'_>>,
     message: &[u8],

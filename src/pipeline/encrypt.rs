@@ -49,8 +49,27 @@ const PREAMBLE: &str = "This is an OpenPGP/MIME encrypted message (RFC 4880 and 
 /// first octets of its DER, which decide whether it is enveloped.
 pub const P7M_PROBE: usize = 1024;
 
-/// Random octets in a MIME boundary (hex-encoded, so twice as many characters).
+/// Octets in a MIME boundary after `sealgate-` (hex-encoded, so twice as many characters).
 const BOUNDARY_OCTETS: usize = 16;
+
+/// A new MIME boundary: `sealgate-` and 128 unpredictable bits in hex.
+///
+/// A boundary must only not occur in the part it delimits, and no armor line can hold `-`,
+/// so it need not be secret: it comes from std's keyed SipHash (keys drawn from the OS once
+/// per thread) over a counter, not from sequoia's CSPRNG, which instantiates a new DRBG
+/// (getrandom, HMAC-SHA-512) for every call.
+fn new_boundary() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // Every RandomState::new() on a thread uses fresh keys (it advances them).
+    let high = RandomState::new().hash_one(n);
+    let low = RandomState::new().hash_one(n);
+    let boundary = format!("sealgate-{high:016x}{low:016x}");
+    debug_assert_eq!(boundary.len(), "sealgate-".len() + 2 * BOUNDARY_OCTETS);
+    boundary
+}
 
 /// Where the stage finds a recipient's certificate: the key store, or a map in tests.
 pub trait KeyLookup: Send + Sync {
@@ -337,12 +356,7 @@ impl PgpMime {
         body: &[&[u8]],
         out: &mut BytesMut,
     ) -> Result<(), Reply> {
-        let mut boundary = [0u8; BOUNDARY_OCTETS];
-        sequoia_openpgp::crypto::random(&mut boundary).map_err(|e| self.fail(e))?;
-        self.boundary = boundary.iter().fold("sealgate-".to_owned(), |mut s, b| {
-            s.push_str(&format!("{b:02x}"));
-            s
-        });
+        self.boundary = new_boundary();
         let mut sealer =
             Sealer::start(Arc::clone(&self.cert), self.sink.clone()).map_err(|e| self.fail(e))?;
         let split = mime::split_header_block(headers);
@@ -1300,6 +1314,20 @@ mod tests {
         let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
         let err = run(&mut rewrite, b"Subject: s\r\n\r\nsecret\r\n", 3).unwrap_err();
         assert_eq!(err.code, 451);
+    }
+
+    #[test]
+    fn boundaries_are_well_formed_and_distinct() {
+        let many: std::collections::HashSet<String> = (0..10_000).map(|_| new_boundary()).collect();
+        assert_eq!(many.len(), 10_000);
+        for boundary in many.iter().take(100) {
+            let hex = boundary.strip_prefix("sealgate-").unwrap();
+            assert_eq!(hex.len(), 2 * BOUNDARY_OCTETS);
+            assert!(
+                hex.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
     }
 
     #[test]
