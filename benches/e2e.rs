@@ -354,7 +354,7 @@ async fn run(plan: Plan, command: &str) -> bool {
     let mut bare = Vec::new();
     if !encrypted.is_empty() {
         println!(
-            "# baseline: sequoia alone, in-process, one thread, the same message bytes: Message -> \
+            "# baseline: sequoia alone, in-process, one thread, the same message bytes in 64 KiB pieces: Message -> \
              Armorer -> Encryptor (SEIPDv1, AES-256, sealgate::openpgp::recipients per message) -> \
              LiteralWriter -> discarded; select_us is recipients() alone"
         );
@@ -400,16 +400,20 @@ async fn run(plan: Plan, command: &str) -> bool {
         }
         println!("# ratios: sealgate / bare sequoia, same key and message size");
         println!(
-            "#   wall: sealgate msgs/s / (bare msgs/s per core x {cores} cores; the load client \
-             and the sink use them too)"
+            "#   machine_ratio (the issue's target): sealgate msgs/s on this {cores}-core machine / \
+             bare msgs/s per core"
         );
         println!(
-            "#   CPU-normalised (the fairer one): sealgate msgs per sealgate CPU-second / bare \
-             msgs per CPU-second"
+            "#   core_ratio: sealgate msgs/s / (bare msgs/s per core x {cores} cores; the load \
+             client and the sink use them too)"
+        );
+        println!(
+            "#   cpu_ratio (the strictest): sealgate msgs per sealgate CPU-second / bare msgs per \
+             CPU-second; the bare loop does no I/O, sealgate receives and delivers over TCP"
         );
         println!("#   stage_ratio: the stage alone / bare, both in-process on one thread");
         println!(
-            "scenario                       sealgate_msgs/s  bare_msgs/s/core  wall_ratio  sealgate_msgs/cpu_s  bare_msgs/cpu_s  cpu_ratio  stage_msgs/cpu_s  stage_ratio"
+            "scenario                       sealgate_msgs/s  bare_msgs/s/core  machine_ratio  core_ratio  sealgate_msgs/cpu_s  bare_msgs/cpu_s  cpu_ratio  stage_msgs/cpu_s  stage_ratio"
         );
         for ((sc, outcome), (_, run, stage)) in encrypted.iter().zip(&bare) {
             let bare_rate = run.messages as f64 / run.secs;
@@ -417,10 +421,11 @@ async fn run(plan: Plan, command: &str) -> bool {
             let stage_per_cpu = per_cpu(stage.messages, stage.cpu);
             let per_cpu = per_cpu(outcome.ok, outcome.cpu);
             println!(
-                "{:<30} {:>15} {:>17} {:>11} {:>20} {:>16} {:>10} {:>17} {:>12}",
+                "{:<30} {:>15} {:>17} {:>14} {:>11} {:>20} {:>16} {:>10} {:>17} {:>12}",
                 sc.name,
                 num(outcome.rate),
                 num(bare_rate),
+                num(outcome.rate / bare_rate),
                 num(outcome.rate / (bare_rate * cores as f64)),
                 num(per_cpu),
                 num(bare_per_cpu),
@@ -446,11 +451,15 @@ async fn run(plan: Plan, command: &str) -> bool {
         "encrypt rsa3072 64KiB",
         "encrypt cv25519 256MiB single",
     ] {
-        let ratio = find(name)
-            .zip(bare.iter().find(|b| b.0 == name))
+        let against_bare = find(name).zip(bare.iter().find(|b| b.0 == name));
+        let machine =
+            against_bare.map(|(o, (_, run, _))| o.rate / (run.messages as f64 / run.secs));
+        let what = format!("{name} >= 0.80 of bare sequoia per core (machine_ratio)");
+        target(&what, machine, |v| v >= 0.8);
+        let cpu = against_bare
             .map(|(o, (_, run, _))| per_cpu(o.ok, o.cpu) / per_cpu(run.messages, run.cpu));
-        let what = format!("{name} >= 0.80 of bare sequoia (CPU-normalised)");
-        target(&what, ratio, |v| v >= 0.8);
+        let what = format!("{name} >= 0.80 of bare sequoia per CPU-second (cpu_ratio, stricter)");
+        target(&what, cpu, |v| v >= 0.8);
     }
     let rss = find("encrypt cv25519 256MiB single").map(|o| o.rss);
     target(
@@ -1089,9 +1098,8 @@ fn baseline_run(
     min: Duration,
 ) -> BareRun {
     let pieces: Vec<Vec<u8>> = pieces(size).collect();
-    let message: Vec<u8> = pieces.concat();
     let one = |select: &mut Duration| match baseline {
-        Baseline::Bare => bare_encrypt(cert, &message, select),
+        Baseline::Bare => bare_encrypt(cert, &pieces, select),
         Baseline::Stage => stage_encrypt(cert, &pieces),
     };
     std::thread::scope(|scope| {
@@ -1120,11 +1128,11 @@ fn baseline_run(
 }
 
 /// One message: `recipients()` (timed into `select`), then the writer stack.
-fn bare_encrypt(cert: &Cert, message: &[u8], select: &mut Duration) {
+fn bare_encrypt(cert: &Cert, pieces: &[Vec<u8>], select: &mut Duration) {
     let started = Instant::now();
     let recipients = sealgate::openpgp::recipients(cert).expect("a usable certificate");
     *select += started.elapsed();
-    seal(recipients, message, &mut Discard(0)).expect("bare sequoia encryption");
+    seal(recipients, pieces, &mut Discard(0)).expect("bare sequoia encryption");
 }
 
 /// sealgate's encryption stage alone: the PgpMime rewrite (MIME framing, sealgate's armor
@@ -1153,7 +1161,7 @@ const STAGE_PEEK_LIMIT: usize = 1 << 20;
 /// sequoia offers for the job (sealgate armors with its own encoder), into `out`.
 fn seal(
     recipients: Vec<sequoia_openpgp::serialize::stream::Recipient<'_>>,
-    message: &[u8],
+    pieces: &[Vec<u8>],
     out: &mut Discard,
 ) -> sequoia_openpgp::Result<()> {
     let writer = Message::new(out);
@@ -1164,7 +1172,11 @@ fn seal(
     let mut writer = LiteralWriter::new(writer)
         .format(DataFormat::Binary)
         .build()?;
-    writer.write_all(message)?;
+    // Piece by piece, as a stream arrives: one giant write makes sequoia's armor writer
+    // allocate an encoding buffer the size of the whole message.
+    for piece in pieces {
+        writer.write_all(piece)?;
+    }
     writer.finalize()
 }
 
