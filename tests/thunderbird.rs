@@ -254,6 +254,7 @@ fn thunderbird_librnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
         ("8bit", corpus("02-utf8-8bit-body.eml")),
         ("attachment", corpus("17-base64-binary-attachment.eml")),
         ("nested", corpus("19-nested-multipart.eml")),
+        ("no header fields", corpus("42-no-headers-body-only.eml")),
         (
             "bare",
             b"From: a@example.net\r\nSubject: no content fields\r\n\r\n.dot line\r\nplain\r\n"

@@ -286,6 +286,10 @@ pub fn armored_part(message: &[u8]) -> Vec<u8> {
 
 /// The header block of a message (without its empty line) and its body.
 pub fn split_message(message: &[u8]) -> (&[u8], &[u8]) {
+    // No header fields at all: the empty line comes first.
+    if let Some(body) = message.strip_prefix(b"\r\n") {
+        return (b"", body);
+    }
     match message.windows(4).position(|w| w == b"\r\n\r\n") {
         Some(i) => (&message[..i + 2], &message[i + 4..]),
         None => (message, b""),
