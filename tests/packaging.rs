@@ -717,12 +717,16 @@ fn socket_activation_serves_the_passed_sockets_and_notifies_systemd() {
             ("SEALGATE_METRICS_LISTEN", metrics.clone()),
         ],
     );
+    // systemd-socket-activate binds (the file appears) before it listens: until then a
+    // connection is refused, so the first successful connect is the synchronisation point.
+    let mut connected = None;
     common::wait_until("the activation socket", common::STARTUP_TIMEOUT, || {
-        lmtp.exists()
+        connected = std::os::unix::net::UnixStream::connect(&lmtp).ok();
+        connected.is_some()
     });
     let mode_before = fs::metadata(&lmtp).expect("socket").permissions();
     // The first connection starts sealgate, which then answers it.
-    let mut client = std::os::unix::net::UnixStream::connect(&lmtp).expect("connect");
+    let mut client = connected.expect("connected");
     client
         .set_read_timeout(Some(common::STARTUP_TIMEOUT))
         .expect("timeout");
@@ -785,10 +789,12 @@ fn socket_activation_refuses_sockets_the_configuration_does_not_name() {
             name,
             &env(dir.path()),
         );
+        // Connecting starts sealgate; refused until the socket listens (see above).
+        let mut _client = None;
         common::wait_until("the activation socket", common::STARTUP_TIMEOUT, || {
-            socket.exists()
+            _client = std::os::unix::net::UnixStream::connect(&socket).ok();
+            _client.is_some()
         });
-        let _client = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
         let (code, log) = sealgate.wait();
         assert_eq!(code, Some(78), "fd named {name}: {log}");
         assert!(log.contains(variable), "fd named {name}: {log}");
