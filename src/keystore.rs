@@ -27,8 +27,8 @@ use tracing::{error, info, warn};
 use crate::openpgp::{self, Unusable};
 
 /// How long a usability verdict is reused before the certificate is checked again. Expiry is
-/// time-dependent, so a verdict is also dropped when the primary key expires; the encryption
-/// stage re-checks at DATA time anyway.
+/// time-dependent, so a "usable" verdict is also dropped at the first expiry among the primary
+/// key and the encryption keys; that is what makes a lookup at DATA time judge anew.
 pub const VERDICT_TTL: Duration = Duration::from_secs(60);
 
 /// A directory modified less than this before its tag was read may change again within the
@@ -224,11 +224,9 @@ impl Entry {
         }
         // Validate outside the lock: concurrent lookups of one certificate may both validate,
         // which is cheaper than making them wait for each other.
-        let result = openpgp::check(&self.cert);
-        let until = match result {
-            Ok(()) => openpgp::usable_until(&self.cert),
-            Err(_) => None,
-        };
+        let usable = openpgp::usable_until(&self.cert);
+        let until = usable.as_ref().ok().copied().flatten();
+        let result = usable.map(|_| ());
         *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(Verdict {
             result: result.clone(),
             checked: Instant::now(),

@@ -6,6 +6,9 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use sequoia_openpgp::cert::ValidCert;
+use sequoia_openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation;
+use sequoia_openpgp::packet::key::PublicParts;
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::stream::Recipient;
 use sequoia_openpgp::types::{Features, KeyFlags, RevocationStatus};
@@ -54,26 +57,13 @@ impl Unusable {
 ///
 /// v4 certificates get PKESKv3 + SEIPDv1 (with MDC) even when they advertise SEIPDv2, because
 /// GnuPG 2.2, rnp and Thunderbird cannot read SEIPDv2; v6 certificates get SEIPDv2.
-/// Certificate-level revocation is checked explicitly: `revoked(false)` on keys does not.
 ///
 /// # Errors
 /// Why the certificate is unusable.
 pub fn recipients(cert: &Cert) -> Result<Vec<Recipient<'_>>, Unusable> {
-    let valid = cert
-        .with_policy(&POLICY, None)
-        .map_err(|e| Unusable::Policy(e.to_string()))?;
-    if let RevocationStatus::Revoked(_) = valid.revocation_status() {
-        return Err(Unusable::Revoked);
-    }
-    if valid.alive().is_err() {
-        return Err(Unusable::Expired);
-    }
-    let recipients: Vec<Recipient<'_>> = valid
-        .keys()
-        .supported()
-        .alive()
-        .revoked(false)
-        .key_flags(encryption_flags())
+    let (_, keys) = encryption_keys(cert)?;
+    Ok(keys
+        .into_iter()
         .map(|ka| {
             if ka.key().version() == 6 {
                 Recipient::from(ka)
@@ -85,33 +75,22 @@ pub fn recipients(cert: &Cert) -> Result<Vec<Recipient<'_>>, Unusable> {
                 )
             }
         })
-        .collect();
-    if recipients.is_empty() {
-        return Err(Unusable::NoEncryptionSubkey);
-    }
-    Ok(recipients)
+        .collect())
 }
 
-/// Until when a verdict of "usable" reached now stays true by the clock alone: the earliest
-/// expiry of the primary key and of the keys [`recipients`] picks. `None`: none expires.
-pub fn usable_until(cert: &Cert) -> Option<SystemTime> {
-    let valid = cert.with_policy(&POLICY, None).ok()?;
-    let primary = valid.primary_key().key_expiration_time();
-    valid
-        .keys()
-        .supported()
-        .alive()
-        .revoked(false)
-        .key_flags(encryption_flags())
+/// Whether `cert` can be encrypted to now and, if so, until when that stays true by the
+/// clock alone: the earliest expiry of the primary key and of the keys [`recipients`] picks
+/// (`None`: none expires).
+///
+/// # Errors
+/// Why the certificate is unusable.
+pub fn usable_until(cert: &Cert) -> Result<Option<SystemTime>, Unusable> {
+    let (valid, keys) = encryption_keys(cert)?;
+    Ok(keys
+        .iter()
         .filter_map(|ka| ka.key_expiration_time())
-        .chain(primary)
-        .min()
-}
-
-fn encryption_flags() -> KeyFlags {
-    KeyFlags::empty()
-        .set_storage_encryption()
-        .set_transport_encryption()
+        .chain(valid.primary_key().key_expiration_time())
+        .min())
 }
 
 /// Whether `cert` can be encrypted to now.
@@ -119,8 +98,39 @@ fn encryption_flags() -> KeyFlags {
 /// # Errors
 /// Why not.
 pub fn check(cert: &Cert) -> Result<(), Unusable> {
-    recipients(cert).map(|_| ())
+    usable_until(cert).map(|_| ())
 }
+
+/// `cert` as valid now under [`POLICY`], and its live encryption keys (never none).
+/// Certificate-level revocation is checked explicitly: `revoked(false)` on keys does not.
+fn encryption_keys(cert: &Cert) -> Result<(ValidCert<'_>, Vec<EncryptionKey<'_>>), Unusable> {
+    let valid = cert
+        .with_policy(&POLICY, None)
+        .map_err(|e| Unusable::Policy(e.to_string()))?;
+    if let RevocationStatus::Revoked(_) = valid.revocation_status() {
+        return Err(Unusable::Revoked);
+    }
+    if valid.alive().is_err() {
+        return Err(Unusable::Expired);
+    }
+    let keys: Vec<EncryptionKey<'_>> = valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .key_flags(
+            KeyFlags::empty()
+                .set_storage_encryption()
+                .set_transport_encryption(),
+        )
+        .collect();
+    if keys.is_empty() {
+        return Err(Unusable::NoEncryptionSubkey);
+    }
+    Ok((valid, keys))
+}
+
+type EncryptionKey<'a> = ValidErasedKeyAmalgamation<'a, PublicParts>;
 
 #[cfg(test)]
 mod tests {
@@ -250,7 +260,7 @@ mod tests {
             .expect("clock");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
         let forever = generate(with_encryption(CipherSuite::Cv25519));
-        assert_eq!(usable_until(&forever), None);
+        assert_eq!(usable_until(&forever), Ok(None));
 
         let created = now - DAY;
         let subkey_expires = generate(
@@ -264,14 +274,14 @@ mod tests {
                     CipherSuite::Cv25519,
                 ),
         );
-        assert_eq!(usable_until(&subkey_expires), Some(created + 10 * DAY));
+        assert_eq!(usable_until(&subkey_expires), Ok(Some(created + 10 * DAY)));
 
         let primary_first = generate(
             with_encryption(CipherSuite::Cv25519)
                 .set_creation_time(created)
                 .set_validity_period(3 * DAY),
         );
-        assert_eq!(usable_until(&primary_first), Some(created + 3 * DAY));
+        assert_eq!(usable_until(&primary_first), Ok(Some(created + 3 * DAY)));
     }
 
     #[test]

@@ -790,10 +790,10 @@ fn socket_activation_refuses_sockets_the_configuration_does_not_name() {
             &env(dir.path()),
         );
         // Connecting starts sealgate; refused until the socket listens (see above).
-        let mut _client = None;
+        let mut activating = None;
         common::wait_until("the activation socket", common::STARTUP_TIMEOUT, || {
-            _client = std::os::unix::net::UnixStream::connect(&socket).ok();
-            _client.is_some()
+            activating = std::os::unix::net::UnixStream::connect(&socket).ok();
+            activating.is_some()
         });
         let (code, log) = sealgate.wait();
         assert_eq!(code, Some(78), "fd named {name}: {log}");

@@ -435,7 +435,8 @@ impl Rewrite for PgpMime {
         if !matches!(self.state, State::Start) {
             return Err(self.fail("header block out of sequence"));
         }
-        match mime::classify_headers(headers) {
+        let (treatment, probe) = mime::inspect_headers(headers);
+        match treatment {
             Treatment::PassThrough => {
                 self.pass_through(headers, out);
                 Ok(())
@@ -444,7 +445,7 @@ impl Rewrite for PgpMime {
                 self.state = State::Holding {
                     held: headers.to_vec(),
                     header_len: headers.len(),
-                    probe: mime::probe(headers),
+                    probe,
                 };
                 Ok(())
             }

@@ -158,17 +158,31 @@ pub enum Treatment {
 /// enveloped S/MIME pass through; `text/*`, `multipart/alternative`, `multipart/mixed` and
 /// S/MIME without `smime-type` need the body; everything else is encrypted.
 pub fn classify_headers(headers: &[u8]) -> Treatment {
+    inspect_headers(headers).0
+}
+
+/// [`classify_headers`] and [`probe`] at once: one split, one parse.
+pub fn inspect_headers(headers: &[u8]) -> (Treatment, Probe) {
     let split = split_header_block(headers);
-    match split.content_types() {
-        // No Content-Type: text/plain.
-        0 => Treatment::NeedBody,
-        1 => parse_content_fields(&split, |parsed| match parsed {
-            Some(message) => classify_type(message.content_type()),
-            None => Treatment::Encrypt,
-        }),
-        // Readers disagree on which one counts: unsure.
-        _ => Treatment::Encrypt,
-    }
+    let content_types = split.content_types();
+    parse_content_fields(&split, |parsed| {
+        let treatment = match (content_types, parsed) {
+            // No Content-Type: text/plain.
+            (0, _) => Treatment::NeedBody,
+            (1, Some(message)) => classify_type(message.content_type()),
+            // Unparseable, or several Content-Types, on which readers disagree: unsure.
+            _ => Treatment::Encrypt,
+        };
+        let probe = match parsed {
+            Some(message) => {
+                probe_fields(message.content_type(), message.content_transfer_encoding())
+            }
+            // No Content-* field at all: text/plain in 7bit.
+            None if split.content.is_empty() => probe_fields(None, None),
+            None => Probe::None,
+        };
+        (treatment, probe)
+    })
 }
 
 /// Runs `read` on mail-parser's reading of the block's `Content-*` fields alone: no other
@@ -302,13 +316,7 @@ pub enum Probe {
 
 /// The probe for a header block that [`classify_headers`] found `NeedBody`.
 pub fn probe(headers: &[u8]) -> Probe {
-    let split = split_header_block(headers);
-    parse_content_fields(&split, |parsed| match parsed {
-        Some(message) => probe_fields(message.content_type(), message.content_transfer_encoding()),
-        // No Content-* field at all: text/plain in 7bit.
-        None if split.content.is_empty() => probe_fields(None, None),
-        None => Probe::None,
-    })
+    inspect_headers(headers).1
 }
 
 fn probe_fields(content_type: Option<&ContentType<'_>>, encoding: Option<&str>) -> Probe {

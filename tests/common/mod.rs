@@ -94,17 +94,23 @@ pub fn require_all(bins: &[&str]) -> bool {
         return true;
     }
     let names = format!("`{}`", missing.join("`, `"));
+    peer_missing(&format!(
+        "missing peer binaries: {names}; install the peers (postfix dovecot-lmtpd \
+         dovecot-imapd swaks python3, see reference §6.1)"
+    ))
+}
+
+/// A peer the test needs is missing (`what` says which and how to get it): with `CI=true` a
+/// failure, otherwise a note and `false`, so the test returns early.
+pub fn peer_missing(what: &str) -> bool {
     if is_ci() {
-        panic!(
-            "missing peer binaries: {names}; CI=true makes this a failure. Install the peers \
-             (postfix dovecot-lmtpd dovecot-imapd swaks python3, see reference §6.1)"
-        );
+        panic!("{what}; CI=true makes this a failure");
     }
     // Straight to the stderr handle: libtest captures `eprintln!`, which would hide the note
     // for a test that "passes" by returning early.
     let _ = writeln!(
         std::io::stderr(),
-        "note: skipping test, missing peer binaries: {names} (with CI=true this fails)"
+        "note: skipping test, {what} (with CI=true this fails)"
     );
     false
 }
