@@ -1,13 +1,14 @@
-//! Entry points for the fuzz targets in `fuzz/`: the Received parser and the MIME structure
-//! detection on arbitrary bytes, with their invariants asserted. Hidden from the docs, no
-//! stability promise.
+//! Entry points for the fuzz targets in `fuzz/`: the Received parser, the header split and
+//! the already-encrypted verifier on arbitrary bytes, with their invariants asserted. Hidden
+//! from the docs, no stability promise.
 //!
-//! Both parsers read headers a sender wrote, so besides "no panic" the checks hold them to
-//! what the pipeline relies on: byte positions that really point into the input, trust only
-//! for the first Received field, and no early pass-through verdict that the whole message
-//! would not confirm (that would store plaintext).
+//! All of them read what a sender wrote, so besides "no panic" the checks hold them to what
+//! the pipeline relies on: byte positions that really point into the input, trust only for
+//! the first Received field, and a verifier verdict that does not depend on how the message
+//! was cut into chunks nor ever covers more than the window (either would store plaintext).
 
-use crate::pipeline::mime::{self, Treatment};
+use crate::pipeline::mime;
+use crate::pipeline::verify::{self, Verdict, Verifier};
 use crate::received::{self, Received};
 
 /// A host name that is never trusted unless the input names it.
@@ -92,14 +93,12 @@ fn is_within(part: &[u8], whole: &[u8]) -> bool {
     range.start <= start && start as usize + part.len() <= range.end as usize
 }
 
-/// Fuzzes the MIME structure detection with `data` as a whole message: header split,
-/// header-only and whole-message classification, and the early verdicts the encryption stage
-/// takes while the message streams in.
+/// Fuzzes the header split with `data` as a whole message.
 ///
 /// # Panics
 ///
-/// When the header split loses or invents bytes, or an early verdict passes a message
-/// through that [`mime::classify_message`] would encrypt.
+/// When the header split loses or invents bytes, or disagrees with the fanout on where the
+/// header block ends.
 pub fn mime(data: &[u8]) {
     let split = mime::split_header_block(data);
     check_split(data, &split);
@@ -109,47 +108,51 @@ pub fn mime(data: &[u8]) {
         fanout_header_end(data),
         "the fanout and the MIME split disagree on the header block"
     );
-    let headers = &data[..header_len];
+}
 
-    let by_headers = mime::classify_headers(headers);
-    let whole = mime::classify_message(data);
-    assert_ne!(whole, Treatment::NeedBody, "classify_message must decide");
-    if by_headers != Treatment::NeedBody {
-        assert_eq!(whole, by_headers, "the header verdict is final");
-        return;
+/// Fuzzes the already-encrypted verifier: the first two octets of `data` choose chunk sizes,
+/// the rest is the message, fed once whole and once in those chunks.
+///
+/// # Panics
+///
+/// When the verdict depends on how the message was cut into chunks, a verified message is
+/// not the whole-message verdict, or the verifier holds more than its window.
+pub fn verify(data: &[u8]) {
+    let (sizes, message) = data.split_at(data.len().min(2));
+    let window = message.len().max(1);
+    let whole = feed_in_chunks(message, &[message.len().max(1)], window);
+    let sizes: Vec<usize> = sizes.iter().map(|&s| usize::from(s % 61) + 1).collect();
+    let chunked = feed_in_chunks(message, &sizes, window);
+    assert_eq!(whole, chunked, "verdict depends on the chunking");
+    if let Verdict::Verified(_) = whole {
+        assert_eq!(verify::verify_message(message), whole);
     }
-    let _ = mime::classify_prefix(data);
-    let _ = mime::is_legacy_p7m(headers);
-
-    // The encryption stage: probe once, then ask after every piece of body and at the end;
-    // the first answer is the one it acts on.
-    let probe = mime::probe(headers);
-    let body_len = data.len() - header_len;
-    let step = (body_len / 64).max(1);
-    let mut early = None;
-    let mut n = header_len;
-    while n < data.len() {
-        if let Some(verdict) = mime::early_verdict(probe, &data[..n], header_len, false) {
-            early = Some((verdict, n));
-            break;
-        }
-        n += step;
-    }
-    let at_end = mime::early_verdict(probe, data, header_len, true);
-    for (verdict, len) in early.into_iter().chain(at_end.map(|v| (v, data.len()))) {
-        assert_ne!(
-            verdict,
-            Treatment::NeedBody,
-            "early verdict {probe:?} at {len}"
+    // A smaller window never verifies what does not fit.
+    if message.len() > 1 {
+        let small = feed_in_chunks(message, &sizes, message.len() - 1);
+        assert!(
+            !matches!(small, Verdict::Verified(_)),
+            "verified beyond the window"
         );
-        if verdict == Treatment::PassThrough {
-            assert_eq!(
-                whole,
-                Treatment::PassThrough,
-                "{probe:?} passed {len} octets through early, the whole message is encrypted"
-            );
-        }
     }
+}
+
+/// Feeds `message` to a verifier in chunks of the `sizes` (cycled).
+fn feed_in_chunks(message: &[u8], sizes: &[usize], window: usize) -> Verdict {
+    let mut verifier = Verifier::new(window);
+    let mut rest = message;
+    let mut cut = sizes.iter().cycle();
+    while !rest.is_empty() {
+        let n = cut.next().copied().unwrap_or(1).clamp(1, rest.len());
+        let (chunk, after) = rest.split_at(n);
+        rest = after;
+        if let Some(reason) = verifier.feed(chunk) {
+            assert!(verifier.held().len() <= window, "held beyond the window");
+            return Verdict::NotVerified(reason);
+        }
+        assert!(verifier.held().len() <= window, "held beyond the window");
+    }
+    verifier.finish()
 }
 
 /// The split covers the input exactly once, in order, and sorts fields by name.

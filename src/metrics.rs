@@ -238,6 +238,7 @@ pub struct Metrics {
     recipients: Vec<IntCounter>,
     messages: Vec<IntCounter>,
     encryption_failures: IntCounter,
+    unverified_encrypted: IntCounterVec,
     unusable_keys: IntCounterVec,
     received_bytes: IntCounter,
     delivered_bytes: IntCounter,
@@ -272,6 +273,13 @@ impl Metrics {
         let encryption_failures = IntCounter::new(
             "sealgate_encryption_failures_total",
             "Copies that failed while being encrypted (their recipients got 451 4.3.0).",
+        )?;
+        let unverified_encrypted = IntCounterVec::new(
+            Opts::new(
+                "sealgate_unverified_encrypted_total",
+                "Copies that looked already encrypted but failed verification, so were encrypted, by the rule they broke.",
+            ),
+            &["reason"],
         )?;
         let unusable_keys = IntCounterVec::new(
             Opts::new(
@@ -333,10 +341,11 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), BUILD_COMMIT, BUILD_RUSTC])
             .set(1);
 
-        let collectors: [Box<dyn Collector>; 12] = [
+        let collectors: [Box<dyn Collector>; 13] = [
             Box::new(recipients.clone()),
             Box::new(messages.clone()),
             Box::new(encryption_failures.clone()),
+            Box::new(unverified_encrypted.clone()),
             Box::new(unusable_keys.clone()),
             Box::new(received_bytes.clone()),
             Box::new(delivered_bytes.clone()),
@@ -365,6 +374,7 @@ impl Metrics {
                 .map(|o| messages.with_label_values(&[o.as_str()]))
                 .collect(),
             encryption_failures,
+            unverified_encrypted,
             unusable_keys,
             received_bytes,
             delivered_bytes,
@@ -403,6 +413,11 @@ impl Metrics {
     /// A copy failed while being encrypted.
     pub fn encryption_failure(&self) {
         self.encryption_failures.inc();
+    }
+
+    /// A copy looked already encrypted but was not verified (`reason`: the rule's kind).
+    pub fn unverified_encrypted(&self, reason: &str) {
+        self.unverified_encrypted.with_label_values(&[reason]).inc();
     }
 
     /// A recipient's certificate was unusable and `policy` was applied.

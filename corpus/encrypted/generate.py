@@ -120,12 +120,45 @@ def pgp_message(seed, size, rsa=False):
     return packet(1, pkesk) + packet(18, seipd)
 
 
-def armor(data, headers=(), width=64):
+def packet_old(tag, body):
+    """Old-format packet header (as GnuPG writes PKESK), two-octet length."""
+    return bytes([0x80 | (tag << 2) | 1]) + len(body).to_bytes(2, "big") + body
+
+
+def partial(tag, body, first=512):
+    """New-format packet with partial body lengths: chunks of `first`, then the rest."""
+    out = bytes([0xC0 | tag])
+    exp = first.bit_length() - 1
+    while len(body) > first:
+        out += bytes([0xE0 | exp]) + body[:first]
+        body = body[first:]
+    return out + packet(tag, body)[1:]
+
+
+def pkesk_v3(r):
+    keyid = bytes(r.getrandbits(8) for _ in range(8))
+    point = b"\x40" + bytes(r.getrandbits(8) for _ in range(32))
+    wrapped = bytes(r.getrandbits(8) for _ in range(48))
+    return bytes([3]) + keyid + bytes([18]) + mpi(point) + bytes([48]) + wrapped
+
+
+def skesk_v4(r):
+    return bytes([4, 9, 3, 8]) + r.randbytes(8) + bytes([0x60])
+
+
+def readable(n):
+    """n octets of readable English, what a forger hides in a container."""
+    text = b"Meeting moved to Tuesday 3pm, the new door code is 4711, do not tell anyone. "
+    return (text * (n // len(text) + 1))[:n]
+
+
+def armor(data, headers=(), width=64, crc=None):
     lines = ["-----BEGIN PGP MESSAGE-----"]
     lines += [f"{k}: {v}" for k, v in headers]
     lines += [""]
     lines += wrap(base64.b64encode(data).decode(), width)
-    lines += ["=" + base64.b64encode(crc24(data).to_bytes(3, "big")).decode()]
+    crc = crc24(data) if crc is None else crc
+    lines += ["=" + base64.b64encode(crc.to_bytes(3, "big")).decode()]
     lines += ["-----END PGP MESSAGE-----"]
     return lines
 
@@ -358,7 +391,7 @@ def inline_pgp(h):
 @case(PASS, "07-inline-pgp-quoted-printable", "Inline PGP message, quoted-printable")
 def inline_pgp_qp(h):
     body = []
-    for line in armor(pgp_message("07", 500), [("Comment", "https://www.gnupg.org")]):
+    for line in armor(pgp_message("07", 500), [("Charset", "UTF-8")]):
         body += qp(line)
     return h + [
         "MIME-Version: 1.0",
@@ -377,8 +410,7 @@ def inline_pgp_plain(h):
 def alternative(h):
     b = "b1_4f3c2d1e0a9b8c7d6e5f"
     block = armor(pgp_message("09", 800))
-    html_lines = ["<html><head>", '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8">',
-                  "</head><body>", "<pre>"]
+    html_lines = ["<html><head>", "</head><body>", "<pre>"]
     html_lines += [l.replace("+", "&#43;").replace("=", "&#61;") + "<br>" for l in block]
     html_lines += ["</pre>", "</body></html>"]
     return h + [
@@ -632,6 +664,346 @@ def octet_stream(h):
         'Content-Type: application/octet-stream; name="message.asc"',
         "",
     ] + armor(pgp_message("n14", 300))
+
+
+# ------------------------------------------------------------------ more genuine forms
+
+
+@case(PASS, "11-pgp-mime-old-format-partial", "PGP/MIME, old-format PKESK, partial-length SEIPD")
+def pgp_mime_partial(h):
+    r = rng("11")
+    data = packet_old(1, pkesk_v3(r)) + packet(3, skesk_v4(r)) + partial(18, bytes([1]) + r.randbytes(5000))
+    return pgp_mime_with(h, "------------partialA1B2C3D4E5F6", armor(data))
+
+
+# ------------------------------------------------------------------ forged forms, issue 11 §1
+
+
+def pgp_mime_with(h, b, payload_lines, version=("Version: 1", ""), preamble=None, epilogue=(),
+                  protocol="application/pgp-encrypted", version_headers=None, payload_headers=None, extra=()):
+    if preamble is None:
+        preamble = ["This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)"]
+    if version_headers is None:
+        version_headers = ["Content-Type: application/pgp-encrypted",
+                           "Content-Description: PGP/MIME version identification"]
+    if payload_headers is None:
+        payload_headers = ['Content-Type: application/octet-stream; name="encrypted.asc"',
+                           "Content-Description: OpenPGP encrypted message",
+                           'Content-Disposition: inline; filename="encrypted.asc"']
+    parts = [part(version_headers, list(version)), part(payload_headers, list(payload_lines) + [""])]
+    parts += list(extra)
+    body = multipart(b, parts, preamble=preamble)
+    if epilogue:
+        body = body[:-1] + list(epilogue)
+    return h + [
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/encrypted;",
+        f' protocol="{protocol}";',
+        f' boundary="{b}"',
+        "",
+    ] + body
+
+
+def genuine(seed, size=600):
+    return armor(pgp_message(seed, size))
+
+
+def inline_with(h, lines):
+    return h + ["MIME-Version: 1.0", "Content-Type: text/plain; charset=us-ascii", ""] + list(lines)
+
+
+def smime_with(h, data, smime_type="enveloped-data"):
+    return h + [
+        "MIME-Version: 1.0",
+        f'Content-Type: application/pkcs7-mime; smime-type={smime_type}; name="smime.p7m"',
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="smime.p7m"',
+        "",
+    ] + b64_lines(data)
+
+
+def alternative_with(h, b, plain, html):
+    return h + [
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{b}"',
+        "",
+    ] + multipart(b, [part(["Content-Type: text/plain; charset=us-ascii"], plain),
+                      part(["Content-Type: text/html; charset=us-ascii"], html)])
+
+
+def html_of(block, before=(), after=(), pre="<pre>"):
+    return ["<html><body>", *before, pre] + [l + "<br>" for l in block] + ["</pre>", *after, "</body></html>"]
+
+
+def exchange_with(h, b, text_lines, version_b64):
+    return h + [
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/mixed; boundary="{b}"',
+        "",
+    ] + multipart(b, [
+        part(["Content-Type: text/plain; charset=us-ascii"], list(text_lines)),
+        part(["Content-Type: application/pgp-encrypted", "Content-Transfer-Encoding: base64"],
+             [base64.b64encode(version_b64).decode(), ""]),
+        part(['Content-Type: application/octet-stream; name="encrypted.asc"', "Content-Transfer-Encoding: base64"],
+             b64_lines(join(genuine(b))) + [""]),
+    ])
+
+
+def cms_enveloped_with(seed, encrypted_content, recipients=None, tail=b""):
+    r = rng(seed)
+    ris = recipient_info(r) if recipients is None else recipients
+    content = seq(
+        integer(0),
+        der(0x31, ris),
+        seq(oid(OID_DATA), seq(oid("2.16.840.1.101.3.4.1.42"), der(0x04, r.randbytes(16))), encrypted_content),
+    )
+    return seq(oid(OID_ENVELOPED), der(0xA0, content)) + tail
+
+
+SECRET = "Hi Bob, the plan is readable right here: meet at the harbour at six."
+
+
+@case(NOT, "15-encrypted-label-text-part", "multipart/encrypted whose only part is text")
+def n15(h):
+    b = "b15"
+    return h + ["MIME-Version: 1.0", f"Content-Type: multipart/encrypted; boundary={b}", ""] + multipart(
+        b, [part(["Content-Type: text/plain"], [SECRET, ""])])
+
+
+@case(NOT, "16-pkcs7-label-over-plaintext", "enveloped-data label over base64 plaintext")
+def n16(h):
+    return smime_with(h, (SECRET + "\r\n").encode() * 3)
+
+
+@case(NOT, "17-pgp-mime-extra-part", "PGP/MIME plus a third, readable part")
+def n17(h):
+    return pgp_mime_with(h, "b17", genuine("n17"), extra=[part(["Content-Type: text/plain"], [SECRET, ""])])
+
+
+@case(NOT, "18-pgp-mime-preamble-text", "PGP/MIME with text in the preamble")
+def n18(h):
+    return pgp_mime_with(h, "b18", genuine("n18"), preamble=[SECRET])
+
+
+@case(NOT, "19-pgp-mime-epilogue-text", "PGP/MIME with text in the epilogue")
+def n19(h):
+    return pgp_mime_with(h, "b19", genuine("n19"), epilogue=[SECRET])
+
+
+@case(NOT, "20-pgp-mime-text-in-version-part", "PGP/MIME with text in the Version part")
+def n20(h):
+    return pgp_mime_with(h, "b20", genuine("n20"), version=["Version: 1", SECRET, ""])
+
+
+@case(NOT, "21-armor-comment-header", "Inline PGP with text in an armor Comment")
+def n21(h):
+    return inline_with(h, armor(pgp_message("n21", 300), [("Comment", SECRET)]))
+
+
+@case(NOT, "22-armor-hash-header", "PGP/MIME with an armor Hash header")
+def n22(h):
+    return pgp_mime_with(h, "b22", armor(pgp_message("n22", 300), [("Hash", "SHA256")]))
+
+
+@case(NOT, "23-armor-unknown-header", "Inline PGP with an unknown armor header")
+def n23(h):
+    return inline_with(h, armor(pgp_message("n23", 300), [("Version", "GnuPG v2"), ("Note", SECRET)]))
+
+
+@case(NOT, "24-html-twin-comment", "HTML twin hiding text in a comment")
+def n24(h):
+    block = genuine("n24")
+    return alternative_with(h, "b24", block, html_of(block, before=[f"<!-- {SECRET} -->"]))
+
+
+@case(NOT, "25-html-twin-attribute", "HTML twin hiding text in an attribute")
+def n25(h):
+    block = genuine("n25")
+    return alternative_with(h, "b25", block, html_of(block, pre=f'<pre title="{SECRET}">'))
+
+
+@case(NOT, "26-html-twin-unterminated-tag", "HTML twin hiding text in an unterminated tag")
+def n26(h):
+    block = genuine("n26")
+    return alternative_with(h, "b26", block, html_of(block) + [f"<x {SECRET}"])
+
+
+@case(NOT, "27-exchange-version-part-text", "Exchange layout with text in the version part")
+def n27(h):
+    return exchange_with(h, "b27", [""], b"Version: 1\r\n" + SECRET.encode() + b"\r\n")
+
+
+@case(NOT, "28-exchange-first-part-base64-text", "Exchange layout, base64 text in the first part")
+def n28(h):
+    b = "b28"
+    return h + ["MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{b}"', ""] + multipart(b, [
+        part(["Content-Type: text/plain; charset=us-ascii", "Content-Transfer-Encoding: base64"],
+             [base64.b64encode(SECRET.encode()).decode(), ""]),
+        part(["Content-Type: application/pgp-encrypted"], ["Version: 1", ""]),
+        part(['Content-Type: application/octet-stream; name="encrypted.asc"'], genuine("n28") + [""]),
+    ])
+
+
+@case(NOT, "29-skesk-only", "Passphrase-only message (SKESK, no PKESK)")
+def n29(h):
+    r = rng("n29")
+    return inline_with(h, armor(packet(3, skesk_v4(r)) + packet(18, bytes([1]) + r.randbytes(400))))
+
+
+@case(NOT, "30-sed-packet", "PKESK then SED (no integrity protection)")
+def n30(h):
+    r = rng("n30")
+    return pgp_mime_with(h, "b30", armor(packet(1, pkesk_v3(r)) + packet(9, r.randbytes(400))))
+
+
+@case(NOT, "31-packet-after-seipd", "A literal packet after the SEIPD")
+def n31(h):
+    r = rng("n31")
+    data = pgp_message("n31", 400) + packet(11, b"b\x00\x00\x00\x00\x00" + SECRET.encode())
+    return pgp_mime_with(h, "b31", armor(data))
+
+
+@case(NOT, "32-literal-data-packet", "Armored literal data, not encrypted")
+def n32(h):
+    return inline_with(h, armor(packet(11, b"b\x00\x00\x00\x00\x00" + SECRET.encode() * 3)))
+
+
+@case(NOT, "33-seipd-printable-body", "SEIPD whose body is readable text")
+def n33(h):
+    r = rng("n33")
+    return pgp_mime_with(h, "b33", armor(packet(1, pkesk_v3(r)) + packet(18, bytes([1]) + readable(900))))
+
+
+@case(NOT, "34-cms-trailing-bytes", "CMS enveloped-data with readable bytes after it")
+def n34(h):
+    r = rng("n34")
+    return smime_with(h, cms_enveloped_with("n34", der(0x80, r.randbytes(400)), tail=SECRET.encode()))
+
+
+@case(NOT, "35-cms-truncated", "CMS enveloped-data cut short")
+def n35(h):
+    data = cms(OID_ENVELOPED, "n35", 600)
+    return smime_with(h, data[: len(data) - 100])
+
+
+@case(NOT, "36-cms-signed-labelled-enveloped", "signed-data labelled enveloped-data")
+def n36(h):
+    return smime_with(h, cms(OID_SIGNED, "n36", 256))
+
+
+@case(NOT, "37-cms-plaintext-content", "CMS enveloped-data whose encryptedContent is text")
+def n37(h):
+    return smime_with(h, cms_enveloped_with("n37", der(0x80, readable(700))))
+
+
+@case(NOT, "38-armor-bad-crc", "Armored message with a wrong checksum")
+def n38(h):
+    data = pgp_message("n38", 300)
+    return inline_with(h, armor(data, crc=crc24(data) ^ 1))
+
+
+@case(NOT, "39-armor-bad-base64", "Armored message with a character outside base64")
+def n39(h):
+    lines = genuine("n39")
+    lines[3] = lines[3][:10] + "!" + lines[3][11:]
+    return inline_with(h, lines)
+
+
+@case(NOT, "40-pgp-mime-wrong-protocol", "multipart/encrypted with another protocol")
+def n40(h):
+    return pgp_mime_with(h, "b40", genuine("n40"), protocol="application/x-secret")
+
+
+@case(NOT, "41-pgp-mime-version-part-text-plain", "PGP/MIME whose version part is text/plain")
+def n41(h):
+    return pgp_mime_with(h, "b41", genuine("n41"), version_headers=["Content-Type: text/plain"])
+
+
+@case(NOT, "42-pgp-mime-description-text", "PGP/MIME payload with a Content-Description of text")
+def n42(h):
+    return pgp_mime_with(h, "b42", genuine("n42"), payload_headers=[
+        "Content-Type: application/octet-stream", f"Content-Description: {SECRET}"])
+
+
+@case(NOT, "43-pgp-mime-filename-text", "PGP/MIME payload whose file name is text")
+def n43(h):
+    return pgp_mime_with(h, "b43", genuine("n43"), payload_headers=[
+        'Content-Type: application/octet-stream; name="door code 4711.asc"'])
+
+
+@case(NOT, "44-seipd-text-interleaved", "SEIPD: text with a non-printable octet every 40")
+def n44(h):
+    r = rng("n44")
+    text = readable(6000)
+    body = b"".join(text[i:i + 40] + b"\x9f" for i in range(0, len(text), 40))
+    return pgp_mime_with(h, "b44", armor(packet(1, pkesk_v3(r)) + packet(18, bytes([1]) + body)))
+
+
+@case(NOT, "45-cms-password-recipient-only", "CMS enveloped-data for a password only (pwri)")
+def n45(h):
+    r = rng("n45")
+    pwri = der(0xA3, integer(0) + seq(oid("1.2.840.113549.1.9.16.3.9")) + der(0x04, r.randbytes(40)))
+    return smime_with(h, cms_enveloped_with("n45", der(0x80, r.randbytes(400)), recipients=pwri))
+
+
+@case(NOT, "46-pgp-mime-part-extra-field", "PGP/MIME part with another header field")
+def n46(h):
+    return pgp_mime_with(h, "b46", genuine("n46"), payload_headers=[
+        "Content-Type: application/octet-stream", f"X-Note: {SECRET}"])
+
+
+@case(NOT, "47-pgp-mime-no-closing-delimiter", "PGP/MIME without its closing delimiter")
+def n47(h):
+    lines = pgp_mime_with(h, "b47", genuine("n47"))
+    return lines[:-2] + [SECRET]
+
+
+@case(NOT, "48-pgp-mime-partial-printable", "Partial-length SEIPD whose body is text")
+def n48(h):
+    r = rng("n48")
+    return pgp_mime_with(h, "b48", armor(packet_old(1, pkesk_v3(r)) + partial(18, bytes([1]) + readable(3000))))
+
+
+@case(NOT, "49-pkesk-without-container", "Armored PKESK with no encrypted container")
+def n49(h):
+    return inline_with(h, armor(packet(1, pkesk_v3(rng("n49")))))
+
+
+@case(NOT, "50-cms-detached-content", "CMS enveloped-data without encryptedContent")
+def n50(h):
+    r = rng("n50")
+    content = seq(integer(0), der(0x31, recipient_info(r)),
+                  seq(oid(OID_DATA), seq(oid("2.16.840.1.101.3.4.1.42"), der(0x04, r.randbytes(16)))))
+    return smime_with(h, seq(oid(OID_ENVELOPED), der(0xA0, content)))
+
+
+@case(NOT, "51-html-twin-title", "HTML twin with a title")
+def n51(h):
+    block = genuine("n51")
+    html = ["<html><head><title>" + SECRET + "</title></head><body><pre>"] + block + ["</pre></body></html>"]
+    return alternative_with(h, "b51", block, html)
+
+
+@case(NOT, "52-pgp-mime-payload-text-after-armor", "PGP/MIME payload with text after the armor")
+def n52(h):
+    return pgp_mime_with(h, "b52", genuine("n52") + ["", SECRET])
+
+
+@case(NOT, "53-inline-base64-text-after", "Inline PGP in base64 with text after the block")
+def n53(h):
+    body = join(genuine("n53")) + SECRET.encode() + b"\r\n"
+    return h + ["MIME-Version: 1.0", "Content-Type: text/plain", "Content-Transfer-Encoding: base64", ""] + b64_lines(body)
+
+
+@case(NOT, "54-cms-with-unprotected-attributes", "CMS enveloped-data carrying attributes")
+def n54(h):
+    r = rng("n54")
+    attrs = der(0xA1, seq(oid("1.2.840.113549.1.9.2"), der(0x31, der(0x0C, SECRET.encode()))))
+    content = seq(integer(2), der(0x31, recipient_info(r)),
+                  seq(oid(OID_DATA), seq(oid("2.16.840.1.101.3.4.1.42"), der(0x04, r.randbytes(16))),
+                      der(0x80, r.randbytes(400))), attrs)
+    return smime_with(h, seq(oid(OID_ENVELOPED), der(0xA0, content)))
+
 
 
 def check(name, data):

@@ -23,7 +23,8 @@ use crate::keystore::{KeyStore, Lookup};
 use crate::logging::AddressLog;
 use crate::metrics::Metrics;
 use crate::openpgp::{self, Unusable};
-use crate::pipeline::mime::{self, Field, HeaderSplit, Treatment};
+use crate::pipeline::mime::{self, Field, HeaderSplit};
+use crate::pipeline::verify::{Reason, Verdict, Verifier};
 use crate::pipeline::{CopyKind, Envelope, Plan, Recipient, Rewrite, Stage};
 
 /// The fields copied into the encrypted part when protected headers are on (RFC 9788,
@@ -44,10 +45,6 @@ const HIDDEN_SUBJECT: &str = "...";
 
 /// The MIME preamble, as Thunderbird writes it; readers that understand PGP/MIME skip it.
 const PREAMBLE: &str = "This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)";
-
-/// How far past the peek limit a legacy `.p7m` (no `smime-type`) may be held to read the
-/// first octets of its DER, which decide whether it is enveloped.
-pub const P7M_PROBE: usize = 1024;
 
 /// Octets in a MIME boundary after `sealgate-` (hex-encoded, so twice as many characters).
 const BOUNDARY_OCTETS: usize = 16;
@@ -102,10 +99,9 @@ pub struct Observe {
 }
 
 impl EncryptStage<KeyStore> {
-    /// A stage that looks recipients up in `keys`. `peek_limit` bounds how much of a message
-    /// whose header block cannot tell whether it is already encrypted is held back (header
-    /// block included); a larger one is encrypted. A legacy `.p7m` without `smime-type` is
-    /// judged by its first octets instead, up to [`P7M_PROBE`] past the limit.
+    /// A stage that looks recipients up in `keys`. `peek_limit` is the verifier's window: how
+    /// much of a message that may be already encrypted is held back (header block included)
+    /// to verify it ([`crate::pipeline::verify`]); a larger one is encrypted.
     pub fn new(
         keys: Arc<KeyStore>,
         unusable: UnusableKey,
@@ -231,11 +227,9 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
         // is redone when the certificate changes on disk.
         let fingerprint = cert.fingerprint().to_hex();
         let shown = self.log.show(&rcpt.address);
-        if mime::classify_headers(headers) == Treatment::PassThrough {
-            // The copy would be the message as received: let it share the plain delivery.
-            tracing::info!(rcpt = %shown, fingerprint, "already encrypted: stored as received");
-            return Ok(Plan::AlreadyEncrypted);
-        }
+        // No verdict from labels: whether the message is already encrypted is verified from
+        // its content, by the rewrite, as it streams in.
+        let _ = headers;
         tracing::debug!(rcpt = %shown, fingerprint, "encrypting");
         let mut rewrite = PgpMime::new(cert, self.protected_headers, self.peek_limit);
         rewrite.metrics = Some(Arc::clone(&self.metrics));
@@ -245,9 +239,10 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
 
 /// The rewrite for one recipient: the message as PGP/MIME, encrypted to `cert`.
 ///
-/// Messages whose header block cannot tell whether they are already encrypted are held
-/// back up to `peek_limit` octets (header block included) and then judged whole; past the
-/// limit they are encrypted. Otherwise memory is the fixed buffers of the writer stack.
+/// Messages that may be already encrypted are held back up to `peek_limit` octets (header
+/// block included) while [`Verifier`] checks them; only a verified one passes through,
+/// anything else (past the limit included) is encrypted. Otherwise memory is the fixed
+/// buffers of the writer stack.
 pub struct PgpMime {
     cert: Arc<Cert>,
     fingerprint: String,
@@ -267,12 +262,10 @@ pub struct PgpMime {
 enum State {
     /// Waiting for the header block.
     Start,
-    /// Waiting for the body to tell whether the message is already encrypted.
+    /// Verifying whether the message is already encrypted; the verifier holds it so far.
     Holding {
-        held: Vec<u8>,
+        verifier: Verifier,
         header_len: usize,
-        /// What the start of the body can decide early.
-        probe: mime::Probe,
     },
     /// Already encrypted: passed through unchanged.
     Clear,
@@ -379,27 +372,39 @@ impl PgpMime {
         Ok(())
     }
 
-    /// Passes the held message through or encrypts it, as `treatment` says.
-    fn release(
+    /// Encrypts the held message (and `rest`, which the verifier did not keep), saying why it
+    /// was not passed through.
+    fn seal_held(
         &mut self,
-        treatment: Treatment,
+        reason: Reason,
         held: &[u8],
         header_len: usize,
+        rest: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), Reply> {
-        if treatment == Treatment::PassThrough {
-            self.pass_through(held, out);
-            Ok(())
-        } else {
-            let (headers, body) = held.split_at(header_len);
-            self.start_sealing(headers, &[body], out)
+        let fingerprint = &self.fingerprint;
+        match reason {
+            // Ordinary mail: nothing to say.
+            Reason::NotAnEncryptedForm(_) => {}
+            _ => {
+                tracing::warn!(
+                    fingerprint,
+                    reason = %reason,
+                    "looks encrypted but is not verified: encrypting"
+                );
+                if let Some(metrics) = &self.metrics {
+                    metrics.unverified_encrypted(reason.kind());
+                }
+            }
         }
+        let (headers, body) = held.split_at(header_len.min(held.len()));
+        self.start_sealing(headers, &[body, rest], out)
     }
 
-    /// Already encrypted: emits what is known so far, and the rest unchanged from now on.
-    fn pass_through(&mut self, so_far: &[u8], out: &mut BytesMut) {
+    /// Verified already encrypted: emits what is known so far, and the rest unchanged.
+    fn pass_through(&mut self, form: &str, so_far: &[u8], out: &mut BytesMut) {
         let fingerprint = &self.fingerprint;
-        tracing::info!(fingerprint, "already encrypted: stored as received");
+        tracing::info!(fingerprint, form, "verified already encrypted: stored as received");
         out.extend_from_slice(so_far);
         self.state = State::Clear;
         self.made = Some(CopyKind::PassedEncrypted);
@@ -435,21 +440,17 @@ impl Rewrite for PgpMime {
         if !matches!(self.state, State::Start) {
             return Err(self.fail("header block out of sequence"));
         }
-        let (treatment, probe) = mime::inspect_headers(headers);
-        match treatment {
-            Treatment::PassThrough => {
-                self.pass_through(headers, out);
-                Ok(())
-            }
-            Treatment::NeedBody if headers.len() <= self.peek_limit => {
+        let mut verifier = Verifier::new(self.peek_limit);
+        match verifier.feed(headers) {
+            None => {
                 self.state = State::Holding {
-                    held: headers.to_vec(),
+                    verifier,
                     header_len: headers.len(),
-                    probe,
                 };
                 Ok(())
             }
-            Treatment::NeedBody | Treatment::Encrypt => self.start_sealing(headers, &[], out),
+            // Whether or not the verifier kept them, these are the header block.
+            Some(reason) => self.seal_held(reason, headers, headers.len(), &[], out),
         }
     }
 
@@ -465,34 +466,20 @@ impl Rewrite for PgpMime {
                 written.map_err(|e| self.fail(e))
             }
             State::Holding {
-                held,
+                verifier,
                 header_len,
-                probe,
             } => {
-                let (header_len, probe) = (*header_len, *probe);
-                // A legacy .p7m may look a little past the limit: its first octets decide.
-                let slack = if probe == mime::Probe::LegacyP7m {
-                    P7M_PROBE
-                } else {
-                    0
+                let header_len = *header_len;
+                let Some(reason) = verifier.feed(chunk) else {
+                    return Ok(());
                 };
-                let limit = self.peek_limit + slack;
-                let (now, rest) = chunk.split_at(chunk.len().min(limit.saturating_sub(held.len())));
-                held.extend_from_slice(now);
-                match mime::early_verdict(probe, held, header_len, false) {
-                    Some(treatment) => {
-                        let held = std::mem::take(held);
-                        self.release(treatment, &held, header_len, out)?;
-                        self.body(rest, out)
-                    }
-                    None if !rest.is_empty() => {
-                        // Too large to judge: when unsure, encrypt.
-                        let held = std::mem::take(held);
-                        let (headers, body) = held.split_at(header_len);
-                        self.start_sealing(headers, &[body, rest], out)
-                    }
-                    None => Ok(()),
-                }
+                let held = std::mem::replace(verifier, Verifier::new(0)).into_held();
+                let rest = if reason == Reason::BeyondWindow {
+                    chunk
+                } else {
+                    &[]
+                };
+                self.seal_held(reason, &held, header_len, rest, out)
             }
             State::Start | State::Done => Err(self.fail("body out of sequence")),
         }
@@ -500,15 +487,19 @@ impl Rewrite for PgpMime {
 
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), Reply> {
         if let State::Holding {
-            held,
+            verifier,
             header_len,
-            probe,
         } = &mut self.state
         {
-            let (held, header_len, probe) = (std::mem::take(held), *header_len, *probe);
-            let treatment = mime::early_verdict(probe, &held, header_len, true)
-                .unwrap_or_else(|| mime::classify_message(&held));
-            self.release(treatment, &held, header_len, out)?;
+            let header_len = *header_len;
+            let verdict = verifier.finish();
+            let held = std::mem::replace(verifier, Verifier::new(0)).into_held();
+            match verdict {
+                Verdict::Verified(form) => self.pass_through(form.as_str(), &held, out),
+                Verdict::NotVerified(reason) => {
+                    self.seal_held(reason, &held, header_len, &[], out)?;
+                }
+            }
         }
         match std::mem::replace(&mut self.state, State::Done) {
             State::Clear => Ok(()),
@@ -1188,7 +1179,7 @@ mod tests {
     fn corpus_look_alikes_are_encrypted() {
         let key = &keys()[0];
         let files = corpus("corpus/encrypted/not");
-        assert!(files.len() >= 14);
+        assert!(files.len() >= 40);
         for (path, message) in files {
             for chunk in [7, message.len()] {
                 let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
@@ -1233,7 +1224,8 @@ mod tests {
             .headers(b"Subject: over ten octets\r\n\r\n", &mut out)
             .unwrap();
         assert!(out.starts_with(b"Subject: over ten octets\r\nMIME-Version: 1.0\r\n"));
-        // A legacy .p7m is decided by its first octets, so it may exceed the limit.
+        // A .p7m is verified in full, so one larger than the limit is encrypted even though
+        // its first octets say enveloped-data.
         let p7m = std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/encrypted/04-smime-legacy-p7m.eml"),
         )
@@ -1246,7 +1238,11 @@ mod tests {
                 chunk,
             )
             .unwrap();
-            assert!(output == p7m, "chunk {chunk}");
+            assert_eq!(
+                decrypt(key, &check_layout(&p7m, &output, key, false)),
+                expected_inner(&p7m),
+                "chunk {chunk}"
+            );
         }
     }
 
@@ -1451,12 +1447,13 @@ mod tests {
                 Ok(None),
                 Ok(Some(alice.clone())),
             ),
+            // A label is no verdict: the rewrite verifies the content.
             (
                 Tempfail,
                 "alice@example.org",
                 encrypted,
                 Ok(None),
-                Ok(Some("already encrypted".into())),
+                Ok(Some(alice.clone())),
             ),
             (
                 Tempfail,

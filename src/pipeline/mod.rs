@@ -10,6 +10,7 @@ pub mod encrypt;
 pub mod mime;
 pub mod require_tls;
 pub mod scrub;
+pub mod verify;
 
 use std::time::{Duration, Instant};
 
