@@ -118,6 +118,24 @@ impl Gpg {
         }
     }
 
+    /// `gpg --encrypt --armor` of `data` to `who` (trusted without a web of trust), as gpg
+    /// writes it (LF line ends).
+    pub fn encrypt(&self, who: &str, data: &[u8]) -> Vec<u8> {
+        let (ok, out, err) = run_with_input(
+            self.command().args([
+                "--trust-model",
+                "always",
+                "--armor",
+                "--encrypt",
+                "--recipient",
+                who,
+            ]),
+            data,
+        );
+        assert!(ok && !out.is_empty(), "gpg --encrypt to {who}: {err}");
+        out
+    }
+
     /// `gpg --list-packets`: shows every PKESK's key ID and the packet versions.
     pub fn list_packets(&self, armored: &[u8]) -> String {
         let (_, out, err) = run_with_input(self.command().arg("--list-packets"), armored);
@@ -197,6 +215,22 @@ impl Sq {
 
     fn key_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.pgp"))
+    }
+
+    /// `sq encrypt --recipient-cert` of `data` to the certificate `cert` (armored output).
+    pub fn encrypt(&self, cert: &[u8], data: &[u8]) -> Vec<u8> {
+        let path = self.dir.path().join("recipient.pgp");
+        std::fs::write(&path, cert).expect("write recipient cert");
+        let (ok, out, err) = run_with_input(
+            Command::new(bin_path("sq")).args([
+                "encrypt",
+                "--recipient-cert",
+                path.to_str().expect("path"),
+            ]),
+            data,
+        );
+        assert!(ok && !out.is_empty(), "sq encrypt: {err}");
+        out
     }
 
     pub fn decrypt(&self, name: &str, armored: &[u8]) -> (bool, Vec<u8>, String) {
