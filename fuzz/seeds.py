@@ -279,6 +279,18 @@ def mime_seeds():
     return seeds
 
 
+# --- verify -----------------------------------------------------------------------------------
+
+def verify_seeds():
+    """Two octets choose the chunk sizes (fuzzing::verify), the rest is the message."""
+    seeds = {}
+    for name, data in messages():
+        if name.startswith("encrypted"):
+            seeds[name] = b"\x06\x3c" + data
+    seeds["tiny-chunks-inline"] = b"\x00\x00" + b"Subject: x\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n"
+    return seeds
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 def write(target, seeds):
@@ -299,6 +311,7 @@ def main():
     write("milter_codec", milter_seeds())
     write("received", received_seeds())
     write("mime", mime_seeds())
+    write("verify", verify_seeds())
 
 
 if __name__ == "__main__":

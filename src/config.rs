@@ -375,7 +375,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_MAX_INSPECT_SIZE",
         default: "1048576",
-        doc: "How much of a text or multipart/alternative/mixed message is held back to tell whether it is already encrypted; a larger one is encrypted.",
+        doc: "The verification window: how much of a message that may be already encrypted is held back (header block included) to verify that it is; a larger one is encrypted.",
     },
     Variable {
         name: "SEALGATE_SECURE_DOMAINS",

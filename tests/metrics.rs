@@ -163,16 +163,11 @@ fn message(to: &str, subject: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Already PGP/MIME: stored as received for a recipient with a key.
+/// Already PGP/MIME, and verifiably so (random ciphertext in valid packets): stored as
+/// received for a recipient with a key.
 fn encrypted_message() -> Vec<u8> {
-    b"From: sender@example.net\r\nTo: alice@example.org\r\nSubject: sealed\r\n\
-      MIME-Version: 1.0\r\n\
-      Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\
-      \r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
-      --b1\r\nContent-Type: application/octet-stream\r\n\r\n\
-      -----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA1234567890ABCDEF\r\n-----END PGP MESSAGE-----\r\n\
-      \r\n--b1--\r\n"
-        .to_vec()
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/encrypted/01-pgp-mime.eml"))
+        .expect("corpus/encrypted/01-pgp-mime.eml")
 }
 
 /// A message our own MTA received without TLS (its Received field says so).

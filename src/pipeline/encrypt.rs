@@ -404,7 +404,11 @@ impl PgpMime {
     /// Verified already encrypted: emits what is known so far, and the rest unchanged.
     fn pass_through(&mut self, form: &str, so_far: &[u8], out: &mut BytesMut) {
         let fingerprint = &self.fingerprint;
-        tracing::info!(fingerprint, form, "verified already encrypted: stored as received");
+        tracing::info!(
+            fingerprint,
+            form,
+            "verified already encrypted: stored as received"
+        );
         out.extend_from_slice(so_far);
         self.state = State::Clear;
         self.made = Some(CopyKind::PassedEncrypted);

@@ -328,7 +328,9 @@ impl Verifier {
                     .iter()
                     .any(|m| memchr::memmem::find(probe, m).is_some())
                 {
-                    return Err(Reason::NotAnEncryptedForm("no armor early in the multipart body"));
+                    return Err(Reason::NotAnEncryptedForm(
+                        "no armor early in the multipart body",
+                    ));
                 }
             }
             _ => {}
@@ -492,8 +494,9 @@ impl Headers {
             let value = field_value(field.raw)?;
             match index {
                 0 => {
-                    let parsed = parse_field(field.raw, |m| m.content_type().map(Media::from_parsed))
-                        .ok_or(Reason::Mime("unparseable Content-Type"))?;
+                    let parsed =
+                        parse_field(field.raw, |m| m.content_type().map(Media::from_parsed))
+                            .ok_or(Reason::Mime("unparseable Content-Type"))?;
                     headers.media = Some(parsed);
                 }
                 1 => {
@@ -510,9 +513,10 @@ impl Headers {
                     }
                 }
                 _ => {
-                    let disposition =
-                        parse_field(field.raw, |m| m.content_disposition().map(Media::from_parsed))
-                            .ok_or(Reason::Mime("unparseable Content-Disposition"))?;
+                    let disposition = parse_field(field.raw, |m| {
+                        m.content_disposition().map(Media::from_parsed)
+                    })
+                    .ok_or(Reason::Mime("unparseable Content-Disposition"))?;
                     if !(disposition.kind == "inline" || disposition.kind == "attachment")
                         || !disposition.sub.is_empty()
                     {
@@ -563,7 +567,10 @@ fn field_value(raw: &[u8]) -> Check<String> {
 }
 
 /// mail-parser's reading of one field on its own.
-fn parse_field<R>(raw: &[u8], read: impl FnOnce(&mail_parser::Message<'_>) -> Option<R>) -> Option<R> {
+fn parse_field<R>(
+    raw: &[u8],
+    read: impl FnOnce(&mail_parser::Message<'_>) -> Option<R>,
+) -> Option<R> {
     let mut block = raw.to_vec();
     if !block.ends_with(b"\r\n") {
         block.extend_from_slice(b"\r\n");
@@ -609,7 +616,10 @@ fn check_inline(headers: &Headers, body: &[u8]) -> Check<()> {
 fn check_pgp_mime(headers: &Headers, body: &[u8]) -> Check<()> {
     headers.only(&["protocol", "boundary"])?;
     headers.encoding_in(&[Encoding::Identity])?;
-    let media = headers.media.as_ref().ok_or(Reason::Mime("no Content-Type"))?;
+    let media = headers
+        .media
+        .as_ref()
+        .ok_or(Reason::Mime("no Content-Type"))?;
     if !media
         .param("protocol")
         .is_some_and(|p| p.trim().eq_ignore_ascii_case("application/pgp-encrypted"))
@@ -627,7 +637,10 @@ fn check_pgp_mime(headers: &Headers, body: &[u8]) -> Check<()> {
 fn check_exchange(headers: &Headers, body: &[u8]) -> Check<()> {
     headers.only(&["boundary"])?;
     headers.encoding_in(&[Encoding::Identity])?;
-    let media = headers.media.as_ref().ok_or(Reason::Mime("no Content-Type"))?;
+    let media = headers
+        .media
+        .as_ref()
+        .ok_or(Reason::Mime("no Content-Type"))?;
     let parts = multipart(media, body)?;
     let [text, version, payload] = parts.as_slice() else {
         return Err(Reason::Mime("not exactly three parts"));
@@ -676,7 +689,10 @@ fn check_payload_part(raw: &[u8], encodings: &[Encoding]) -> Check<()> {
 fn check_alternative(headers: &Headers, body: &[u8]) -> Check<()> {
     headers.only(&["boundary"])?;
     headers.encoding_in(&[Encoding::Identity])?;
-    let media = headers.media.as_ref().ok_or(Reason::Mime("no Content-Type"))?;
+    let media = headers
+        .media
+        .as_ref()
+        .ok_or(Reason::Mime("no Content-Type"))?;
     let parts = multipart(media, body)?;
     let [first, second] = parts.as_slice() else {
         return Err(Reason::Mime("not exactly two alternatives"));
@@ -690,7 +706,11 @@ fn check_alternative(headers: &Headers, body: &[u8]) -> Check<()> {
         {
             (second, first)
         }
-        _ => return Err(Reason::Mime("alternatives are not text/plain and text/html")),
+        _ => {
+            return Err(Reason::Mime(
+                "alternatives are not text/plain and text/html",
+            ));
+        }
     };
     let text_encodings = [Encoding::Identity, Encoding::QuotedPrintable];
     plain.0.only(&["charset", "format", "delsp"])?;
@@ -700,9 +720,8 @@ fn check_alternative(headers: &Headers, body: &[u8]) -> Check<()> {
     let html_text = decode(html.0.encoding_in(&text_encodings)?, html.1)?;
     let html_text = std::str::from_utf8(&html_text).map_err(|_| Reason::Mime("HTML not UTF-8"))?;
     let shown = html_visible_text(html_text);
-    let without_white = |s: &[u8]| -> Vec<u8> {
-        s.iter().copied().filter(|b| !is_white(*b)).collect()
-    };
+    let without_white =
+        |s: &[u8]| -> Vec<u8> { s.iter().copied().filter(|b| !is_white(*b)).collect() };
     if without_white(shown.as_bytes()) != without_white(block) {
         return Err(Reason::Mime("HTML twin holds more than the armored block"));
     }
@@ -711,7 +730,10 @@ fn check_alternative(headers: &Headers, body: &[u8]) -> Check<()> {
 
 fn check_smime(headers: &Headers, body: &[u8]) -> Check<()> {
     headers.only(&["smime-type", "name"])?;
-    let media = headers.media.as_ref().ok_or(Reason::Mime("no Content-Type"))?;
+    let media = headers
+        .media
+        .as_ref()
+        .ok_or(Reason::Mime("no Content-Type"))?;
     if let Some(kind) = media.param("smime-type") {
         let kind = kind.trim();
         if !kind.eq_ignore_ascii_case("enveloped-data")
@@ -743,7 +765,9 @@ fn multipart<'a>(media: &Media, body: &'a [u8]) -> Check<Vec<&'a [u8]>> {
             let rest = trim_end_white(&line[dash.len()..]);
             let closing = rest == b"--";
             if !rest.is_empty() && !closing {
-                return Err(Reason::Mime("line starts with the boundary but is no delimiter"));
+                return Err(Reason::Mime(
+                    "line starts with the boundary but is no delimiter",
+                ));
             }
             // The CRLF before a delimiter belongs to it.
             let content_end = before_line_break(body, pos).max(part_start);
@@ -793,7 +817,10 @@ fn is_white(b: u8) -> bool {
 
 fn trim_white(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|b| !is_white(*b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !is_white(*b)).map_or(start, |i| i + 1);
+    let end = s
+        .iter()
+        .rposition(|b| !is_white(*b))
+        .map_or(start, |i| i + 1);
     &s[start..end]
 }
 
@@ -1021,7 +1048,9 @@ fn read_packet(data: &[u8]) -> Check<(Packet<'_>, &[u8])> {
     let take = |rest: &mut &[u8], n: usize| -> Check<usize> {
         let bytes = rest.get(..n).ok_or(short)?;
         *rest = &rest[n..];
-        Ok(bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
+        Ok(bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
     };
     let mut body = Vec::new();
     if first & 0x40 == 0 {
@@ -1157,7 +1186,9 @@ fn read_tlv(input: &[u8], depth: usize) -> Check<(Tlv<'_>, &[u8])> {
         0x81..=0x84 => {
             let n = usize::from(first & 0x7f);
             let bytes = rest.get(..n).ok_or(short)?;
-            let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            let len = bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
             return finish_tlv(tag, len, &rest[n..]);
         }
         _ => return Err(Reason::Cms("bad length")),
@@ -1223,12 +1254,18 @@ fn check_cms(der: &[u8]) -> Check<()> {
         return Err(Reason::Cms("originatorInfo not allowed"));
     }
     expect(recipients, 0x31, "no recipientInfos")?;
-    let recipients = recipients.map(|r| children(r, 3)).transpose()?.unwrap_or_default();
+    let recipients = recipients
+        .map(|r| children(r, 3))
+        .transpose()?
+        .unwrap_or_default();
     let public = recipients
         .iter()
         .filter(|r| matches!(r.tag, 0x30 | 0xa1 | 0xa4))
         .count();
-    if recipients.iter().any(|r| !matches!(r.tag, 0x30 | 0xa1..=0xa4)) {
+    if recipients
+        .iter()
+        .any(|r| !matches!(r.tag, 0x30 | 0xa1..=0xa4))
+    {
         return Err(Reason::Cms("unknown RecipientInfo"));
     }
     if public == 0 {
@@ -1435,7 +1472,10 @@ mod tests {
         assert!(files.len() >= 40, "only {} forged cases", files.len());
         for (path, message) in files {
             let whole = chunked(&message, message.len(), 1 << 20);
-            assert!(matches!(whole, Verdict::NotVerified(_)), "{path}: {whole:?}");
+            assert!(
+                matches!(whole, Verdict::NotVerified(_)),
+                "{path}: {whole:?}"
+            );
             for chunk in [1, 3, 64, 4096] {
                 assert_eq!(chunked(&message, chunk, 1 << 20), whole, "{path} / {chunk}");
             }
@@ -1528,10 +1568,7 @@ mod tests {
         for message in cases {
             let mut verifier = Verifier::new(1 << 20);
             assert!(
-                matches!(
-                    verifier.feed(message),
-                    Some(Reason::NotAnEncryptedForm(_))
-                ),
+                matches!(verifier.feed(message), Some(Reason::NotAnEncryptedForm(_))),
                 "{}",
                 String::from_utf8_lossy(message)
             );
@@ -1554,7 +1591,14 @@ mod tests {
             r.finish()
         };
         // Random octets of many sizes pass, also fed in odd pieces.
-        for (seed, n) in [(1, 20), (2, 100), (3, 511), (4, 600), (5, 4096), (6, 3 << 20)] {
+        for (seed, n) in [
+            (1, 20),
+            (2, 100),
+            (3, 511),
+            (4, 600),
+            (5, 4096),
+            (6, 3 << 20),
+        ] {
             assert_eq!(pass(&noise(seed, n)), Ok(()), "{n}");
         }
         let data = noise(7, 100_000);
@@ -1568,7 +1612,13 @@ mod tests {
         run[1000..1000 + PRINTABLE_RUN].fill(b'a');
         assert!(pass(&run).is_err());
         let mostly: Vec<u8> = (0..4096)
-            .map(|i| if i % 20 == 0 { 0x80 } else { b'a' + (i % 26) as u8 })
+            .map(|i| {
+                if i % 20 == 0 {
+                    0x80
+                } else {
+                    b'a' + (i % 26) as u8
+                }
+            })
             .collect();
         assert!(pass(&mostly).is_err());
         let skewed: Vec<u8> = noise(9, 4096).iter().map(|b| b & 0x8f).collect();
@@ -1590,10 +1640,7 @@ mod tests {
 
     #[test]
     fn quoted_printable_decoding() {
-        assert_eq!(
-            quoted_printable(b"a=3Db=\r\nc").unwrap(),
-            b"a=bc".to_vec()
-        );
+        assert_eq!(quoted_printable(b"a=3Db=\r\nc").unwrap(), b"a=bc".to_vec());
         assert!(quoted_printable(b"a=zz").is_err());
         assert!(quoted_printable(b"a=").is_err());
     }
@@ -1609,7 +1656,10 @@ mod tests {
     fn ber_indefinite_lengths_and_depth() {
         // SEQUENCE (indefinite) { NULL } then end-of-contents.
         let (tlv, rest) = read_tlv(&[0x30, 0x80, 0x05, 0x00, 0x00, 0x00, 0xff], 0).unwrap();
-        assert_eq!((tlv.tag, tlv.content, rest), (0x30, &[0x05, 0x00][..], &[0xff][..]));
+        assert_eq!(
+            (tlv.tag, tlv.content, rest),
+            (0x30, &[0x05, 0x00][..], &[0xff][..])
+        );
         assert!(read_tlv(&[0x04, 0x80, 0x00, 0x00], 0).is_err(), "primitive");
         assert!(read_tlv(&[0x30, 0x80, 0x05, 0x00], 0).is_err(), "no end");
         let deep: Vec<u8> = std::iter::repeat_n([0x30u8, 0x80], 100).flatten().collect();
@@ -1662,5 +1712,56 @@ mod tests {
         let at = good.len() - seipd.len();
         v3[at] = 3;
         assert!(check_packets(&v3).is_err());
+    }
+}
+
+/// What the `verify` fuzz target checks, run here on the corpus and deterministic mutations of
+/// it (flipped, dropped and inserted octets, truncations), so the invariants are tested without
+/// cargo-fuzz too.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod mutations {
+    use std::path::Path;
+
+    #[test]
+    fn fuzz_invariants_hold_on_mutated_corpus() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/encrypted");
+        let mut messages = Vec::new();
+        for dir in [root.clone(), root.join("not")] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "eml") {
+                    messages.push(std::fs::read(path).unwrap());
+                }
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % u64::try_from(n.max(1)).unwrap()).unwrap()
+        };
+        let mut runs = 0;
+        for message in &messages {
+            let small = message.len() <= 16 * 1024;
+            for round in 0..if small { 12 } else { 3 } {
+                let mut m = message.clone();
+                let at = next(m.len());
+                match round % 4 {
+                    0 => m[at] ^= 1 << next(8),
+                    1 => drop(m.remove(at)),
+                    2 => m.insert(at, b"\r\n-=<&\x00\x80"[next(7)]),
+                    _ => m.truncate(at),
+                }
+                let sizes = [
+                    u8::try_from(next(256)).unwrap(),
+                    u8::try_from(next(256)).unwrap(),
+                ];
+                crate::fuzzing::verify(&[&sizes[..], &m].concat());
+                runs += 1;
+            }
+        }
+        assert!(runs > 400, "{runs}");
     }
 }
