@@ -123,6 +123,9 @@ pub const HTML_WRAPPERS: [&str; 15] = [
 const BEGIN_MESSAGE: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END_MESSAGE: &[u8] = b"-----END PGP MESSAGE-----";
 
+/// Room after [`MULTIPART_PROBE`] for a marker that starts inside it (longer than any marker).
+const MARKER_SLACK: usize = 32;
+
 /// Markers of an armored block in a multipart body: the armor line, and its start in base64
 /// (Exchange's base64 payload part).
 const ARMOR_MARKERS: [&[u8]; 2] = [b"BEGIN PGP MESSAGE", b"LS0tLS1CRUdJTiBQR1Ag"];
@@ -244,6 +247,11 @@ pub struct Verifier {
     held: Vec<u8>,
     header_len: usize,
     shape: Shape,
+    /// Body octets already found to be white space (text shape), so no octet is scanned twice
+    /// however small the chunks.
+    white: usize,
+    /// The early rule has passed for good: nothing more to check before the end.
+    early_passed: bool,
     decided: Option<Reason>,
 }
 
@@ -254,6 +262,8 @@ impl Verifier {
             held: Vec::new(),
             header_len: 0,
             shape: Shape::Unknown,
+            white: 0,
+            early_passed: false,
             decided: None,
         }
     }
@@ -309,21 +319,28 @@ impl Verifier {
             self.header_len = self.held.len() - split.body.len();
             self.shape = shape(&split.content)?;
         }
+        if self.early_passed {
+            return Ok(());
+        }
         let body = &self.held[self.header_len..];
         match self.shape {
             Shape::Text => {
-                let start = body
+                let start = body[self.white..]
                     .iter()
                     .position(|b| !is_white(*b))
-                    .unwrap_or(body.len());
+                    .map_or(body.len(), |i| self.white + i);
+                self.white = start;
                 let text = &body[start..];
                 let shared = text.len().min(BEGIN_MESSAGE.len());
                 if text[..shared] != BEGIN_MESSAGE[..shared] {
                     return Err(Reason::NotAnEncryptedForm("text does not start with armor"));
                 }
+                self.early_passed = shared == BEGIN_MESSAGE.len();
             }
-            Shape::Multipart if body.len() >= MULTIPART_PROBE => {
-                let probe = &body[..body.len().min(MULTIPART_PROBE + 32)];
+            // Judged on exactly the same octets whatever the chunking: a marker that starts
+            // within the probe ends within the slack.
+            Shape::Multipart if body.len() >= MULTIPART_PROBE + MARKER_SLACK => {
+                let probe = &body[..MULTIPART_PROBE + MARKER_SLACK];
                 if !ARMOR_MARKERS
                     .iter()
                     .any(|m| memchr::memmem::find(probe, m).is_some())
@@ -332,7 +349,9 @@ impl Verifier {
                         "no armor early in the multipart body",
                     ));
                 }
+                self.early_passed = true;
             }
+            Shape::Whole => self.early_passed = true,
             _ => {}
         }
         Ok(())
@@ -1575,12 +1594,31 @@ mod tests {
         }
         let mut multipart =
             b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n".to_vec();
-        multipart.extend(std::iter::repeat_n(b'x', MULTIPART_PROBE));
+        multipart.extend(std::iter::repeat_n(b'x', MULTIPART_PROBE + MARKER_SLACK));
         let mut verifier = Verifier::new(1 << 20);
         assert!(verifier.feed(&multipart).is_some());
         // The start of an armored block keeps it waiting.
         let mut verifier = Verifier::new(1 << 20);
         assert_eq!(verifier.feed(b"Subject: x\r\n\r\n\r\n-----BEGIN PGP"), None);
+    }
+
+    /// One octet at a time, as a sender dribbling TCP segments would have it: every octet is
+    /// looked at once by the early rules (quadratic scanning would take minutes here).
+    #[test]
+    fn tiny_chunks_cost_linear_time() {
+        let mut text = b"Subject: x\r\n\r\n".to_vec();
+        text.extend(std::iter::repeat_n(b' ', 400_000));
+        text.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n");
+        let mut multipart =
+            b"Content-Type: multipart/encrypted; boundary=b\r\n\r\n-----BEGIN PGP MESSAGE".to_vec();
+        multipart.extend(std::iter::repeat_n(b'x', 400_000));
+        for message in [text, multipart] {
+            let mut verifier = Verifier::new(1 << 20);
+            for octet in message.chunks(1) {
+                assert_eq!(verifier.feed(octet), None);
+            }
+            assert!(matches!(verifier.finish(), Verdict::NotVerified(_)));
+        }
     }
 
     #[test]
