@@ -382,6 +382,14 @@ fn already_encrypted_mail_passes_unchanged_and_signed_mail_is_encrypted() {
         let _ = std::fs::remove_dir_all(setup.mail.path().join("alice@example.org"));
         let message = std::fs::read(&path).expect("message");
         let reply = &client.deliver("s@example.net", &["alice@example.org"], &message)[0];
+        if path.display().to_string().contains("bare-lf") {
+            // Refused by the LMTP codec before any stage sees it; the verifier refuses it
+            // too (its unit tests), for any other way in.
+            assert_codes(reply, "550", &path.display().to_string());
+            client.expect("RSET", "250");
+            assert!(setup.stored("alice@example.org").is_empty());
+            continue;
+        }
         assert_codes(reply, "250", &path.display().to_string());
         client.expect("RSET", "250");
         let stored = setup.only_stored("alice@example.org");

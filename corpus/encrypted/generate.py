@@ -1006,10 +1006,39 @@ def n54(h):
 
 
 
+@case(NOT, "55-pkesk-carrying-text", "A PKESK whose key material is readable text")
+def n55(h):
+    r = rng("n55")
+    fake = bytes([3]) + r.randbytes(8) + bytes([1]) + readable(600)
+    return pgp_mime_with(h, "b55", armor(packet(1, fake) + packet(18, bytes([1]) + r.randbytes(500))))
+
+
+@case(NOT, "56-cms-recipient-carrying-text", "CMS RecipientInfo holding readable text")
+def n56(h):
+    r = rng("n56")
+    ri = seq(integer(0), seq(seq(der(0x31, seq(oid("2.5.4.3"), der(0x0C, readable(500))))), integer(7)),
+             seq(oid("1.2.840.113549.1.1.1"), der(0x05, b"")), der(0x04, r.randbytes(256)))
+    return smime_with(h, cms_enveloped_with("n56", der(0x80, r.randbytes(400)), recipients=ri))
+
+
+@case(NOT, "57-armor-version-text", "Armor Version header carrying a sentence")
+def n57(h):
+    return inline_with(h, armor(pgp_message("n57", 300), [("Version", "GnuPG v2 " + SECRET)]))
+
+
+@case(NOT, "58-bare-lf-content-type", "PGP/MIME with a second Content-Type behind a bare LF")
+def n58(h):
+    lines = pgp_mime_with(h, "b58", genuine("n58"))
+    at = lines.index("MIME-Version: 1.0")
+    lines[at] = b"MIME-Version: 1.0\nContent-Type: text/plain"
+    return lines
+
+
 def check(name, data):
     assert b"\0" not in data, name
     stripped = data.replace(CRLF, b"")
-    assert b"\r" not in stripped and b"\n" not in stripped, f"{name}: bare CR or LF"
+    if "bare-lf" not in name:
+        assert b"\r" not in stripped and b"\n" not in stripped, f"{name}: bare CR or LF"
     assert data.endswith(CRLF), name
 
 

@@ -1184,7 +1184,9 @@ mod tests {
         let key = &keys()[0];
         let files = corpus("corpus/encrypted/not");
         assert!(files.len() >= 40);
-        for (path, message) in files {
+        // A bare LF never reaches a stage (the LMTP codec refuses it), and the layout check
+        // below holds output to CRLF.
+        for (path, message) in files.into_iter().filter(|(p, _)| !p.contains("bare-lf")) {
             for chunk in [7, message.len()] {
                 let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
                 let output = run(&mut rewrite, &message, chunk).unwrap();

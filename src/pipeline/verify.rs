@@ -19,13 +19,16 @@
 //! - Multipart bodies are split strictly: a line that starts with `--boundary` but is no
 //!   delimiter is refused, the closing delimiter must be there, the preamble is white space or
 //!   one of [`PREAMBLES`], the epilogue white space. White space is SP, HT, CR, LF.
-//! - An armored block is `-----BEGIN PGP MESSAGE-----`, armor headers `Version` or `Charset`
-//!   only, an empty line, strict base64 (alphabet, padding only at the end, no stray bits),
-//!   an optional CRC-24 line that must match, `-----END PGP MESSAGE-----`.
+//! - No bare CR or LF anywhere in the message (readers disagree on where such a line ends).
+//! - An armored block is `-----BEGIN PGP MESSAGE-----`, armor headers `Version` (a tool name
+//!   from [`VERSION_TOOLS`] and a short version) or `Charset` (a charset name) only, an empty
+//!   line, strict base64 (alphabet, padding only at the end, no stray bits), an optional
+//!   CRC-24 line that must match, `-----END PGP MESSAGE-----`.
 //! - Its packets (old and new format, partial lengths only for the container): one or more
-//!   PKESK (v3/v6) and optionally SKESK (v4/v5/v6), then exactly one SEIPD (v1/v2) or
-//!   LibrePGP AEAD (tag 20, v1) and nothing after it. SKESK without PKESK, SED (tag 9),
-//!   literal, compressed or any other packet: not verified.
+//!   PKESK (v3/v6) and optionally SKESK (v4/v5/v6), each at most 2 KiB of key material that
+//!   passes the randomness test, then exactly one SEIPD (v1/v2) or LibrePGP AEAD (tag 20, v1)
+//!   and nothing after it. SKESK without PKESK, SED (tag 9), literal, compressed or any other
+//!   packet: not verified.
 //! - The ciphertext (SEIPD/AEAD body, CMS encryptedContent) looks random ([`Randomness`]):
 //!   no run of [`PRINTABLE_RUN`] printable octets, and per [`BLOCK`] octets neither too many
 //!   printable octets nor a byte distribution far from uniform (thresholds there).
@@ -41,7 +44,9 @@
 //!   authEnveloped-data or absent, `name`), base64; the BER parsed in full (indefinite
 //!   lengths allowed) is a ContentInfo of envelopedData or authEnvelopedData with at least one
 //!   public-key recipient (ktri, kari, ori), no originatorInfo or attributes, an
-//!   encryptedContent that passes the randomness test, and nothing after it.
+//!   encryptedContent that passes the randomness test, and nothing after it. RecipientInfos
+//!   are at most 4 KiB each without a run of 64 printable octets (the issuer's name is
+//!   readable, as in any S/MIME message); algorithm identifiers and the MAC at most 128.
 //! - Inline PGP: `text/plain` (`charset`, `format`, `delsp`) or no Content-Type, 7bit, 8bit
 //!   or quoted-printable: one armored block, white space around.
 //! - The text + HTML twin: `multipart/alternative` of exactly `text/plain` and `text/html`,
@@ -119,6 +124,44 @@ pub const HTML_WRAPPERS: [&str; 15] = [
     "<html>", "</html>", "<head>", "</head>", "<body>", "</body>", "<pre>", "</pre>", "<p>",
     "</p>", "<div>", "</div>", "<br>", "<br/>", "<br />",
 ];
+
+/// Tool names an armor `Version` header may start with (what OpenPGP implementations write).
+pub const VERSION_TOOLS: [&str; 16] = [
+    "GnuPG",
+    "GPG",
+    "PGP",
+    "OpenPGP",
+    "BCPG",
+    "Mailvelope",
+    "Keybase",
+    "ProtonMail",
+    "GopenPGP",
+    "Encryption Desktop",
+    "FlowCrypt",
+    "RNP",
+    "rnp",
+    "Sequoia",
+    "OpenKeychain",
+    "EnigMail",
+];
+
+/// Octets allowed after the tool name in an armor `Version` header.
+const VERSION_TAIL: usize = 24;
+
+/// A key packet (PKESK, SKESK) is at most this large: RSA-8192 needs about 1040 octets.
+const MAX_KEY_PACKET: usize = 2048;
+
+/// At most this many key packets (recipients) before the container.
+const MAX_KEY_PACKETS: usize = 256;
+
+/// A CMS RecipientInfo is at most this large (RSA-4096 with a long issuer name: ~1 KiB).
+const MAX_RECIPIENT_INFO: usize = 4096;
+
+/// At most this many CMS recipients.
+const MAX_RECIPIENT_INFOS: usize = 256;
+
+/// CMS algorithm identifiers and MACs are at most this large (an IV or a GCM nonce).
+const MAX_CMS_SMALL: usize = 128;
 
 const BEGIN_MESSAGE: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END_MESSAGE: &[u8] = b"-----END PGP MESSAGE-----";
@@ -385,6 +428,11 @@ pub fn verify_message(message: &[u8]) -> Verdict {
 }
 
 fn check_message(message: &[u8]) -> Check<Form> {
+    // Readers disagree on where a bare CR or LF ends a line (and so where a field or a
+    // delimiter is): a message that has one is not judged, it is encrypted.
+    if has_bare_line_break(message) {
+        return Err(Reason::Mime("bare CR or LF"));
+    }
     let split = mime::split_header_block(message);
     if !split.ends_with_blank_line {
         return Err(Reason::Mime("no body"));
@@ -813,6 +861,13 @@ fn multipart<'a>(media: &Media, body: &'a [u8]) -> Check<Vec<&'a [u8]>> {
     Err(Reason::Mime("no closing delimiter"))
 }
 
+fn has_bare_line_break(message: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', message).any(|i| match message[i] {
+        b'\r' => message.get(i + 1) != Some(&b'\n'),
+        _ => i == 0 || message[i - 1] != b'\r',
+    })
+}
+
 /// `at` is the start of a line: the position of the line break that ends the previous one
 /// (CRLF or LF), or `at` itself at the start.
 fn before_line_break(body: &[u8], at: usize) -> usize {
@@ -997,8 +1052,16 @@ fn check_armored_text(text: &[u8]) -> Check<&[u8]> {
         if header.is_empty() {
             break;
         }
-        let allowed = [b"Version: ".as_slice(), b"Charset: "];
-        if !allowed.iter().any(|p| header.starts_with(p)) {
+        if let Some(value) = header.strip_prefix(b"Version: ") {
+            if !is_tool_version(value) {
+                return Err(Reason::Armor("armor Version is not a known tool's"));
+            }
+        } else if let Some(value) = header.strip_prefix(b"Charset: ") {
+            let token = |b: &u8| b.is_ascii_alphanumeric() || b"-_.:".contains(b);
+            if value.is_empty() || value.len() > 32 || !value.iter().all(token) {
+                return Err(Reason::Armor("armor Charset is not a charset name"));
+            }
+        } else {
             return Err(Reason::Armor("armor header not allowed"));
         }
     }
@@ -1035,6 +1098,19 @@ fn check_armored_text(text: &[u8]) -> Check<&[u8]> {
     }
     check_packets(&packets)?;
     Ok(block)
+}
+
+/// An armor `Version` value: a known tool's name, then at most [`VERSION_TAIL`] octets of a
+/// version (letters, digits, ` .()_+/:#-`). What a sender can hide there is that short.
+fn is_tool_version(value: &[u8]) -> bool {
+    VERSION_TOOLS.iter().any(|tool| {
+        value.strip_prefix(tool.as_bytes()).is_some_and(|tail| {
+            tail.len() <= VERSION_TAIL
+                && tail
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b" .()_+/:#-".contains(b))
+        })
+    })
 }
 
 fn crc24(data: &[u8]) -> u32 {
@@ -1106,6 +1182,18 @@ fn read_packet(data: &[u8]) -> Check<(Packet<'_>, &[u8])> {
     }
 }
 
+/// A key packet holds key material, which is random: bounded in size and count, and held to
+/// the ciphertext test (its few structure octets do not trip it), so no text hides there.
+fn check_key_packet(packet: &Packet<'_>, count: usize) -> Check<()> {
+    let body = packet.body.first().copied().unwrap_or_default();
+    if body.len() > MAX_KEY_PACKET || count > MAX_KEY_PACKETS {
+        return Err(Reason::Packets("key packet too large or too many"));
+    }
+    let mut randomness = Randomness::default();
+    randomness.feed(&body[1..]);
+    randomness.finish()
+}
+
 /// Key packets (at least one PKESK), then exactly one encrypted container whose body looks
 /// random, then nothing.
 fn check_packets(mut data: &[u8]) -> Check<()> {
@@ -1117,10 +1205,12 @@ fn check_packets(mut data: &[u8]) -> Check<()> {
         let header = match (packet.tag, version) {
             (1, Some(3 | 6)) => {
                 pkesk += 1;
+                check_key_packet(&packet, pkesk + skesk)?;
                 continue;
             }
             (3, Some(4..=6)) => {
                 skesk += 1;
+                check_key_packet(&packet, pkesk + skesk)?;
                 continue;
             }
             (1 | 3, _) => return Err(Reason::Packets("unknown key packet version")),
@@ -1290,6 +1380,15 @@ fn check_cms(der: &[u8]) -> Check<()> {
     if public == 0 {
         return Err(Reason::Cms("no public-key recipient"));
     }
+    // Issuer names are readable, as in any S/MIME message; nothing longer hides there.
+    if recipients.len() > MAX_RECIPIENT_INFOS
+        || recipients.iter().any(|r| {
+            r.content.len() > MAX_RECIPIENT_INFO
+                || longest_printable_run(r.content) >= PRINTABLE_RUN
+        })
+    {
+        return Err(Reason::Cms("RecipientInfo too large or holding text"));
+    }
     let content_info = items.next();
     expect(content_info, 0x30, "no EncryptedContentInfo")?;
     let content = content_info
@@ -1301,6 +1400,9 @@ fn check_cms(der: &[u8]) -> Check<()> {
     };
     expect(Some(content_type), 0x06, "no content type")?;
     expect(Some(algorithm), 0x30, "no content encryption algorithm")?;
+    if algorithm.content.len() > MAX_CMS_SMALL || content_type.content.len() > MAX_CMS_SMALL {
+        return Err(Reason::Cms("algorithm identifier too large"));
+    }
     let mut randomness = Randomness::default();
     match encrypted.tag {
         0x80 => randomness.feed(encrypted.content),
@@ -1308,7 +1410,11 @@ fn check_cms(der: &[u8]) -> Check<()> {
         _ => return Err(Reason::Cms("encryptedContent is not [0]")),
     }
     if auth {
-        expect(items.next(), 0x04, "no mac")?;
+        let mac = items.next();
+        expect(mac, 0x04, "no mac")?;
+        if mac.is_some_and(|m| m.content.len() > MAX_CMS_SMALL) {
+            return Err(Reason::Cms("mac too large"));
+        }
     }
     if items.next().is_some() {
         return Err(Reason::Cms("attributes or more after the content"));
@@ -1359,6 +1465,15 @@ impl Default for Randomness {
 
 fn is_printable(b: u8) -> bool {
     matches!(b, 0x20..=0x7e | b'\t' | b'\r' | b'\n')
+}
+
+fn longest_printable_run(data: &[u8]) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for &b in data {
+        run = if is_printable(b) { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
 }
 
 impl Randomness {
@@ -1545,6 +1660,10 @@ mod tests {
             ("52-", "after the armored block"),
             ("53-", "transfer encoding"),
             ("54-", "attributes"),
+            ("55-", "not random"),
+            ("56-", "RecipientInfo"),
+            ("57-", "Version"),
+            ("58-", "bare CR or LF"),
         ];
         let files = corpus("corpus/encrypted/not");
         for (prefix, needle) in want {
