@@ -248,3 +248,94 @@ fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
         assert!(log.contains(form), "no {form} in the log:\n{log}");
     }
 }
+
+/// Forged look-alikes are encrypted, and each is visible: a log line naming the broken rule
+/// and `sealgate_unverified_encrypted_total{reason}`; ordinary mail counts for neither.
+#[test]
+fn forged_look_alikes_are_encrypted_logged_and_counted() {
+    if !common::require("gpg") {
+        return;
+    }
+    let gpg = Gpg::new();
+    gpg.generate("Alice <alice@example.org>", "future-default", "default");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let mail = tempfile::tempdir().expect("tempdir");
+    let (ok, out) = common::sealgate::keys_import(keys.path(), &gpg.export("alice@example.org"));
+    assert!(ok, "keys import: {out}");
+    let next_hop = format!("maildir:{}", mail.path().display());
+    let keystore = keys.path().display().to_string();
+    let sealgate = Sealgate::spawn(&[
+        ("SEALGATE_NEXT_HOP", &next_hop),
+        ("SEALGATE_KEYSTORE", &keystore),
+    ]);
+    let not = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/encrypted/not");
+    let cases = [
+        ("17-pgp-mime-extra-part.eml", "mime"),
+        ("21-armor-comment-header.eml", "armor"),
+        ("30-sed-packet.eml", "packets"),
+        ("33-seipd-printable-body.eml", "not_random"),
+        ("37-cms-plaintext-content.eml", "not_random"),
+        ("36-cms-signed-labelled-enveloped.eml", "cms"),
+    ];
+    let mut client = Client::connect(sealgate.port());
+    let plain = format!("{}\r\nJust a plain note.\r\n", outer("plain"));
+    let reply = &client.deliver(
+        "carol@example.net",
+        &["alice@example.org"],
+        plain.as_bytes(),
+    )[0];
+    assert_codes(reply, "250", "plain");
+    client.expect("RSET", "250");
+    for (file, _) in cases {
+        let message = std::fs::read(not.join(file)).expect("corpus");
+        let reply = &client.deliver("carol@example.net", &["alice@example.org"], &message)[0];
+        assert_codes(reply, "250", file);
+        client.expect("RSET", "250");
+    }
+    let folder = mail.path().join("alice@example.org").join("new");
+    let stored: Vec<Vec<u8>> = std::fs::read_dir(&folder)
+        .expect("new/")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
+        .collect();
+    assert_eq!(stored.len(), cases.len() + 1);
+    for copy in &stored {
+        let text = String::from_utf8_lossy(copy);
+        assert!(
+            text.contains("X-Sealgate-Encrypted: "),
+            "not encrypted:\n{text}"
+        );
+        for secret in ["harbour", "door code", "Opaque-signed", "plain note"] {
+            assert!(
+                !text.contains(secret),
+                "{secret:?} stored in clear:\n{text}"
+            );
+        }
+    }
+    let (status, metrics) = sealgate.http_get("/metrics");
+    assert_eq!(status, 200);
+    let count = |reason: &str| -> usize {
+        let series = format!("sealgate_unverified_encrypted_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for reason in ["mime", "armor", "packets", "cms"] {
+        assert_eq!(count(reason), 1, "{reason}\n{metrics}");
+    }
+    assert_eq!(count("not_random"), 2, "{metrics}");
+    assert_eq!(
+        count("not_an_encrypted_form"),
+        0,
+        "ordinary mail is not counted"
+    );
+    let log = sealgate.log();
+    assert_eq!(
+        log.matches("looks encrypted but is not verified: encrypting")
+            .count(),
+        cases.len(),
+        "{log}"
+    );
+    assert!(log.contains("text in the preamble") || log.contains("not exactly two parts"));
+}
