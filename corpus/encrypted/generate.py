@@ -1034,6 +1034,11 @@ def n58(h):
     return lines
 
 
+@case(NOT, "59-inline-utf7-charset", "Inline PGP declared UTF-7 (its + sequences decode to text)")
+def n59(h):
+    return h + ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-7", ""] + genuine("n59")
+
+
 def check(name, data):
     assert b"\0" not in data, name
     stripped = data.replace(CRLF, b"")

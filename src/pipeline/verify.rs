@@ -15,7 +15,9 @@
 //!   `Content-Description` and `Content-Disposition` (at most one each; parts no other field
 //!   at all). Values a client shows are fixed: a description from [`DESCRIPTIONS`], a
 //!   disposition `inline` or `attachment`, file names (`name`, `filename`) from
-//!   [`FILE_NAMES`], and each type only the parameters listed for it below.
+//!   [`FILE_NAMES`], a `charset` in which ASCII is ASCII (us-ascii, utf-8, iso-8859-N,
+//!   windows-125N: not UTF-7), and each type only the parameters listed for it below. The
+//!   boundary (at most 70 characters) stays readable like any header field outside.
 //! - Multipart bodies are split strictly: a line that starts with `--boundary` but is no
 //!   delimiter is refused, the closing delimiter must be there, the preamble is white space or
 //!   one of [`PREAMBLES`], the epilogue white space. White space is SP, HT, CR, LF.
@@ -57,6 +59,7 @@
 //!   non-white octets are not the armor line, and a multipart body with no armor marker in
 //!   its first [`MULTIPART_PROBE`] octets, are not verified.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use mail_parser::{ContentType, MessageParser, MimeHeaders};
@@ -512,9 +515,24 @@ impl Media {
             if (name == "name" || name == "filename") && !is_listed(&FILE_NAMES, value) {
                 return Err(Reason::Mime("file name not allowed"));
             }
+            if name == "charset" && !is_ascii_charset(value) {
+                return Err(Reason::Mime("charset not allowed"));
+            }
         }
         Ok(())
     }
+}
+
+/// A charset in which the armor's ASCII reads as itself: not UTF-7 (whose `+...-` would turn
+/// base64 into other text), UTF-16 or the like.
+fn is_ascii_charset(value: &str) -> bool {
+    let value = value.trim().to_ascii_lowercase();
+    let numbered = |prefix: &str| {
+        value
+            .strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    value == "us-ascii" || value == "utf-8" || numbered("iso-8859-") || numbered("windows-125")
 }
 
 fn is_listed(list: &[&str], value: &str) -> bool {
@@ -662,11 +680,11 @@ fn part(raw: &[u8]) -> Check<(Headers, &[u8])> {
 }
 
 /// A part's body after its transfer encoding.
-fn decode(encoding: Encoding, body: &[u8]) -> Check<Vec<u8>> {
+fn decode(encoding: Encoding, body: &[u8]) -> Check<Cow<'_, [u8]>> {
     match encoding {
-        Encoding::Identity => Ok(body.to_vec()),
-        Encoding::QuotedPrintable => quoted_printable(body),
-        Encoding::Base64 => base64_lines(body, Reason::Mime("bad base64")),
+        Encoding::Identity => Ok(Cow::Borrowed(body)),
+        Encoding::QuotedPrintable => quoted_printable(body).map(Cow::Owned),
+        Encoding::Base64 => base64_lines(body, Reason::Mime("bad base64")).map(Cow::Owned),
     }
 }
 
@@ -1664,6 +1682,7 @@ mod tests {
             ("56-", "RecipientInfo"),
             ("57-", "Version"),
             ("58-", "bare CR or LF"),
+            ("59-", "charset"),
         ];
         let files = corpus("corpus/encrypted/not");
         for (prefix, needle) in want {
