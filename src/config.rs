@@ -138,6 +138,14 @@ pub const DEFAULT_SCRUB_HEADERS: &str = "X-Originating-IP,X-Forwarded-For,X-Real
 /// plus the command byte must fit.
 pub const MIN_MILTER_FRAME: usize = 65536;
 
+/// `sealgate keys` reads the service's env file from this variable (default
+/// [`DEFAULT_ENV_FILE`] when it exists); not a setting of the service, which gets its
+/// environment from systemd's `EnvironmentFile=`.
+pub const ENV_FILE: &str = "SEALGATE_ENV_FILE";
+
+/// The Debian package's env file (packaging/sealgate.env).
+pub const DEFAULT_ENV_FILE: &str = "/etc/sealgate/sealgate.env";
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -465,7 +473,10 @@ impl Config {
     pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         // A typo in a variable name would silently fall back to a default: refuse instead.
         for name in vars.keys() {
-            if name.starts_with("SEALGATE_") && !VARIABLES.iter().any(|v| v.name == name) {
+            if name.starts_with("SEALGATE_")
+                && name != ENV_FILE
+                && !VARIABLES.iter().any(|v| v.name == name)
+            {
                 return Err(ConfigError {
                     variable: name.clone(),
                     problem: "unknown variable (see `sealgate --help`)".into(),
@@ -523,7 +534,10 @@ impl Config {
             unusable_key: read("SEALGATE_UNUSABLE_KEY").parse(parse_unusable_key, "tempfail")?,
             protected_headers: read("SEALGATE_PROTECTED_HEADERS").parse(parse_on_off, "off")?,
             secure_domains: read("SEALGATE_SECURE_DOMAINS").parse(parse_secure_domains, "")?,
-            secure_mailboxes: get("SEALGATE_SECURE_MAILBOXES").map(PathBuf::from),
+            secure_mailboxes: get("SEALGATE_SECURE_MAILBOXES")
+                .map(parse_path)
+                .transpose()
+                .map_err(|p| read("SEALGATE_SECURE_MAILBOXES").err(p))?,
             tls_min_version: read("SEALGATE_TLS_MIN_VERSION")
                 .parse(parse_tls_version, "TLSv1.2")?,
             trusted_mta: Vec::new(),
@@ -764,11 +778,13 @@ fn parse_next_hop(raw: &str) -> Result<NextHopAddr, String> {
     }
 }
 
+/// A path made absolute against the working directory at start, once: a relative path must
+/// not mean something else to `sealgate keys` run elsewhere, nor change meaning later.
 fn parse_path(raw: &str) -> Result<PathBuf, String> {
     if raw.is_empty() {
         return Err("empty path".into());
     }
-    Ok(PathBuf::from(raw))
+    std::path::absolute(raw).map_err(|err| format!("{raw:?}: cannot make it absolute: {err}"))
 }
 
 fn parse_host_port(raw: &str) -> Result<String, String> {
@@ -967,7 +983,10 @@ mod tests {
         );
         assert_eq!(config.milter_listen, None);
         assert_eq!(config.milter_max_frame, 1 << 20);
-        assert_eq!(config.next_hop, NextHopAddr::Maildir("./mail".into()));
+        // Relative paths are resolved once, against the working directory at start.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(config.next_hop, NextHopAddr::Maildir(cwd.join("mail")));
+        assert_eq!(config.keystore, cwd.join("keys"));
         assert_eq!(config.max_message_size, Some(104_857_600));
         assert_eq!(config.bare_newline, BareNewline::Reject);
         // check-config output names every documented variable with its default value.
@@ -979,7 +998,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("{} missing from describe()", variable.name));
             if !variable.default.starts_with('(') {
                 let value = &line[variable.name.len() + 1..];
+                let absolute = variable
+                    .default
+                    .replace("./", &format!("{}/", cwd.display()));
                 let same = value == variable.default
+                    || value == absolute
                     || parse_duration(value).ok() == parse_duration(variable.default).ok();
                 assert!(same, "{line} vs default {}", variable.default);
             }

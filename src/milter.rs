@@ -730,6 +730,8 @@ mod tests {
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(&all).unwrap();
         let dir = tempfile::tempdir().unwrap();
+        // A store as `sealgate keys` makes it (with its manifest), then a planted entry.
+        crate::keystore::init(dir.path()).unwrap();
         plant_expired(dir.path(), EXPIRED);
         let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
         let secure = Arc::new(SecureAddresses::new(config.secure_domains.clone(), None).unwrap());

@@ -187,6 +187,46 @@ impl<K: KeyLookup> EncryptStage<K> {
     }
 }
 
+impl<K: KeyLookup> EncryptStage<K> {
+    /// The key store cannot tell whether `rcpt` has a key: `451 4.7.0`, counted and logged.
+    fn on_unknown(&self, rcpt: &Recipient, reason: &str) -> Reply {
+        self.metrics.keystore_unknown();
+        tracing::warn!(
+            rcpt = %self.log.show(&rcpt.address), reason,
+            "key store cannot tell whether the recipient has a key: tempfail"
+        );
+        Reply::new(
+            451,
+            EnhancedCode::new(4, 7, 0),
+            format!(
+                "<{}> key store cannot tell whether this recipient has a key ({}), try again \
+                 later",
+                rcpt.address,
+                short(reason)
+            ),
+        )
+    }
+}
+
+/// The fingerprints of `certs`, upper-case hex, joined by `, `.
+fn fingerprints(certs: &[Arc<Cert>]) -> String {
+    certs
+        .iter()
+        .map(|cert| cert.fingerprint().to_hex())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `reason` cut to fit a reply line (the log has it whole).
+fn short(reason: &str) -> String {
+    const MAX: usize = 160;
+    let one_line: String = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &one_line[..at]),
+        None => one_line,
+    }
+}
+
 impl<K: KeyLookup> Stage for EncryptStage<K> {
     fn name(&self) -> &'static str {
         "encrypt"
@@ -198,14 +238,15 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
                 tracing::debug!(rcpt = %self.log.show(&rcpt.address), "no OpenPGP key");
                 Ok(())
             }
-            Lookup::Usable(cert) => {
+            Lookup::Usable(certs) => {
                 tracing::debug!(
                     rcpt = %self.log.show(&rcpt.address),
-                    fingerprint = %cert.fingerprint().to_hex(),
+                    fingerprint = %fingerprints(&certs),
                     "OpenPGP key found"
                 );
                 Ok(())
             }
+            Lookup::Unknown { reason } => Err(self.on_unknown(rcpt, &reason)),
             Lookup::Unusable {
                 fingerprint,
                 reason,
@@ -214,8 +255,10 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
     }
 
     fn plan(&self, _envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
-        let cert = match self.keys.lookup(&rcpt.mailbox) {
+        let certs = match self.keys.lookup(&rcpt.mailbox) {
             Lookup::None => return Ok(Plan::Unchanged),
+            // A recipient that became unknown since RCPT: this copy is tempfailed.
+            Lookup::Unknown { reason } => return Err(self.on_unknown(rcpt, &reason)),
             Lookup::Unusable {
                 fingerprint,
                 reason,
@@ -224,12 +267,12 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
                     .on_unusable(false, rcpt, &fingerprint, &reason)
                     .map(|()| Plan::Unchanged);
             }
-            Lookup::Usable(cert) => cert,
+            Lookup::Usable(certs) => certs,
         };
         // This lookup judged usability again (a key that expired or was revoked since RCPT
         // counts): the store's verdict is void at the first expiry of the keys involved and
         // is redone when the certificate changes on disk.
-        let fingerprint = cert.fingerprint().to_hex();
+        let fingerprint = fingerprints(&certs);
         let shown = self.log.show(&rcpt.address);
         if mime::classify_headers(headers) == Treatment::PassThrough {
             // The copy would be the message as received: let it share the plain delivery.
@@ -237,19 +280,20 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
             return Ok(Plan::AlreadyEncrypted);
         }
         tracing::debug!(rcpt = %shown, fingerprint, "encrypting");
-        let mut rewrite = PgpMime::new(cert, self.protected_headers, self.peek_limit);
+        let mut rewrite = PgpMime::new(certs, self.protected_headers, self.peek_limit);
         rewrite.metrics = Some(Arc::clone(&self.metrics));
         Ok(Plan::Rewrite(Box::new(rewrite)))
     }
 }
 
-/// The rewrite for one recipient: the message as PGP/MIME, encrypted to `cert`.
+/// The rewrite for one recipient: the message as PGP/MIME, encrypted to every one of
+/// `certs` (one PKESK per encryption subkey).
 ///
 /// Messages whose header block cannot tell whether they are already encrypted are held
 /// back up to `peek_limit` octets (header block included) and then judged whole; past the
 /// limit they are encrypted. Otherwise memory is the fixed buffers of the writer stack.
 pub struct PgpMime {
-    cert: Arc<Cert>,
+    certs: Vec<Arc<Cert>>,
     fingerprint: String,
     protected_headers: bool,
     peek_limit: usize,
@@ -288,7 +332,7 @@ self_cell!(
     /// The sequoia writer stack, which borrows the certificate it encrypts to, together
     /// with that certificate.
     struct Sealer {
-        owner: Arc<Cert>,
+        owner: Vec<Arc<Cert>>,
 
         #[not_covariant]
         dependent: Writer,
@@ -296,14 +340,17 @@ self_cell!(
 );
 
 impl Sealer {
-    /// Builds `Message → Encryptor → LiteralWriter` for `cert`'s holder, writing into
-    /// `sink`, which armors it with CRLF line ends.
-    fn start(cert: Arc<Cert>, sink: SharedSink) -> sequoia_openpgp::Result<Sealer> {
-        Sealer::try_new(cert, |cert| {
+    /// Builds `Message → Encryptor → LiteralWriter` for the holders of `certs`, writing
+    /// into `sink`, which armors it with CRLF line ends.
+    fn start(certs: Vec<Arc<Cert>>, sink: SharedSink) -> sequoia_openpgp::Result<Sealer> {
+        Sealer::try_new(certs, |certs| {
             // Forces SEIPDv1 for v4 certificates (trap 1) and checks revocation (trap 2).
-            let recipients = openpgp::recipients(cert).map_err(|reason| {
-                sequoia_openpgp::Error::InvalidOperation(format!("key unusable: {reason}"))
-            })?;
+            let mut recipients = Vec::new();
+            for cert in certs {
+                recipients.extend(openpgp::recipients(cert).map_err(|reason| {
+                    sequoia_openpgp::Error::InvalidOperation(format!("key unusable: {reason}"))
+                })?);
+            }
             let message = Message::new(sink);
             let message = Encryptor::for_recipients(message, recipients)
                 .symmetric_algo(SymmetricAlgorithm::AES256)
@@ -332,11 +379,12 @@ impl Sealer {
 }
 
 impl PgpMime {
-    /// A rewrite that encrypts to `cert`; see [`EncryptStage::new`] for `peek_limit`.
-    pub fn new(cert: Arc<Cert>, protected_headers: bool, peek_limit: usize) -> Self {
+    /// A rewrite that encrypts to every one of `certs`; see [`EncryptStage::new`] for
+    /// `peek_limit`.
+    pub fn new(certs: Vec<Arc<Cert>>, protected_headers: bool, peek_limit: usize) -> Self {
         PgpMime {
-            fingerprint: cert.fingerprint().to_hex(),
-            cert,
+            fingerprint: fingerprints(&certs),
+            certs,
             protected_headers,
             peek_limit,
             sink: SharedSink::default(),
@@ -358,7 +406,7 @@ impl PgpMime {
     ) -> Result<(), Reply> {
         self.boundary = new_boundary();
         let mut sealer =
-            Sealer::start(Arc::clone(&self.cert), self.sink.clone()).map_err(|e| self.fail(e))?;
+            Sealer::start(self.certs.clone(), self.sink.clone()).map_err(|e| self.fail(e))?;
         let split = mime::split_header_block(headers);
         out.extend_from_slice(&outer_header(
             &split,
@@ -1039,7 +1087,8 @@ mod tests {
                     if chunk == 1 && message.len() > 10_000 {
                         continue;
                     }
-                    let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, PEEK_LIMIT);
+                    let mut rewrite =
+                        PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT);
                     assert_eq!(rewrite.variant(), format!("encrypt:{}", key.fingerprint()));
                     let output = run(&mut rewrite, &message, chunk).unwrap();
                     let armored = check_layout(&message, &output, key, false);
@@ -1067,7 +1116,7 @@ mod tests {
         // decrypt() asserts PKESK v3 and SEIPD v1.
         let message = b"Subject: v2\r\n\r\nbody\r\n";
         let output = run(
-            &mut PgpMime::new(Arc::clone(&key.public), false, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT),
             message,
             4096,
         )
@@ -1101,7 +1150,7 @@ mod tests {
         let key = &keys()[0];
         for (message, inner) in cases {
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, 0),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, 0),
                 message,
                 3,
             )
@@ -1121,7 +1170,7 @@ mod tests {
             Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
             body\r\n";
         let output = run(
-            &mut PgpMime::new(Arc::clone(&key.public), true, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT),
             message,
             5,
         )
@@ -1144,7 +1193,7 @@ mod tests {
         // Without a Content-Type the default one carries the parameters.
         let message = b"Subject: s\r\n\r\nb";
         let output = run(
-            &mut PgpMime::new(Arc::clone(&key.public), true, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT),
             message,
             5,
         )
@@ -1177,7 +1226,7 @@ mod tests {
         assert!(files.len() >= 10);
         for (path, message) in files {
             for chunk in [1, 7, 4096, message.len()] {
-                let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
+                let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024);
                 let output = run(&mut rewrite, &message, chunk).unwrap();
                 assert!(output == message, "{path} / chunk {chunk}");
             }
@@ -1191,7 +1240,7 @@ mod tests {
         assert!(files.len() >= 14);
         for (path, message) in files {
             for chunk in [7, message.len()] {
-                let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
+                let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024);
                 let output = run(&mut rewrite, &message, chunk).unwrap();
                 let inner = decrypt(key, &check_layout(&message, &output, key, false));
                 assert!(inner == expected_inner(&message), "{path} / chunk {chunk}");
@@ -1209,14 +1258,14 @@ mod tests {
         // Fits: passes through. One octet short: encrypted, whatever the chunking.
         for chunk in [1, 100, inline.len()] {
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, inline.len()),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, inline.len()),
                 &inline,
                 chunk,
             )
             .unwrap();
             assert!(output == inline);
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, inline.len() - 1),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, inline.len() - 1),
                 &inline,
                 chunk,
             )
@@ -1227,7 +1276,7 @@ mod tests {
             );
         }
         // A header block over the limit is encrypted at once.
-        let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 10);
+        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 10);
         let mut out = BytesMut::new();
         rewrite
             .headers(b"Subject: over ten octets\r\n\r\n", &mut out)
@@ -1241,7 +1290,7 @@ mod tests {
         let header_len = memchr::memmem::find(&p7m, b"\r\n\r\n").unwrap() + 4;
         for chunk in [1, 64, 4096] {
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, header_len + 200),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, header_len + 200),
                 &p7m,
                 chunk,
             )
@@ -1253,7 +1302,7 @@ mod tests {
     #[test]
     fn output_streams_while_encrypting() {
         let key = &keys()[0];
-        let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 0);
+        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 0);
         let mut out = BytesMut::new();
         rewrite
             .headers(b"Content-Type: application/octet-stream\r\n\r\n", &mut out)
@@ -1282,7 +1331,7 @@ mod tests {
             .generate()
             .unwrap();
         let registry = prometheus::Registry::new();
-        let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
+        let mut rewrite = PgpMime::new(vec![Arc::new(cert)], false, PEEK_LIMIT);
         rewrite.metrics = Some(Arc::new(Metrics::new(&registry).unwrap()));
         let mut out = BytesMut::new();
         let err = rewrite
@@ -1312,7 +1361,7 @@ mod tests {
             .add_userid("<eve@example.org>")
             .generate()
             .unwrap();
-        let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
+        let mut rewrite = PgpMime::new(vec![Arc::new(cert)], false, PEEK_LIMIT);
         let err = run(&mut rewrite, b"Subject: s\r\n\r\nsecret\r\n", 3).unwrap_err();
         assert_eq!(err.code, 451);
     }
@@ -1346,10 +1395,13 @@ mod tests {
     impl KeyLookup for MapLookup {
         fn lookup(&self, address: &str) -> Lookup {
             match self.0.get(address).cloned() {
-                Some(Lookup::Usable(cert)) if self.1.load(std::sync::atomic::Ordering::SeqCst) => {
-                    match openpgp::check(&cert) {
-                        Ok(()) => Lookup::Usable(cert),
-                        Err(reason) => Lookup::Unusable {
+                Some(Lookup::Usable(certs)) if self.1.load(std::sync::atomic::Ordering::SeqCst) => {
+                    match certs
+                        .iter()
+                        .find_map(|c| openpgp::check(c).err().map(|r| (c, r)))
+                    {
+                        None => Lookup::Usable(certs),
+                        Some((cert, reason)) => Lookup::Unusable {
                             fingerprint: cert.fingerprint().to_hex(),
                             reason,
                         },
@@ -1378,7 +1430,13 @@ mod tests {
         let mut map = HashMap::new();
         map.insert(
             "alice@example.org".to_owned(),
-            Lookup::Usable(Arc::clone(&keys()[0].public)),
+            Lookup::Usable(vec![Arc::clone(&keys()[0].public)]),
+        );
+        map.insert(
+            "unknown@example.org".to_owned(),
+            Lookup::Unknown {
+                reason: "/keys/ab/cd: cannot read: Permission denied".to_owned(),
+            },
         );
         map.insert(
             "broken@example.org".to_owned(),
@@ -1390,11 +1448,11 @@ mod tests {
         // The store thought these usable; by plan time they are not.
         map.insert(
             "old@example.org".to_owned(),
-            Lookup::Usable(Arc::new(expired)),
+            Lookup::Usable(vec![Arc::new(expired)]),
         );
         map.insert(
             "gone@example.org".to_owned(),
-            Lookup::Usable(Arc::new(revoked)),
+            Lookup::Usable(vec![Arc::new(revoked)]),
         );
         let observe = Observe {
             metrics: Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap()),
@@ -1442,8 +1500,30 @@ mod tests {
         };
         let no_subkey = "no encryption-capable subkey";
         // (policy, address, headers, RCPT outcome, plan outcome)
+        let unknown: Outcome = Err((
+            451,
+            "4.7.0".into(),
+            "<unknown@example.org> key store cannot tell whether this recipient has a key \
+             (/keys/ab/cd: cannot read: Permission denied), try again later"
+                .into(),
+        ));
         let cases: Vec<(UnusableKey, &str, &[u8], Outcome, Outcome)> = vec![
             (Tempfail, "nobody@example.org", plain, Ok(None), Ok(None)),
+            // Whatever the unusable-key policy: never plaintext, never a guess.
+            (
+                Plaintext,
+                "unknown@example.org",
+                plain,
+                unknown.clone(),
+                unknown.clone(),
+            ),
+            (
+                Reject,
+                "unknown@example.org",
+                encrypted,
+                unknown.clone(),
+                unknown.clone(),
+            ),
             (
                 Tempfail,
                 "alice@example.org",
