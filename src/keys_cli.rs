@@ -549,8 +549,13 @@ fn show(dir: &Path, address: &str) -> ExitCode {
         Lookup::Usable(usable) => {
             let fingerprints: Vec<String> =
                 usable.iter().map(|c| c.fingerprint().to_hex()).collect();
+            let each = if fingerprints.len() > 1 {
+                "; copies are encrypted to each"
+            } else {
+                ""
+            };
             println!(
-                "{address} resolves to {} (usable; copies are encrypted to each)",
+                "{address} resolves to {} (usable{each})",
                 fingerprints.join(", ")
             );
             true
