@@ -1140,7 +1140,7 @@ fn bare_encrypt(cert: &Cert, pieces: &[Vec<u8>], select: &mut Duration) {
 /// over; the output is dropped piece by piece. Includes `recipients()`, which the rewrite
 /// calls itself.
 fn stage_encrypt(cert: &Arc<Cert>, pieces: &[Vec<u8>]) {
-    let mut rewrite = PgpMime::new(Arc::clone(cert), false, STAGE_PEEK_LIMIT);
+    let mut rewrite = PgpMime::new(vec![Arc::clone(cert)], false, STAGE_PEEK_LIMIT);
     let mut out = BytesMut::with_capacity(PIECE * 2);
     let (headers, body) = pieces.split_first().expect("a header block");
     rewrite

@@ -219,6 +219,8 @@ pub struct Config {
     pub secure_domains: Vec<(String, String)>,
     /// `SEALGATE_SECURE_MAILBOXES`: a file of secure addresses, reloaded when it changes.
     pub secure_mailboxes: Option<PathBuf>,
+    /// `SEALGATE_ENV_FILE`: the env file `sealgate keys` read (unused by the service).
+    pub env_file: Option<PathBuf>,
     /// `SEALGATE_TLS_MIN_VERSION`
     pub tls_min_version: TlsVersion,
     /// `SEALGATE_TRUSTED_MTA`: host names whose Received header counts as evidence.
@@ -363,7 +365,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_KEYSTORE",
         default: "./keys",
-        doc: "Directory of recipients' OpenPGP certificates (cert-d format, as sq uses); created if missing. Manage it with `sealgate keys`.",
+        doc: "Directory of recipients' OpenPGP certificates (cert-d format, as sq uses) with its manifest; `sealgate keys init` or `keys import` creates it. A relative path is resolved at start. Manage it with `sealgate keys`.",
     },
     Variable {
         name: "SEALGATE_KEYSTORE_RELOAD",
@@ -435,6 +437,11 @@ pub const VARIABLES: &[Variable] = &[
         default: "127.0.0.1:9925",
         doc: "HTTP listener for /metrics (Prometheus), /healthz and /readyz: HOST:PORT, or off.",
     },
+    Variable {
+        name: ENV_FILE,
+        default: "(the package's)",
+        doc: "Read by `sealgate keys` only, not by the service: the env file (systemd EnvironmentFile= syntax) whose settings it uses under the environment's; default /etc/sealgate/sealgate.env when it exists.",
+    },
 ];
 
 /// A configuration problem, reported before any port is bound.
@@ -473,10 +480,7 @@ impl Config {
     pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         // A typo in a variable name would silently fall back to a default: refuse instead.
         for name in vars.keys() {
-            if name.starts_with("SEALGATE_")
-                && name != ENV_FILE
-                && !VARIABLES.iter().any(|v| v.name == name)
-            {
+            if name.starts_with("SEALGATE_") && !VARIABLES.iter().any(|v| v.name == name) {
                 return Err(ConfigError {
                     variable: name.clone(),
                     problem: "unknown variable (see `sealgate --help`)".into(),
@@ -538,6 +542,10 @@ impl Config {
                 .map(parse_path)
                 .transpose()
                 .map_err(|p| read("SEALGATE_SECURE_MAILBOXES").err(p))?,
+            env_file: get(ENV_FILE)
+                .map(parse_path)
+                .transpose()
+                .map_err(|p| read(ENV_FILE).err(p))?,
             tls_min_version: read("SEALGATE_TLS_MIN_VERSION")
                 .parse(parse_tls_version, "TLSv1.2")?,
             trusted_mta: Vec::new(),
@@ -685,6 +693,13 @@ impl Config {
             (
                 "SEALGATE_METRICS_LISTEN",
                 self.metrics_listen.clone().unwrap_or_else(|| "off".into()),
+            ),
+            (
+                ENV_FILE,
+                self.env_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
             ),
         ];
         lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect()

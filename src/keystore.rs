@@ -501,7 +501,7 @@ impl KeyStore {
             }
         }
         if !usable.is_empty() {
-            usable.sort_by(|a, b| b.created.cmp(&a.created));
+            usable.sort_by_key(|entry| std::cmp::Reverse(entry.created));
             return Lookup::Usable(usable.iter().map(|e| Arc::clone(&e.cert)).collect());
         }
         if let Some(reason) = index.blind() {
@@ -1077,6 +1077,10 @@ fn lock(dir: &Path) -> Result<fs::File, KeyStoreError> {
     Ok(lock)
 }
 
+/// What [`walk`] found: `(fingerprint, path)` of each entry, and the subdirectories it could
+/// not list.
+type Walk = (Vec<(String, PathBuf)>, Vec<Problem>);
+
 /// The cert-d path of the entry `name` (a lower-case hex fingerprint).
 fn entry_path(dir: &Path, name: &str) -> PathBuf {
     let split = name.len().min(2);
@@ -1090,7 +1094,7 @@ fn entry_path(dir: &Path, name: &str) -> PathBuf {
 ///
 /// # Errors
 /// `dir` itself can't be listed.
-fn walk(dir: &Path) -> io::Result<(Vec<(String, PathBuf)>, Vec<Problem>)> {
+fn walk(dir: &Path) -> io::Result<Walk> {
     let lower_hex = |name: &str, lengths: &[usize]| {
         is_hex(name, lengths) && !name.chars().any(|c| c.is_ascii_uppercase())
     };

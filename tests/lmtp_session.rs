@@ -483,7 +483,7 @@ fn invalid_configuration_stops_before_binding() {
     );
     assert!(stdout.contains("SEALGATE_MAX_RECIPIENTS=7\n"), "{stdout}");
     // Relative paths are shown resolved, as the service uses them.
-    let mail = work.path().canonicalize().unwrap().join("mail");
+    let mail = work.path().canonicalize().expect("canonical").join("mail");
     assert!(
         stdout.contains(&format!("SEALGATE_NEXT_HOP=maildir:{}\n", mail.display()))
             || stdout.contains(&format!(
