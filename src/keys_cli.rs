@@ -756,6 +756,48 @@ mod tests {
     }
 
     #[test]
+    fn service_user_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      sealgatex:x:5:5::/:/bin/false\n\
+                      sealgate:x:998:997:sealgate mail filter:/var/lib/sealgate:/usr/sbin/nologin\n";
+        assert_eq!(passwd_entry(passwd, "sealgate"), Some((998, 997)));
+        assert_eq!(passwd_entry(passwd, "nobody"), None);
+        assert_eq!(
+            passwd_entry("sealgate:x:notanumber:1::/:/\n", "sealgate"),
+            None
+        );
+    }
+
+    #[test]
+    fn access_by_owner_group_other() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("f");
+        std::fs::write(&path, b"").expect("write");
+        let meta = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            std::fs::metadata(&path).expect("stat")
+        };
+        let owner = std::fs::metadata(&path).expect("stat").uid();
+        let group = std::fs::metadata(&path).expect("stat").gid();
+        let stranger = owner.wrapping_add(4242);
+        let other_group = group.wrapping_add(4242);
+        // 0600: the owner only; 0640: its group too; 0644: everyone.
+        let m = meta(0o600);
+        assert!(may(&m, owner, other_group, 0o4));
+        assert!(!may(&m, stranger, group, 0o4));
+        assert!(!may(&m, stranger, other_group, 0o4));
+        let m = meta(0o640);
+        assert!(may(&m, stranger, group, 0o4));
+        assert!(!may(&m, stranger, other_group, 0o4));
+        let m = meta(0o644);
+        assert!(may(&m, stranger, other_group, 0o4));
+        // Owner bits decide for the owner even when "other" would allow more.
+        let m = meta(0o044);
+        assert!(!may(&m, owner, group, 0o4));
+    }
+
+    #[test]
     fn fingerprints_any_case_with_spaces() {
         let want = "0123456789ABCDEF0123456789ABCDEF01234567";
         for text in [
