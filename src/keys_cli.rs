@@ -93,18 +93,18 @@ pub fn main(args: &[&str]) -> ExitCode {
         }
     };
     init_logging();
+    // Only the verbs that write need the service user's access (list and show only read).
+    let writes = matches!(
+        verb,
+        Verb::Import(_) | Verb::Init | Verb::Reindex | Verb::Remove(_)
+    );
     let owner = match Owner::of_service(&dir) {
-        Ok(owner) => owner,
-        Err(refusal) => {
-            if matches!(
-                verb,
-                Verb::Import(_) | Verb::Init | Verb::Reindex | Verb::Remove(_)
-            ) {
-                eprintln!("sealgate keys: refused: {refusal}");
-                return ExitCode::FAILURE;
-            }
-            None
+        Ok(owner) => owner.filter(|_| writes),
+        Err(refusal) if writes => {
+            eprintln!("sealgate keys: refused: {refusal}");
+            return ExitCode::FAILURE;
         }
+        Err(_) => None,
     };
     let code = match verb {
         Verb::Import(source) => import(&dir, source),

@@ -580,8 +580,7 @@ impl KeyStore {
     /// counted in [`ReloadStats::skipped`]).
     pub fn reload(&self, force: bool) -> Result<ReloadStats, KeyStoreError> {
         let result = self.reload_index(force);
-        if result.as_ref().is_ok_and(|stats| stats.problems == 0) {
-        } else {
+        if !result.as_ref().is_ok_and(|stats| stats.problems == 0) {
             self.reload_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
