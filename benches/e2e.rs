@@ -310,6 +310,22 @@ async fn run(plan: Plan, command: &str) -> bool {
     let work = tempfile::tempdir().expect("a temporary directory");
     // Pass-through runs get an empty key store, so no certificate lying around can matter.
     let empty_store = work.path().join("keys-empty");
+    // Made as an operator makes one (`sealgate keys init`): a store without its manifest
+    // tempfails every recipient.
+    let mut init = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+    clear_sealgate_env(&mut init);
+    let out = init
+        .args(["keys", "init"])
+        .env("SEALGATE_KEYSTORE", &empty_store)
+        .env("SEALGATE_ENV_FILE", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sealgate keys init");
+    assert!(
+        out.status.success(),
+        "sealgate keys init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut keys: Vec<BenchKey> = Vec::new();
     for sc in &plan.scenarios {
         if let Some(suite) = sc.key
@@ -1026,6 +1042,7 @@ impl BenchKey {
             .arg("import")
             .arg(&file)
             .env("SEALGATE_KEYSTORE", &store)
+            .env("SEALGATE_ENV_FILE", "/dev/null")
             .env("SEALGATE_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -1140,7 +1157,7 @@ fn bare_encrypt(cert: &Cert, pieces: &[Vec<u8>], select: &mut Duration) {
 /// over; the output is dropped piece by piece. Includes `recipients()`, which the rewrite
 /// calls itself.
 fn stage_encrypt(cert: &Arc<Cert>, pieces: &[Vec<u8>]) {
-    let mut rewrite = PgpMime::new(Arc::clone(cert), false, STAGE_PEEK_LIMIT);
+    let mut rewrite = PgpMime::new(vec![Arc::clone(cert)], false, STAGE_PEEK_LIMIT);
     let mut out = BytesMut::with_capacity(PIECE * 2);
     let (headers, body) = pieces.split_first().expect("a header block");
     rewrite

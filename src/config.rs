@@ -138,6 +138,14 @@ pub const DEFAULT_SCRUB_HEADERS: &str = "X-Originating-IP,X-Forwarded-For,X-Real
 /// plus the command byte must fit.
 pub const MIN_MILTER_FRAME: usize = 65536;
 
+/// `sealgate keys` reads the service's env file from this variable (default
+/// [`DEFAULT_ENV_FILE`] when it exists); not a setting of the service, which gets its
+/// environment from systemd's `EnvironmentFile=`.
+pub const ENV_FILE: &str = "SEALGATE_ENV_FILE";
+
+/// The Debian package's env file (packaging/sealgate.env).
+pub const DEFAULT_ENV_FILE: &str = "/etc/sealgate/sealgate.env";
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -211,6 +219,8 @@ pub struct Config {
     pub secure_domains: Vec<(String, String)>,
     /// `SEALGATE_SECURE_MAILBOXES`: a file of secure addresses, reloaded when it changes.
     pub secure_mailboxes: Option<PathBuf>,
+    /// `SEALGATE_ENV_FILE`: the env file `sealgate keys` read (unused by the service).
+    pub env_file: Option<PathBuf>,
     /// `SEALGATE_TLS_MIN_VERSION`
     pub tls_min_version: TlsVersion,
     /// `SEALGATE_TRUSTED_MTA`: host names whose Received header counts as evidence.
@@ -355,7 +365,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_KEYSTORE",
         default: "./keys",
-        doc: "Directory of recipients' OpenPGP certificates (cert-d format, as sq uses); created if missing. Manage it with `sealgate keys`.",
+        doc: "Directory of recipients' OpenPGP certificates (cert-d format, as sq uses) with its manifest; `sealgate keys init` or `keys import` creates it. A relative path is resolved at start. Manage it with `sealgate keys`.",
     },
     Variable {
         name: "SEALGATE_KEYSTORE_RELOAD",
@@ -426,6 +436,11 @@ pub const VARIABLES: &[Variable] = &[
         name: "SEALGATE_METRICS_LISTEN",
         default: "127.0.0.1:9925",
         doc: "HTTP listener for /metrics (Prometheus), /healthz and /readyz: HOST:PORT, or off.",
+    },
+    Variable {
+        name: ENV_FILE,
+        default: "(the package's)",
+        doc: "Read by `sealgate keys` only, not by the service: the env file (systemd EnvironmentFile= syntax) whose settings it uses under the environment's; default /etc/sealgate/sealgate.env when it exists.",
     },
 ];
 
@@ -523,7 +538,14 @@ impl Config {
             unusable_key: read("SEALGATE_UNUSABLE_KEY").parse(parse_unusable_key, "tempfail")?,
             protected_headers: read("SEALGATE_PROTECTED_HEADERS").parse(parse_on_off, "off")?,
             secure_domains: read("SEALGATE_SECURE_DOMAINS").parse(parse_secure_domains, "")?,
-            secure_mailboxes: get("SEALGATE_SECURE_MAILBOXES").map(PathBuf::from),
+            secure_mailboxes: get("SEALGATE_SECURE_MAILBOXES")
+                .map(parse_path)
+                .transpose()
+                .map_err(|p| read("SEALGATE_SECURE_MAILBOXES").err(p))?,
+            env_file: get(ENV_FILE)
+                .map(parse_path)
+                .transpose()
+                .map_err(|p| read(ENV_FILE).err(p))?,
             tls_min_version: read("SEALGATE_TLS_MIN_VERSION")
                 .parse(parse_tls_version, "TLSv1.2")?,
             trusted_mta: Vec::new(),
@@ -672,6 +694,13 @@ impl Config {
                 "SEALGATE_METRICS_LISTEN",
                 self.metrics_listen.clone().unwrap_or_else(|| "off".into()),
             ),
+            (
+                ENV_FILE,
+                self.env_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
         ];
         lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
@@ -764,11 +793,13 @@ fn parse_next_hop(raw: &str) -> Result<NextHopAddr, String> {
     }
 }
 
+/// A path made absolute against the working directory at start, once: a relative path must
+/// not mean something else to `sealgate keys` run elsewhere, nor change meaning later.
 fn parse_path(raw: &str) -> Result<PathBuf, String> {
     if raw.is_empty() {
         return Err("empty path".into());
     }
-    Ok(PathBuf::from(raw))
+    std::path::absolute(raw).map_err(|err| format!("{raw:?}: cannot make it absolute: {err}"))
 }
 
 fn parse_host_port(raw: &str) -> Result<String, String> {
@@ -967,7 +998,10 @@ mod tests {
         );
         assert_eq!(config.milter_listen, None);
         assert_eq!(config.milter_max_frame, 1 << 20);
-        assert_eq!(config.next_hop, NextHopAddr::Maildir("./mail".into()));
+        // Relative paths are resolved once, against the working directory at start.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(config.next_hop, NextHopAddr::Maildir(cwd.join("mail")));
+        assert_eq!(config.keystore, cwd.join("keys"));
         assert_eq!(config.max_message_size, Some(104_857_600));
         assert_eq!(config.bare_newline, BareNewline::Reject);
         // check-config output names every documented variable with its default value.
@@ -979,7 +1013,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("{} missing from describe()", variable.name));
             if !variable.default.starts_with('(') {
                 let value = &line[variable.name.len() + 1..];
+                let absolute = variable
+                    .default
+                    .replace("./", &format!("{}/", cwd.display()));
                 let same = value == variable.default
+                    || value == absolute
                     || parse_duration(value).ok() == parse_duration(variable.default).ok();
                 assert!(same, "{line} vs default {}", variable.default);
             }

@@ -22,6 +22,7 @@ use tokio::time::timeout;
 use tracing::{debug, error, info};
 
 use crate::config::{Endpoint, NextHopAddr};
+use crate::keystore::KeyStore;
 
 /// Largest request head (request line and header fields) in octets; a larger one gets
 /// `431 Request Header Fields Too Large`.
@@ -49,6 +50,8 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 pub struct Readiness {
     serving: AtomicBool,
     keystore: AtomicBool,
+    /// The loaded key store, whose problems make us unready.
+    store: std::sync::OnceLock<Arc<KeyStore>>,
     next_hop: NextHopAddr,
     /// The last next-hop probe and when it ran; the lock also makes concurrent requests wait
     /// for one probe instead of starting their own.
@@ -61,6 +64,7 @@ impl Readiness {
         Readiness {
             serving: AtomicBool::new(false),
             keystore: AtomicBool::new(false),
+            store: std::sync::OnceLock::new(),
             next_hop,
             probed: Mutex::new(None),
         }
@@ -76,6 +80,12 @@ impl Readiness {
         self.keystore.store(loaded, Ordering::Relaxed);
     }
 
+    /// The key store is loaded; from now on each of its [`KeyStore::problems`] is a failure.
+    pub fn set_keystore(&self, keys: Arc<KeyStore>) {
+        let _ = self.store.set(keys);
+        self.set_keystore_loaded(true);
+    }
+
     /// The checks that fail right now, one line each; empty when ready.
     pub async fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
@@ -84,6 +94,16 @@ impl Readiness {
         }
         if !self.keystore.load(Ordering::Relaxed) {
             failures.push("key store: not loaded".to_string());
+        }
+        if let Some(keys) = self.store.get() {
+            for problem in keys.problems() {
+                let effect = if problem.blind {
+                    "recipients without a usable key get 451"
+                } else {
+                    "its last good certificate is still used"
+                };
+                failures.push(format!("key store: {problem} ({effect})"));
+            }
         }
         if let Err(why) = self.next_hop_reachable().await {
             failures.push(format!("next hop {}: {why}", self.next_hop));

@@ -4,8 +4,10 @@
 //! carries secret key material, has no self-signed e-mail user ID, or is unusable under
 //! [`crate::openpgp::check`] is refused with a one-line reason and never written.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read as _};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +20,7 @@ use sequoia_openpgp::serialize::stream::Recipient;
 use sequoia_openpgp::types::{HashAlgorithm, PublicKeyAlgorithm};
 use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::keystore::{self, KeyStore, KeyStoreError, Lookup};
 use crate::openpgp::{self, POLICY, Unusable};
 
@@ -26,6 +28,12 @@ use crate::openpgp::{self, POLICY, Unusable};
 const EX_USAGE: u8 = 64;
 /// sysexits(3): an input or store file could not be read or written.
 const EX_IOERR: u8 = 74;
+/// sysexits(3): the store is degraded (it cannot vouch for its contents); try again after
+/// fixing it.
+const EX_TEMPFAIL: u8 = 75;
+
+/// The packaged service user (packaging/debian/postinst), whose access to the store matters.
+const SERVICE_USER: &str = "sealgate";
 /// sysexits(3): bad configuration.
 const EX_CONFIG: u8 = 78;
 
@@ -35,9 +43,16 @@ Usage:
   sealgate keys list               one line per certificate: fingerprint, status, addresses
   sealgate keys show ADDRESS       the certificate(s) an address resolves to
   sealgate keys remove FINGERPRINT remove a certificate (hex, any case, spaces allowed)
+  sealgate keys init               create an empty store with its manifest
+  sealgate keys reindex            accept the certificates present now as the store's
+                                   contents (after removing files on purpose, or a store
+                                   written by another tool)
 
-The store is the cert-d directory in SEALGATE_KEYSTORE (default ./keys).
-Exit codes: 0 done; 1 refused or not found; 64 usage; 74 I/O error; 78 bad configuration.
+The store is the cert-d directory in SEALGATE_KEYSTORE (default ./keys), read like the
+service reads it: the environment, over the env file in SEALGATE_ENV_FILE (default
+/etc/sealgate/sealgate.env when it exists; systemd EnvironmentFile= syntax).
+Exit codes: 0 done; 1 refused or not found; 64 usage; 74 I/O error; 75 the store is
+degraded (list and show print why); 78 bad configuration.
 ";
 
 /// A parsed `sealgate keys` command line.
@@ -46,6 +61,8 @@ enum Verb<'a> {
     List,
     Show(&'a str),
     Remove(String),
+    Init,
+    Reindex,
 }
 
 /// Runs `sealgate keys ARGS...` and returns the process exit code. The store is the
@@ -57,6 +74,8 @@ pub fn main(args: &[&str]) -> ExitCode {
         ["show", address] => Verb::Show(address),
         // A fingerprint pasted with spaces may arrive as several arguments.
         ["remove", parts @ ..] if !parts.is_empty() => Verb::Remove(parts.concat()),
+        ["init"] => Verb::Init,
+        ["reindex"] => Verb::Reindex,
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -66,7 +85,7 @@ pub fn main(args: &[&str]) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let dir = match Config::from_env() {
+    let dir = match service_config() {
         Ok(config) => config.keystore,
         Err(err) => {
             eprintln!("sealgate keys: invalid configuration: {err}");
@@ -74,12 +93,193 @@ pub fn main(args: &[&str]) -> ExitCode {
         }
     };
     init_logging();
-    match verb {
+    // Only the verbs that write need the service user's access (list and show only read).
+    let writes = matches!(
+        verb,
+        Verb::Import(_) | Verb::Init | Verb::Reindex | Verb::Remove(_)
+    );
+    let owner = match Owner::of_service(&dir) {
+        Ok(owner) => owner.filter(|_| writes),
+        Err(refusal) if writes => {
+            eprintln!("sealgate keys: refused: {refusal}");
+            return ExitCode::FAILURE;
+        }
+        Err(_) => None,
+    };
+    let code = match verb {
         Verb::Import(source) => import(&dir, source),
         Verb::List => list(&dir),
         Verb::Show(address) => show(&dir, address),
         Verb::Remove(fingerprint) => remove(&dir, &fingerprint),
+        Verb::Init => match keystore::init(&dir) {
+            Ok(manifest) => {
+                println!(
+                    "key store {} ready (id {}, {} certificate(s) listed)",
+                    dir.display(),
+                    manifest.id,
+                    manifest.fingerprints.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => store_failure("init", &err),
+        },
+        Verb::Reindex => match keystore::reindex(&dir) {
+            Ok(manifest) => {
+                println!(
+                    "key store {} reindexed: {} certificate(s) expected from now on",
+                    dir.display(),
+                    manifest.fingerprints.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => store_failure("reindex", &err),
+        },
+    };
+    if let Some(owner) = owner
+        && let Err(err) = owner.hand_over(&dir)
+    {
+        eprintln!("sealgate keys: {err}");
+        return ExitCode::from(EX_IOERR);
     }
+    code
+}
+
+/// The service's configuration as `sealgate keys` sees it: the env file (systemd syntax;
+/// `SEALGATE_ENV_FILE`, else the package's when it exists) under the environment, which
+/// wins.
+fn service_config() -> Result<Config, String> {
+    let environment: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let file = match environment.get(config::ENV_FILE) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => Some(PathBuf::from(config::DEFAULT_ENV_FILE)).filter(|p| p.exists()),
+    };
+    let mut vars = BTreeMap::new();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|err| format!("cannot read the env file {}: {err}", file.display()))?;
+        // Only SEALGATE_* settings: the service ignores the rest too.
+        vars.extend(
+            crate::env_file::parse(&text)
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("SEALGATE_")),
+        );
+    }
+    vars.extend(environment);
+    Config::from_vars(&vars).map_err(|err| err.to_string())
+}
+
+/// Who must be able to read the store: the packaged service user, when it exists and is not
+/// who runs `sealgate keys`.
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+impl Owner {
+    /// `None` when nothing needs doing: no service user on this host, or we are it. As root:
+    /// what we write is handed over to the service user afterwards ([`Owner::hand_over`]).
+    /// As another user: refused (`Err`) when the service user could not read the store.
+    fn of_service(dir: &Path) -> Result<Option<Owner>, String> {
+        let Some((uid, gid)) = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|passwd| passwd_entry(&passwd, SERVICE_USER))
+        else {
+            return Ok(None);
+        };
+        let me = rustix::process::geteuid().as_raw();
+        if me == uid {
+            return Ok(None);
+        }
+        if me == 0 {
+            return Ok(Some(Owner { uid, gid }));
+        }
+        // Every existing directory from / down to the store must let the service user in.
+        let mut path = PathBuf::new();
+        for part in dir.components() {
+            path.push(part);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                break;
+            };
+            let need = if path == dir { 0o5 } else { 0o1 };
+            if !may(&meta, uid, gid, need) {
+                return Err(format!(
+                    "the service user {SERVICE_USER} (uid {uid}) could not read the key store: \
+                     {} is owned by uid {} gid {} with mode {:o}; run `sealgate keys` as root or \
+                     as {SERVICE_USER}, or fix the permissions",
+                    path.display(),
+                    meta.uid(),
+                    meta.gid(),
+                    meta.mode() & 0o7777
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives what root wrote in the store (the directory, entries, manifest, lock) to the
+    /// service user, as the package creates the store (owner sealgate, mode 0700).
+    fn hand_over(&self, dir: &Path) -> Result<(), String> {
+        let mut paths = vec![dir.to_path_buf()];
+        for name in [keystore::MANIFEST, "writelock"] {
+            paths.push(dir.join(name));
+        }
+        if let Ok(subdirs) = std::fs::read_dir(dir) {
+            for subdir in subdirs.filter_map(Result::ok) {
+                let name = subdir.file_name();
+                if name.len() != 2 || !subdir.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                paths.push(subdir.path());
+                if let Ok(entries) = std::fs::read_dir(subdir.path()) {
+                    paths.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+                }
+            }
+        }
+        for path in paths {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            // Only what root owns: an administrator's own choice of owner stays.
+            if meta.uid() == 0 && !meta.file_type().is_symlink() {
+                std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid)).map_err(|err| {
+                    format!(
+                        "cannot give {} to {SERVICE_USER}: {err}; the service could not \
+                             read it",
+                        path.display()
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// uid and gid of `user` in the text of /etc/passwd.
+fn passwd_entry(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != user {
+            return None;
+        }
+        let _password = fields.next()?;
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    })
+}
+
+/// Whether `uid`/`gid` (primary group only) have the permission bits `need` (`0o4` read,
+/// `0o1` search, ...) on a file with `meta`, by the owner/group/other rule.
+fn may(meta: &std::fs::Metadata, uid: u32, gid: u32, need: u32) -> bool {
+    let mode = meta.mode();
+    let bits = if meta.uid() == uid {
+        mode >> 6
+    } else if meta.gid() == gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & need == need
 }
 
 /// Warnings from the key store (e.g. skipped files) go to stderr.
@@ -310,7 +510,25 @@ fn list(dir: &Path) -> ExitCode {
     for cert in store.certificates() {
         println!("{}", summary(&cert));
     }
-    ExitCode::SUCCESS
+    degraded("list", &store)
+}
+
+/// Prints the store's problems to stderr: exit 75 when there are any, 0 otherwise.
+fn degraded(verb: &str, store: &KeyStore) -> ExitCode {
+    let problems = store.problems();
+    for problem in &problems {
+        let effect = if problem.blind {
+            "the service answers 451 for recipients without a usable key"
+        } else {
+            "the service still uses its last good certificate"
+        };
+        eprintln!("sealgate keys {verb}: key store degraded: {problem} ({effect})");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EX_TEMPFAIL)
+    }
 }
 
 fn show(dir: &Path, address: &str) -> ExitCode {
@@ -319,13 +537,27 @@ fn show(dir: &Path, address: &str) -> ExitCode {
         Err(err) => return store_failure("show", &err),
     };
     let certs = store.certificates_for(address);
+    if let Lookup::Unknown { reason } = store.lookup(address) {
+        eprintln!("sealgate keys show: cannot tell whether {address} has a key: {reason}");
+        return ExitCode::from(EX_TEMPFAIL);
+    }
     if certs.is_empty() {
         eprintln!("sealgate keys show: no certificate for {address}");
         return ExitCode::FAILURE;
     }
     let usable = match store.lookup(address) {
-        Lookup::Usable(cert) => {
-            println!("{address} resolves to {} (usable)", cert.fingerprint());
+        Lookup::Usable(usable) => {
+            let fingerprints: Vec<String> =
+                usable.iter().map(|c| c.fingerprint().to_hex()).collect();
+            let each = if fingerprints.len() > 1 {
+                "; copies are encrypted to each"
+            } else {
+                ""
+            };
+            println!(
+                "{address} resolves to {} (usable{each})",
+                fingerprints.join(", ")
+            );
             true
         }
         Lookup::Unusable {
@@ -336,7 +568,7 @@ fn show(dir: &Path, address: &str) -> ExitCode {
             false
         }
         // The store did not change between the two calls (same process, no reload).
-        Lookup::None => false,
+        Lookup::None | Lookup::Unknown { .. } => false,
     };
     for cert in &certs {
         println!("{}", summary(cert));
@@ -521,6 +753,48 @@ mod tests {
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn service_user_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      sealgatex:x:5:5::/:/bin/false\n\
+                      sealgate:x:998:997:sealgate mail filter:/var/lib/sealgate:/usr/sbin/nologin\n";
+        assert_eq!(passwd_entry(passwd, "sealgate"), Some((998, 997)));
+        assert_eq!(passwd_entry(passwd, "nobody"), None);
+        assert_eq!(
+            passwd_entry("sealgate:x:notanumber:1::/:/\n", "sealgate"),
+            None
+        );
+    }
+
+    #[test]
+    fn access_by_owner_group_other() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("f");
+        std::fs::write(&path, b"").expect("write");
+        let meta = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            std::fs::metadata(&path).expect("stat")
+        };
+        let owner = std::fs::metadata(&path).expect("stat").uid();
+        let group = std::fs::metadata(&path).expect("stat").gid();
+        let stranger = owner.wrapping_add(4242);
+        let other_group = group.wrapping_add(4242);
+        // 0600: the owner only; 0640: its group too; 0644: everyone.
+        let m = meta(0o600);
+        assert!(may(&m, owner, other_group, 0o4));
+        assert!(!may(&m, stranger, group, 0o4));
+        assert!(!may(&m, stranger, other_group, 0o4));
+        let m = meta(0o640);
+        assert!(may(&m, stranger, group, 0o4));
+        assert!(!may(&m, stranger, other_group, 0o4));
+        let m = meta(0o644);
+        assert!(may(&m, stranger, other_group, 0o4));
+        // Owner bits decide for the owner even when "other" would allow more.
+        let m = meta(0o044);
+        assert!(!may(&m, owner, group, 0o4));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! ([`KeyStore::reload`], [`KeyStore::watch`]). Writing ([`insert`], [`remove`]) goes through
 //! the cert-d lock, so `sealgate keys` and `sq` can change the directory while sealgate runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::hash::{DefaultHasher, Hasher};
 use std::io;
@@ -47,8 +48,9 @@ const WRITELOCK: &str = "writelock";
 pub enum Lookup {
     /// No certificate for this address.
     None,
-    /// A usable certificate: encrypt to it.
-    Usable(Arc<Cert>),
+    /// Usable certificates, newest first: encrypt to every one of them (one PKESK each), so
+    /// each holder of a key for the address can read the copy.
+    Usable(Vec<Arc<Cert>>),
     /// A certificate exists but can't be used now (the policy decides what happens).
     Unusable {
         /// Fingerprint (upper-case hex) of the newest certificate for the address.
@@ -56,6 +58,125 @@ pub enum Lookup {
         /// Why it cannot be used.
         reason: Unusable,
     },
+    /// The store cannot tell whether the address has a usable certificate (an unreadable
+    /// entry, a missing manifest, a store that shrank): tempfail, never plaintext.
+    Unknown {
+        /// A short cause naming the file, for the reply and the log.
+        reason: String,
+    },
+}
+
+/// Name of the manifest `sealgate keys` keeps in the store directory: a store identity and
+/// the fingerprints it should hold, so a store that shrinks (a volume that did not mount, a
+/// wrong path, deleted files) is noticed instead of turning key holders into plaintext
+/// recipients.
+pub const MANIFEST: &str = ".sealgate-manifest";
+
+/// Something the store cannot vouch for: a file or directory and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file or directory concerned.
+    pub path: PathBuf,
+    /// What is wrong with it, in a few words.
+    pub cause: String,
+    /// The store can no longer tell which addresses have a key: every lookup without a
+    /// usable certificate is [`Lookup::Unknown`]. Otherwise the last good copy of the entry is
+    /// still used and the problem only degrades the store.
+    pub blind: bool,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.cause)
+    }
+}
+
+/// The manifest's content: which store this is and the certificates it should hold.
+/// A codec without I/O ([`Manifest::parse`], [`Manifest::render`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Random identity of the store, logged at start (tells two stores apart).
+    pub id: String,
+    /// Lower-case hex fingerprints of the certificates `sealgate keys` stored.
+    pub fingerprints: BTreeSet<String>,
+}
+
+impl Manifest {
+    const MAGIC: &'static str = "sealgate-keystore 1";
+
+    /// A manifest for a new, empty store with a fresh identity.
+    pub fn new() -> Manifest {
+        // An identity, not a secret: std's keyed SipHash (OS-seeded keys) over the clock.
+        use std::hash::{BuildHasher, RandomState};
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let (high, low) = (
+            RandomState::new().hash_one(now),
+            RandomState::new().hash_one(now),
+        );
+        Manifest {
+            id: format!("{high:016x}{low:016x}"),
+            fingerprints: BTreeSet::new(),
+        }
+    }
+
+    /// Parses a manifest; `#` lines and blank lines are ignored.
+    ///
+    /// # Errors
+    /// Not a manifest, or a line that is not `id HEX` or `cert FINGERPRINT`.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        if lines.next() != Some(Self::MAGIC) {
+            return Err(format!(
+                "not a manifest (first line is not `{}`)",
+                Self::MAGIC
+            ));
+        }
+        let mut id = None;
+        let mut fingerprints = BTreeSet::new();
+        for line in lines {
+            match line.split_once(' ') {
+                Some(("id", value)) if id.is_none() && is_hex(value, &[32]) => {
+                    id = Some(value.to_string());
+                }
+                Some(("cert", value)) if is_hex(value, &[40, 64]) => {
+                    fingerprints.insert(value.to_ascii_lowercase());
+                }
+                _ => return Err(format!("unexpected line `{}`", line.escape_debug())),
+            }
+        }
+        let id = id.ok_or("no `id` line")?;
+        Ok(Manifest { id, fingerprints })
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "# sealgate key store manifest, written by `sealgate keys`: the certificates this\n\
+             # store must hold. Do not edit; see sealgate(8), KEY STORE.\n{}\nid {}\n",
+            Self::MAGIC,
+            self.id
+        );
+        for fingerprint in &self.fingerprints {
+            text.push_str(&format!("cert {fingerprint}\n"));
+        }
+        text
+    }
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Manifest::new()
+    }
+}
+
+fn is_hex(text: &str, lengths: &[usize]) -> bool {
+    lengths.contains(&text.len()) && text.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// What a [`KeyStore::reload`] found.
@@ -65,8 +186,12 @@ pub struct ReloadStats {
     pub certificates: usize,
     /// Distinct (normalised) addresses in the index.
     pub addresses: usize,
-    /// Files that could not be read or parsed (logged, left out of the index).
+    /// Entries that could not be read or parsed (logged; their last good copy, if any, is
+    /// still in the index).
     pub skipped: usize,
+    /// Everything the store cannot vouch for (bad entries, a missing or wrong manifest,
+    /// certificates the manifest lists that are missing); see [`KeyStore::problems`].
+    pub problems: usize,
     /// Whether the index differs from the previous one (certificates added, removed or
     /// updated).
     pub changed: bool,
@@ -92,6 +217,14 @@ pub enum KeyStoreError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// The manifest is missing where it must be, or can't be read or written.
+    #[error("key store manifest {}: {reason}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// The store's write lock could not be taken.
     #[error("cannot lock key store {}", dir.display())]
@@ -192,11 +325,37 @@ struct Index {
     /// The cert-d tag this index was built from; `None` when it must be re-read regardless
     /// (never loaded, or loaded within [`RACY_MARGIN`] of a modification).
     tag: Option<Tag>,
-    /// Certificates by lower-case fingerprint (the cert-d file name).
+    /// Certificates by lower-case fingerprint (the cert-d file name), including the last good
+    /// copy of entries that became unreadable.
     certs: BTreeMap<String, Arc<Entry>>,
     /// Normalised address → certificates with a self-signed user ID for it, by fingerprint.
     addresses: HashMap<String, Vec<Arc<Entry>>>,
     skipped: usize,
+    /// What the store cannot vouch for; empty when healthy.
+    problems: Vec<Problem>,
+    /// Size, mode, owner and change time of every entry and of the manifest: the cert-d tag
+    /// only sees directories, and an entry truncated or made unreadable in place must be
+    /// noticed too.
+    stat: u64,
+    /// The manifest's store identity, when it could be read.
+    manifest_id: Option<String>,
+}
+
+/// Adds every entry of `old` missing from `certs` (their last good copies).
+fn keep_all(old: &BTreeMap<String, Arc<Entry>>, certs: &mut BTreeMap<String, Arc<Entry>>) {
+    for (name, entry) in old {
+        certs
+            .entry(name.clone())
+            .or_insert_with(|| Arc::clone(entry));
+    }
+}
+
+/// What a walk of the directory found besides the certificates.
+struct Health {
+    skipped: usize,
+    problems: Vec<Problem>,
+    stat: u64,
+    manifest_id: Option<String>,
 }
 
 impl Entry {
@@ -237,7 +396,7 @@ impl Entry {
 }
 
 impl Index {
-    fn build(tag: Option<Tag>, certs: BTreeMap<String, Arc<Entry>>, skipped: usize) -> Index {
+    fn build(tag: Option<Tag>, certs: BTreeMap<String, Arc<Entry>>, health: Health) -> Index {
         let mut addresses: HashMap<String, Vec<Arc<Entry>>> = HashMap::new();
         for entry in certs.values() {
             for address in email_addresses(&entry.cert) {
@@ -251,8 +410,23 @@ impl Index {
             tag,
             certs,
             addresses,
-            skipped,
+            skipped: health.skipped,
+            problems: health.problems,
+            stat: health.stat,
+            manifest_id: health.manifest_id,
         }
+    }
+
+    /// Why lookups without a usable certificate are unknown, if they are.
+    fn blind(&self) -> Option<String> {
+        let mut blind = self.problems.iter().filter(|p| p.blind);
+        let first = blind.next()?;
+        let more = blind.count();
+        Some(if more == 0 {
+            first.to_string()
+        } else {
+            format!("{first}; and {more} more")
+        })
     }
 
     /// The certificates for `address`: the exact normalised address first, then without its
@@ -272,22 +446,20 @@ impl Index {
             certificates: self.certs.len(),
             addresses: self.addresses.len(),
             skipped: self.skipped,
+            problems: self.problems.len(),
             changed,
         }
     }
 }
 
 impl KeyStore {
-    /// Opens the cert-d directory `dir` (creating it if missing) and loads the index.
+    /// Opens the cert-d directory `dir` and loads the index. A missing or unreadable
+    /// directory, bad entries and a missing manifest are not errors: they are
+    /// [`KeyStore::problems`], and lookups they leave in doubt answer [`Lookup::Unknown`].
     ///
     /// # Errors
-    /// The directory can't be created or read. Files that fail to parse are skipped (logged),
-    /// never an error.
+    /// Not expected with openpgp-cert-d 0.3 (opening only records the path).
     pub fn open(dir: &Path) -> Result<KeyStore, KeyStoreError> {
-        fs::create_dir_all(dir).map_err(|source| KeyStoreError::Create {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
         let store = KeyStore {
             dir: dir.to_path_buf(),
             certd: open_certd(dir)?,
@@ -296,7 +468,8 @@ impl KeyStore {
             loaded_at: Mutex::new(SystemTime::now()),
             reload_errors: AtomicU64::new(0),
         };
-        store.reload(true)?;
+        // A failure is recorded in the index as a blind problem (and logged).
+        let _ = store.reload(true);
         Ok(store)
     }
 
@@ -307,19 +480,16 @@ impl KeyStore {
 
     /// What we know about `address`, from memory only (never touches the disk). The address
     /// is lower-cased; when it has no entry, `user+tag@domain` falls back to `user@domain`.
-    /// Among several certificates the newest usable one wins; if none is usable, the newest
-    /// one's reason is reported.
+    /// Every usable certificate is returned (newest first); if none is usable, the newest
+    /// one's reason is reported. While the store cannot vouch for its index (a blind
+    /// [`Problem`]), anything but a usable certificate is [`Lookup::Unknown`].
     pub fn lookup(&self, address: &str) -> Lookup {
         let index = self.current();
-        let mut usable: Option<&Entry> = None;
+        let mut usable: Vec<&Entry> = Vec::new();
         let mut unusable: Option<(&Entry, Unusable)> = None;
         for entry in index.candidates(address) {
             match entry.verdict() {
-                Ok(()) => {
-                    if usable.is_none_or(|best| entry.created > best.created) {
-                        usable = Some(entry);
-                    }
-                }
+                Ok(()) => usable.push(entry),
                 Err(reason) => {
                     if unusable
                         .as_ref()
@@ -330,14 +500,30 @@ impl KeyStore {
                 }
             }
         }
-        match (usable, unusable) {
-            (Some(entry), _) => Lookup::Usable(Arc::clone(&entry.cert)),
-            (None, Some((entry, reason))) => Lookup::Unusable {
+        if !usable.is_empty() {
+            usable.sort_by_key(|entry| std::cmp::Reverse(entry.created));
+            return Lookup::Usable(usable.iter().map(|e| Arc::clone(&e.cert)).collect());
+        }
+        if let Some(reason) = index.blind() {
+            return Lookup::Unknown { reason };
+        }
+        match unusable {
+            Some((entry, reason)) => Lookup::Unusable {
                 fingerprint: entry.cert.fingerprint().to_hex(),
                 reason,
             },
-            (None, None) => Lookup::None,
+            None => Lookup::None,
         }
+    }
+
+    /// What the store cannot vouch for right now; empty when healthy.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.current().problems.clone()
+    }
+
+    /// The manifest's store identity, when the manifest could be read.
+    pub fn manifest_id(&self) -> Option<String> {
+        self.current().manifest_id.clone()
     }
 
     /// Every certificate `address` resolves to (same normalisation as [`KeyStore::lookup`]),
@@ -378,7 +564,8 @@ impl KeyStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Number of [`KeyStore::reload`] calls that failed since the store was opened.
+    /// Number of [`KeyStore::reload`] calls that failed or left [`KeyStore::problems`] since
+    /// the store was opened.
     pub fn reload_errors(&self) -> u64 {
         self.reload_errors.load(Ordering::Relaxed)
     }
@@ -393,7 +580,7 @@ impl KeyStore {
     /// counted in [`ReloadStats::skipped`]).
     pub fn reload(&self, force: bool) -> Result<ReloadStats, KeyStoreError> {
         let result = self.reload_index(force);
-        if result.is_err() {
+        if !result.as_ref().is_ok_and(|stats| stats.problems == 0) {
             self.reload_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
@@ -409,47 +596,112 @@ impl KeyStore {
         // or falls within RACY_MARGIN of it (see below).
         let sampled = SystemTime::now();
         let tag = self.certd.tag();
-        if !force && old.tag == Some(tag) {
+        let stat = stat_digest(&self.dir);
+        // A store with problems is walked every time, so a repair is noticed at once.
+        if !force && old.tag == Some(tag) && old.stat == stat && old.problems.is_empty() {
             self.touch();
             return Ok(old.stats(false));
         }
 
-        // The cert-d iterator silently yields nothing for a missing directory; we want an
-        // error (and to keep the old index) instead.
-        fs::read_dir(&self.dir).map_err(|source| KeyStoreError::Read {
-            dir: self.dir.clone(),
-            source,
-        })?;
+        let (files, mut problems) = match walk(&self.dir) {
+            Ok(walked) => walked,
+            Err(source) => {
+                // Keep every certificate (still encrypt to them) but answer nothing else.
+                let problem = Problem {
+                    path: self.dir.clone(),
+                    cause: format!("cannot read the key store directory: {source}"),
+                    blind: true,
+                };
+                self.report(&old.problems, std::slice::from_ref(&problem));
+                let health = Health {
+                    skipped: 0,
+                    problems: vec![problem],
+                    stat,
+                    manifest_id: None,
+                };
+                let index = Index::build(None, old.certs.clone(), health);
+                *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
+                return Err(KeyStoreError::Read {
+                    dir: self.dir.clone(),
+                    source,
+                });
+            }
+        };
         let mut certs = BTreeMap::new();
         let mut skipped = 0;
-        for item in self.certd.iter() {
-            let (name, _tag, data) = match item {
-                Ok(item) => item,
-                Err(err) => {
-                    warn!(dir = %self.dir.display(), err = %error_chain(&err),
-                          "skipping unreadable key store entry");
-                    skipped += 1;
-                    continue;
+        for (name, path) in &files {
+            let read = fs::read(path).map_err(|err| format!("cannot read: {err}"));
+            let entry = read.and_then(|data| {
+                let digest = digest(&data);
+                match old.certs.get(name) {
+                    Some(entry) if entry.digest == digest => Ok(Arc::clone(entry)),
+                    _ => parse_stored(name, &data)
+                        .map(|cert| Arc::new(Entry::new(cert, digest)))
+                        .map_err(|why| format!("not a usable certificate file: {why}")),
                 }
-            };
-            let digest = digest(&data);
-            if let Some(entry) = old.certs.get(&name)
-                && entry.digest == digest
-            {
-                certs.insert(name, Arc::clone(entry));
-                continue;
-            }
-            match parse_stored(&name, &data) {
-                Ok(cert) => {
-                    certs.insert(name, Arc::new(Entry::new(cert, digest)));
+            });
+            match entry {
+                Ok(entry) => {
+                    certs.insert(name.clone(), entry);
                 }
-                Err(why) => {
-                    warn!(dir = %self.dir.display(), file = %name, %why,
-                          "skipping unparseable certificate");
+                Err(cause) => {
                     skipped += 1;
+                    // The last good copy stays; without one, nobody knows whose it is.
+                    let kept = old.certs.get(name);
+                    if let Some(entry) = kept {
+                        certs.insert(name.clone(), Arc::clone(entry));
+                    }
+                    problems.push(Problem {
+                        path: path.clone(),
+                        cause,
+                        blind: kept.is_none(),
+                    });
                 }
             }
         }
+        let manifest_path = self.dir.join(MANIFEST);
+        let manifest_id = match read_manifest(&self.dir) {
+            Ok(Some(manifest)) => {
+                for fingerprint in &manifest.fingerprints {
+                    if files.iter().any(|(name, _)| name == fingerprint) {
+                        continue;
+                    }
+                    let kept = old.certs.get(fingerprint);
+                    if let Some(entry) = kept {
+                        certs.insert(fingerprint.clone(), Arc::clone(entry));
+                    }
+                    problems.push(Problem {
+                        path: entry_path(&self.dir, fingerprint),
+                        cause: format!("listed in {MANIFEST} but missing"),
+                        blind: kept.is_none(),
+                    });
+                }
+                Some(manifest.id)
+            }
+            // Without a manifest nothing says what should be here: every certificate seen
+            // before is kept (still encrypted to), and the rest is unknown.
+            Ok(None) => {
+                keep_all(&old.certs, &mut certs);
+                problems.push(Problem {
+                    path: manifest_path,
+                    cause: "missing: not a store made by `sealgate keys` (or not mounted?); \
+                            see `sealgate keys init` and `sealgate keys reindex`"
+                        .into(),
+                    blind: true,
+                });
+                None
+            }
+            Err(cause) => {
+                keep_all(&old.certs, &mut certs);
+                problems.push(Problem {
+                    path: manifest_path,
+                    cause,
+                    blind: true,
+                });
+                None
+            }
+        };
+        self.report(&old.problems, &problems);
 
         let changed = old.certs.len() != certs.len()
             || old
@@ -464,11 +716,39 @@ impl KeyStore {
         // (as git does with its "racily clean" index entries).
         let racy =
             newest_subdir_mtime(&self.dir).is_some_and(|newest| newest + RACY_MARGIN > sampled);
-        let index = Index::build((!racy).then_some(tag), certs, skipped);
+        let health = Health {
+            skipped,
+            problems,
+            stat,
+            manifest_id,
+        };
+        let index = Index::build((!racy).then_some(tag), certs, health);
         let stats = index.stats(changed);
         *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
         self.touch();
         Ok(stats)
+    }
+
+    /// Logs problems that are new since the last reload (WARN, naming the file), and the
+    /// recovery when the last one is gone.
+    fn report(&self, before: &[Problem], now: &[Problem]) {
+        for problem in now.iter().filter(|p| !before.contains(p)) {
+            warn!(
+                dir = %self.dir.display(),
+                file = %problem.path.display(),
+                cause = %problem.cause,
+                blind = problem.blind,
+                "key store degraded: {}",
+                if problem.blind {
+                    "recipients without a usable key get 451 until this is fixed"
+                } else {
+                    "the entry's last good certificate is still used"
+                }
+            );
+        }
+        if now.is_empty() && !before.is_empty() {
+            info!(dir = %self.dir.display(), "key store healthy again");
+        }
     }
 
     /// Starts a background thread that calls [`KeyStore::reload`]`(false)` every `interval`
@@ -492,6 +772,7 @@ impl KeyStore {
                             certificates = stats.certificates,
                             addresses = stats.addresses,
                             skipped = stats.skipped,
+                            problems = stats.problems,
                             "key store reloaded"
                         ),
                         Ok(_) => {}
@@ -630,6 +911,8 @@ pub fn insert(dir: &Path, cert: &Cert) -> Result<Cert, KeyStoreError> {
         dir: dir.to_path_buf(),
         source,
     })?;
+    // Before writing: a store holding certificates without a manifest is refused here.
+    manifest_or_new(dir)?;
     let certd = open_certd(dir)?;
     let merge = |new: Vec<u8>, old: Option<&[u8]>| -> openpgp_cert_d::Result<MergeResult<'_>> {
         let Some(old) = old else {
@@ -652,9 +935,233 @@ pub fn insert(dir: &Path, cert: &Cert) -> Result<Cert, KeyStoreError> {
             fingerprint: fingerprint.to_hex(),
             source,
         })?;
+    let name = fingerprint.to_hex().to_lowercase();
+    update_manifest(dir, |manifest| {
+        manifest.fingerprints.insert(name);
+    })?;
     // We asked for the written data (`return_inserted`), so it is there.
     Cert::from_bytes(written.as_deref().unwrap_or_default())
         .map_err(|err| KeyStoreError::certificate(&fingerprint, err))
+}
+
+/// Creates the store `dir` (if missing) with an empty manifest: what a new store starts as.
+/// An existing manifest is kept. Returns the manifest.
+///
+/// # Errors
+/// The directory holds certificates but no manifest ([`reindex`] is the explicit way to
+/// accept them), or the directory or manifest can't be written.
+pub fn init(dir: &Path) -> Result<Manifest, KeyStoreError> {
+    fs::create_dir_all(dir).map_err(|source| KeyStoreError::Create {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let _lock = lock(dir)?;
+    let manifest = manifest_or_new(dir)?;
+    write_manifest(dir, &manifest)?;
+    Ok(manifest)
+}
+
+/// Rewrites the manifest of `dir` to list exactly the certificate files present now (keeping
+/// the store identity if the old manifest could be read): the operator's way to accept a
+/// store that shrank on purpose, or one written by another tool. Returns the new manifest.
+///
+/// # Errors
+/// The directory can't be read, or the manifest can't be written.
+pub fn reindex(dir: &Path) -> Result<Manifest, KeyStoreError> {
+    let _lock = lock(dir)?;
+    let (files, problems) = walk(dir).map_err(|source| KeyStoreError::Read {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    if let Some(problem) = problems.first() {
+        return Err(KeyStoreError::Manifest {
+            path: dir.join(MANIFEST),
+            reason: format!("cannot list the store: {problem}"),
+        });
+    }
+    let mut manifest = read_manifest(dir).ok().flatten().unwrap_or_default();
+    manifest.fingerprints = files.into_iter().map(|(name, _)| name).collect();
+    write_manifest(dir, &manifest)?;
+    Ok(manifest)
+}
+
+/// The manifest of `dir`, or a new one when the store holds no certificate file yet.
+fn manifest_or_new(dir: &Path) -> Result<Manifest, KeyStoreError> {
+    let path = dir.join(MANIFEST);
+    match read_manifest(dir) {
+        Ok(Some(manifest)) => Ok(manifest),
+        Ok(None) => {
+            let (files, _) = walk(dir).map_err(|source| KeyStoreError::Read {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+            if files.is_empty() {
+                Ok(Manifest::new())
+            } else {
+                Err(KeyStoreError::Manifest {
+                    path,
+                    reason: format!(
+                        "missing, but the store holds {} certificate(s): check that this is \
+                         the right store, then accept its contents with `sealgate keys reindex`",
+                        files.len()
+                    ),
+                })
+            }
+        }
+        Err(reason) => Err(KeyStoreError::Manifest { path, reason }),
+    }
+}
+
+/// Changes the manifest of `dir` under the store's write lock (created when the store holds no
+/// certificate besides what is being added).
+fn update_manifest(dir: &Path, change: impl FnOnce(&mut Manifest)) -> Result<(), KeyStoreError> {
+    let _lock = lock(dir)?;
+    let mut manifest = match read_manifest(dir) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => Manifest::new(),
+        Err(reason) => {
+            return Err(KeyStoreError::Manifest {
+                path: dir.join(MANIFEST),
+                reason,
+            });
+        }
+    };
+    change(&mut manifest);
+    write_manifest(dir, &manifest)
+}
+
+/// Reads the manifest of `dir`: `None` when there is none.
+fn read_manifest(dir: &Path) -> Result<Option<Manifest>, String> {
+    match fs::read(dir.join(MANIFEST)) {
+        Ok(data) => {
+            let text = String::from_utf8(data).map_err(|_| "not UTF-8 text".to_string())?;
+            Manifest::parse(&text).map(Some)
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(format!("cannot read: {err}")),
+    }
+}
+
+/// Writes the manifest of `dir` atomically (a temporary file renamed over it). The caller
+/// holds the write lock.
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), KeyStoreError> {
+    let path = dir.join(MANIFEST);
+    let temporary = dir.join(format!("{MANIFEST}.tmp"));
+    let error = |err: io::Error| KeyStoreError::Manifest {
+        path: path.clone(),
+        reason: format!("cannot write: {err}"),
+    };
+    let mut file = fs::File::create(&temporary).map_err(error)?;
+    io::Write::write_all(&mut file, manifest.render().as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    fs::rename(&temporary, &path).map_err(error)
+}
+
+/// Takes the cert-d write lock of `dir` (released when the file is dropped).
+fn lock(dir: &Path) -> Result<fs::File, KeyStoreError> {
+    let lock_error = |source| KeyStoreError::Lock {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    // Implementation note: openpgp-cert-d 0.3 has no delete and no public lock. It locks by
+    // flock(2) on `writelock` (fd-lock), which is what `File::lock` does on Unix, so this
+    // excludes concurrent inserts by `sq` or `sealgate keys import`.
+    let lock = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(WRITELOCK))
+        .map_err(lock_error)?;
+    lock.lock().map_err(lock_error)?;
+    Ok(lock)
+}
+
+/// What [`walk`] found: `(fingerprint, path)` of each entry, and the subdirectories it could
+/// not list.
+type Walk = (Vec<(String, PathBuf)>, Vec<Problem>);
+
+/// The cert-d path of the entry `name` (a lower-case hex fingerprint).
+fn entry_path(dir: &Path, name: &str) -> PathBuf {
+    let split = name.len().min(2);
+    dir.join(&name[..split]).join(&name[split..])
+}
+
+/// The certificate entries of the cert-d `dir` as `(fingerprint, path)`: files named by
+/// a lower-case hex fingerprint (v4 or v6) in two-digit subdirectories, as cert-d stores
+/// them; special and vendor files are not entries. A subdirectory that can't be listed is a
+/// blind [`Problem`].
+///
+/// # Errors
+/// `dir` itself can't be listed.
+fn walk(dir: &Path) -> io::Result<Walk> {
+    let lower_hex = |name: &str, lengths: &[usize]| {
+        is_hex(name, lengths) && !name.chars().any(|c| c.is_ascii_uppercase())
+    };
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    let mut subdirs: Vec<_> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| lower_hex(n, &[2]))
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+        })
+        .collect();
+    subdirs.sort_by_key(fs::DirEntry::file_name);
+    for subdir in subdirs {
+        let prefix = subdir.file_name().to_string_lossy().into_owned();
+        let listing = match fs::read_dir(subdir.path()) {
+            Ok(listing) => listing,
+            Err(err) => {
+                problems.push(Problem {
+                    path: subdir.path(),
+                    cause: format!("cannot list: {err}"),
+                    blind: true,
+                });
+                continue;
+            }
+        };
+        for entry in listing.filter_map(Result::ok) {
+            let Some(rest) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if lower_hex(&rest, &[38, 62]) {
+                files.push((format!("{prefix}{rest}"), entry.path()));
+            }
+        }
+    }
+    files.sort();
+    Ok((files, problems))
+}
+
+/// A digest of the size, mode, owner and change time of every entry and of the manifest
+/// (0 for an unreadable directory).
+fn stat_digest(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut hasher = DefaultHasher::new();
+    let Ok((files, _)) = walk(dir) else {
+        return 0;
+    };
+    let manifest = dir.join(MANIFEST);
+    for path in files.iter().map(|(_, p)| p).chain([&manifest]) {
+        hasher.write(path.as_os_str().as_encoded_bytes());
+        if let Ok(meta) = fs::metadata(path) {
+            for n in [
+                meta.size(),
+                u64::from(meta.mode()),
+                u64::from(meta.uid()),
+                u64::from(meta.gid()),
+            ] {
+                hasher.write_u64(n);
+            }
+            hasher.write_i64(meta.ctime());
+            hasher.write_i64(meta.ctime_nsec());
+            hasher.write_i64(meta.mtime_nsec());
+        }
+    }
+    hasher.finish()
 }
 
 /// Removes the certificate `fingerprint` from the cert-d `dir`, under the cert-d lock.
@@ -671,20 +1178,15 @@ pub fn remove(dir: &Path, fingerprint: &Fingerprint) -> Result<bool, KeyStoreErr
     if !path.exists() {
         return Ok(false);
     }
-    let lock_error = |source| KeyStoreError::Lock {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    // Implementation note: openpgp-cert-d 0.3 has no delete and no public lock. It locks by
-    // flock(2) on `writelock` (fd-lock), which is what `File::lock` does on Unix, so this
-    // excludes concurrent inserts by `sq` or `sealgate keys import`.
-    let lock = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dir.join(WRITELOCK))
-        .map_err(lock_error)?;
-    lock.lock().map_err(lock_error)?;
+    let name = fingerprint.to_hex().to_lowercase();
+    // The manifest first: a reload in between sees an unlisted file (fine), never a listed
+    // one missing. update_manifest takes and releases the lock, so it is taken again below.
+    if dir.join(MANIFEST).exists() {
+        update_manifest(dir, |manifest| {
+            manifest.fingerprints.remove(&name);
+        })?;
+    }
+    let _lock = lock(dir)?;
     match fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -801,7 +1303,13 @@ mod tests {
     }
 
     /// Writes `cert` straight into the cert-d layout, as `sq` would.
+    /// The store gets a manifest if it has none (planted entries are not listed in it: a
+    /// store may grow behind `sealgate keys`' back, as `sq` would make it).
     fn write(dir: &Path, cert: &Cert) -> PathBuf {
+        fs::create_dir_all(dir).expect("mkdir");
+        if !dir.join(MANIFEST).exists() {
+            fs::write(dir.join(MANIFEST), Manifest::new().render()).expect("manifest");
+        }
         let name = cert.fingerprint().to_hex().to_lowercase();
         let path = dir.join(&name[..2]).join(&name[2..]);
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -811,7 +1319,7 @@ mod tests {
 
     fn usable_fingerprint(lookup: Lookup) -> Fingerprint {
         match lookup {
-            Lookup::Usable(cert) => cert.fingerprint(),
+            Lookup::Usable(certs) => certs[0].fingerprint(),
             other => panic!("expected a usable certificate, got {other:?}"),
         }
     }
@@ -883,11 +1391,14 @@ mod tests {
         }
         let store = KeyStore::open(tmp.path()).expect("open");
         assert_eq!(store.certificates_for("dan@example.org").len(), 3);
-        // A usable one beats a newer unusable one; among usable ones the newest wins.
-        assert_eq!(
-            usable_fingerprint(store.lookup("dan@example.org")),
-            new_usable.fingerprint()
-        );
+        // A usable one beats a newer unusable one; every usable one is used, newest first.
+        match store.lookup("dan@example.org") {
+            Lookup::Usable(certs) => assert_eq!(
+                certs.iter().map(|c| c.fingerprint()).collect::<Vec<_>>(),
+                vec![new_usable.fingerprint(), old_usable.fingerprint()]
+            ),
+            other => panic!("expected usable, got {other:?}"),
+        }
     }
 
     #[test]
@@ -985,19 +1496,26 @@ mod tests {
         assert_eq!(stats.certificates, 1);
         assert_eq!(stats.addresses, 1);
         assert_eq!(stats.skipped, 2);
+        assert_eq!(stats.problems, 2);
         assert!(matches!(
             store.lookup("frank@example.org"),
             Lookup::Usable(_)
         ));
-        assert!(matches!(store.lookup("grace@example.org"), Lookup::None));
+        // Whose the bad entries are nobody knows: everyone without a key is unknown.
+        match store.lookup("grace@example.org") {
+            Lookup::Unknown { reason } => assert!(reason.contains(&"c".repeat(38)), "{reason}"),
+            other => panic!("expected unknown, got {other:?}"),
+        }
     }
 
     #[test]
     fn reload_picks_up_new_and_removed_files() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("keys"); // created by open
+        let dir = tmp.path().join("keys");
+        init(&dir).expect("init");
         let store = KeyStore::open(&dir).expect("open");
         assert!(store.is_empty());
+        assert!(store.problems().is_empty());
         let before = store.loaded_at();
 
         let heidi = cert(&["<heidi@example.org>"]);
@@ -1009,6 +1527,7 @@ mod tests {
                 certificates: 1,
                 addresses: 1,
                 skipped: 0,
+                problems: 0,
                 changed: true
             }
         );
@@ -1074,15 +1593,187 @@ mod tests {
             store.lookup("judy@example.org"),
             Lookup::Usable(_)
         ));
+        // Nothing else can be answered.
+        assert!(matches!(
+            store.lookup("kim@example.org"),
+            Lookup::Unknown { .. }
+        ));
+        assert!(store.problems()[0].blind);
     }
 
     #[test]
-    fn open_fails_when_the_directory_cannot_be_created() {
+    fn a_missing_or_unreadable_directory_is_unknown() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let file = tmp.path().join("file");
         fs::write(&file, b"").expect("write");
-        let err = KeyStore::open(&file.join("keys")).expect_err("not a directory");
-        assert!(matches!(err, KeyStoreError::Create { .. }), "{err:?}");
+        for dir in [tmp.path().join("absent"), file.join("keys")] {
+            let store = KeyStore::open(&dir).expect("open");
+            assert!(!dir.exists(), "open must not create {}", dir.display());
+            match store.lookup("bob@example.org") {
+                Lookup::Unknown { reason } => {
+                    assert!(reason.contains(&*dir.display().to_string()), "{reason}");
+                }
+                other => panic!("expected unknown, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip_and_refusals() {
+        let mut manifest = Manifest::new();
+        assert_eq!(manifest.id.len(), 32);
+        assert_ne!(manifest.id, Manifest::new().id);
+        manifest.fingerprints.insert("ab".repeat(20));
+        let text = manifest.render();
+        assert_eq!(Manifest::parse(&text), Ok(manifest.clone()));
+        for bad in [
+            "",
+            "id 00112233445566778899aabbccddeeff\n",
+            "sealgate-keystore 1\n",
+            "sealgate-keystore 1\nid 0011\n",
+            "sealgate-keystore 1\nid 00112233445566778899aabbccddeeff\ncert 1234\n",
+            "sealgate-keystore 1\nid 00112233445566778899aabbccddeeff\nrm -rf\n",
+        ] {
+            assert!(Manifest::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn no_manifest_is_unknown_until_init_or_reindex() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = KeyStore::open(tmp.path()).expect("open");
+        assert!(matches!(
+            store.lookup("x@example.org"),
+            Lookup::Unknown { .. }
+        ));
+        let id = init(tmp.path()).expect("init").id;
+        assert_eq!(
+            init(tmp.path()).expect("again").id,
+            id,
+            "init keeps the manifest"
+        );
+        store.reload(false).expect("reload");
+        assert!(store.problems().is_empty(), "{:?}", store.problems());
+        assert!(matches!(store.lookup("x@example.org"), Lookup::None));
+        assert_eq!(store.manifest_id(), Some(id.clone()));
+
+        // Certificates without a manifest (a store written by sq, or an old sealgate):
+        // init refuses, reindex accepts them.
+        let other = tempfile::tempdir().expect("tempdir");
+        let olga = cert(&["<olga@example.org>"]);
+        let name = olga.fingerprint().to_hex().to_lowercase();
+        let path = entry_path(other.path(), &name);
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, olga.to_vec().expect("serialize")).expect("write");
+        let err = init(other.path()).expect_err("refused");
+        assert!(err.to_string().contains("reindex"), "{err}");
+        let store = KeyStore::open(other.path()).expect("open");
+        assert!(matches!(
+            store.lookup("x@example.org"),
+            Lookup::Unknown { .. }
+        ));
+        assert!(matches!(
+            store.lookup("olga@example.org"),
+            Lookup::Usable(_)
+        ));
+        assert_eq!(
+            reindex(other.path()).expect("reindex").fingerprints,
+            BTreeSet::from([name])
+        );
+        store.reload(false).expect("reload");
+        assert!(matches!(store.lookup("x@example.org"), Lookup::None));
+    }
+
+    #[test]
+    fn a_bad_entry_keeps_its_last_good_copy() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        init(tmp.path()).expect("init");
+        let pat = cert(&["<pat@example.org>"]);
+        let stored = insert(tmp.path(), &pat).expect("insert");
+        let path = entry_path(tmp.path(), &stored.fingerprint().to_hex().to_lowercase());
+        let store = KeyStore::open(tmp.path()).expect("open");
+        assert!(store.problems().is_empty());
+
+        // Truncated in place: the cert-d tag (directory mtimes) does not move.
+        let data = fs::read(&path).expect("read");
+        fs::write(&path, &data[..data.len() / 2]).expect("truncate");
+        let stats = store.reload(false).expect("reload");
+        assert_eq!((stats.skipped, stats.problems), (1, 1));
+        let problems = store.problems();
+        assert_eq!(problems[0].path, path);
+        assert!(!problems[0].blind);
+        assert_eq!(
+            usable_fingerprint(store.lookup("pat@example.org")),
+            pat.fingerprint()
+        );
+        // The entry is known to be pat's: others are still answered.
+        assert!(matches!(store.lookup("quinn@example.org"), Lookup::None));
+        let errors = store.reload_errors();
+        assert!(errors >= 1);
+
+        // A fresh start cannot know whose it is.
+        let fresh = KeyStore::open(tmp.path()).expect("open");
+        assert!(matches!(
+            fresh.lookup("pat@example.org"),
+            Lookup::Unknown { .. }
+        ));
+        assert!(matches!(
+            fresh.lookup("quinn@example.org"),
+            Lookup::Unknown { .. }
+        ));
+
+        // Repaired: healthy again.
+        fs::write(&path, &data).expect("repair");
+        store.reload(false).expect("reload");
+        assert!(store.problems().is_empty());
+        fresh.reload(false).expect("reload");
+        assert!(matches!(fresh.lookup("quinn@example.org"), Lookup::None));
+    }
+
+    #[test]
+    fn a_store_that_shrinks_is_noticed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("keys");
+        init(&dir).expect("init");
+        let rae = insert(&dir, &cert(&["<rae@example.org>"])).expect("insert");
+        let name = rae.fingerprint().to_hex().to_lowercase();
+        let listed = read_manifest(&dir).expect("read").expect("present");
+        assert!(listed.fingerprints.contains(&name));
+        let store = KeyStore::open(&dir).expect("open");
+
+        // The file deleted behind sealgate's back: still encrypted to, store degraded.
+        fs::remove_file(entry_path(&dir, &name)).expect("rm");
+        store.reload(false).expect("reload");
+        assert!(matches!(store.lookup("rae@example.org"), Lookup::Usable(_)));
+        assert!(matches!(store.lookup("sam@example.org"), Lookup::None));
+        assert_eq!(store.problems().len(), 1);
+        let fresh = KeyStore::open(&dir).expect("open");
+        assert!(matches!(
+            fresh.lookup("rae@example.org"),
+            Lookup::Unknown { .. }
+        ));
+
+        // The directory replaced by an empty one (a volume that did not mount).
+        fs::remove_dir_all(&dir).expect("rm");
+        fs::create_dir(&dir).expect("mkdir");
+        store.reload(false).expect("reload");
+        assert!(matches!(
+            store.lookup("sam@example.org"),
+            Lookup::Unknown { .. }
+        ));
+        assert!(matches!(store.lookup("rae@example.org"), Lookup::Usable(_)));
+    }
+
+    #[test]
+    fn remove_updates_the_manifest() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tia = insert(tmp.path(), &cert(&["<tia@example.org>"])).expect("insert");
+        let store = KeyStore::open(tmp.path()).expect("open");
+        assert!(store.problems().is_empty(), "{:?}", store.problems());
+        assert!(remove(tmp.path(), &tia.fingerprint()).expect("remove"));
+        store.reload(false).expect("reload");
+        assert!(store.problems().is_empty(), "{:?}", store.problems());
+        assert!(matches!(store.lookup("tia@example.org"), Lookup::None));
     }
 
     #[test]

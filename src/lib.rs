@@ -13,6 +13,7 @@
 pub mod armor;
 pub mod config;
 pub mod delivery;
+pub mod env_file;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -154,7 +155,7 @@ pub async fn run(
         error!(%err, "cannot register the key store metrics");
     }
     let readiness = Arc::new(http::Readiness::new(config.next_hop.clone()));
-    readiness.set_keystore_loaded(true);
+    readiness.set_keystore(Arc::clone(&keys));
     let next_hop = NextHop::new(&config, Arc::clone(&metrics));
     let pipeline = pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics));
     metrics.declare(&pipeline.stage_names(), next_hop.kind());

@@ -25,6 +25,8 @@ const EX_USAGE: u8 = 64;
 const EX_CONFIG: u8 = 78;
 /// sysexits(3): cannot bind or another OS-level failure.
 const EX_OSERR: u8 = 71;
+/// sysexits(3): the configuration is valid but the key store is degraded.
+const EX_TEMPFAIL: u8 = 75;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -71,11 +73,31 @@ fn help() -> String {
     text
 }
 
+/// Prints the configuration, then checks the key store it names: exit 75 with each problem
+/// on stderr when the store cannot vouch for its contents (recipients would get 451).
 fn check_config() -> ExitCode {
     match Config::from_env() {
         Ok(config) => {
             print!("{}", config.describe());
-            ExitCode::SUCCESS
+            let problems = match KeyStore::open(&config.keystore) {
+                Ok(keys) => keys.problems(),
+                Err(err) => {
+                    eprintln!(
+                        "sealgate: key store {}: {}",
+                        config.keystore.display(),
+                        sealgate::keystore::error_chain(&err)
+                    );
+                    return ExitCode::from(EX_TEMPFAIL);
+                }
+            };
+            for problem in &problems {
+                eprintln!("sealgate: key store degraded: {problem}");
+            }
+            if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EX_TEMPFAIL)
+            }
         }
         Err(err) => {
             eprintln!("sealgate: invalid configuration: {err}");
@@ -252,7 +274,13 @@ fn run() -> ExitCode {
         info!(
             next_hop = %config.next_hop,
             keystore = %config.keystore.display(),
+            keystore_id = keys.manifest_id().as_deref().unwrap_or("(no manifest)"),
+            secure_mailboxes = %config
+                .secure_mailboxes
+                .as_ref()
+                .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
             certificates = keys.len(),
+            problems = keys.problems().len(),
             "sealgate {} starting",
             env!("CARGO_PKG_VERSION")
         );

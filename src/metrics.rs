@@ -240,6 +240,7 @@ pub struct Metrics {
     encryption_failures: IntCounter,
     unverified_encrypted: IntCounterVec,
     unusable_keys: IntCounterVec,
+    keystore_unknown: IntCounter,
     received_bytes: IntCounter,
     delivered_bytes: IntCounter,
     stage_duration: HistogramVec,
@@ -287,6 +288,10 @@ impl Metrics {
                 "Recipients whose certificate was unusable, by reason and by the policy applied.",
             ),
             &["reason", "policy"],
+        )?;
+        let keystore_unknown = IntCounter::new(
+            "sealgate_keystore_unknown_total",
+            "Recipients tempfailed (451 4.7.0) because the key store could not tell whether they have a key.",
         )?;
         let received_bytes = IntCounter::new(
             "sealgate_received_bytes_total",
@@ -347,6 +352,7 @@ impl Metrics {
             Box::new(encryption_failures.clone()),
             Box::new(unverified_encrypted.clone()),
             Box::new(unusable_keys.clone()),
+            Box::new(keystore_unknown.clone()),
             Box::new(received_bytes.clone()),
             Box::new(delivered_bytes.clone()),
             Box::new(stage_duration.clone()),
@@ -376,6 +382,7 @@ impl Metrics {
             encryption_failures,
             unverified_encrypted,
             unusable_keys,
+            keystore_unknown,
             received_bytes,
             delivered_bytes,
             stage_duration,
@@ -425,6 +432,11 @@ impl Metrics {
         self.unusable_keys
             .with_label_values(&[reason.kind(), policy_label(policy)])
             .inc();
+    }
+
+    /// A recipient was tempfailed because the key store could not tell whether it has a key.
+    pub fn keystore_unknown(&self) {
+        self.keystore_unknown.inc();
     }
 
     /// The next hop accepted a copy of `octets` octets.
@@ -482,7 +494,8 @@ pub const BUILD_RUSTC: &str = env!("BUILD_RUSTC_VERSION");
 pub const CRYPTO_BACKEND: &str = "openssl";
 
 /// Registers the key store's gauges (`sealgate_keystore_certificates`,
-/// `sealgate_keystore_last_reload_timestamp_seconds`) and its reload error counter
+/// `sealgate_keystore_last_reload_timestamp_seconds`, `sealgate_keystore_bad_entries`,
+/// `sealgate_keystore_blind`) and its failed-reload counter
 /// (`sealgate_keystore_reload_errors_total`) in `registry`. They are read from `keys` at
 /// each scrape, so reloads (timer or SIGHUP) need no hook.
 ///
@@ -501,7 +514,15 @@ pub fn register_keystore(registry: &Registry, keys: Arc<KeyStore>) -> prometheus
         )?,
         reload_errors: IntCounter::new(
             "sealgate_keystore_reload_errors_total",
-            "Key store reloads that failed (the previous index was kept).",
+            "Key store reloads that failed or left problems (bad entries, missing manifest or certificates).",
+        )?,
+        bad_entries: IntGauge::new(
+            "sealgate_keystore_bad_entries",
+            "Key store problems now: unreadable or unparseable entries, a missing or bad manifest, listed certificates that are missing.",
+        )?,
+        blind: IntGauge::new(
+            "sealgate_keystore_blind",
+            "1 while the key store cannot tell which addresses have a key (their recipients get 451 4.7.0).",
         )?,
         sync: Mutex::new(()),
     };
@@ -514,6 +535,8 @@ struct KeyStoreCollector {
     certificates: IntGauge,
     last_reload: Gauge,
     reload_errors: IntCounter,
+    bad_entries: IntGauge,
+    blind: IntGauge,
     /// Serialises scrapes while the counter catches up with the store's count.
     sync: Mutex<()>,
 }
@@ -523,6 +546,8 @@ impl Collector for KeyStoreCollector {
         let mut descs = self.certificates.desc();
         descs.extend(self.last_reload.desc());
         descs.extend(self.reload_errors.desc());
+        descs.extend(self.bad_entries.desc());
+        descs.extend(self.blind.desc());
         descs
     }
 
@@ -534,9 +559,15 @@ impl Collector for KeyStoreCollector {
         let errors = self.keys.reload_errors();
         self.reload_errors
             .inc_by(errors.saturating_sub(self.reload_errors.get()));
+        let problems = self.keys.problems();
+        self.bad_entries
+            .set(i64::try_from(problems.len()).unwrap_or(i64::MAX));
+        self.blind.set(i64::from(problems.iter().any(|p| p.blind)));
         let mut families = self.certificates.collect();
         families.extend(self.last_reload.collect());
         families.extend(self.reload_errors.collect());
+        families.extend(self.bad_entries.collect());
+        families.extend(self.blind.collect());
         families
     }
 }

@@ -716,6 +716,14 @@ mod tests {
     /// A context like `sealgate::run` builds, from `vars` (the secure domains are set), with
     /// a key store holding an expired certificate for [`EXPIRED`].
     fn test_context(vars: &[(&str, &str)]) -> (Arc<Context>, tempfile::TempDir) {
+        test_context_with(vars, true)
+    }
+
+    /// `with_manifest: false`: a store without manifest (the key store cannot vouch for it).
+    fn test_context_with(
+        vars: &[(&str, &str)],
+        with_manifest: bool,
+    ) -> (Arc<Context>, tempfile::TempDir) {
         let mut all: BTreeMap<String, String> = [
             (
                 "SEALGATE_SECURE_DOMAINS",
@@ -730,6 +738,10 @@ mod tests {
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(&all).unwrap();
         let dir = tempfile::tempdir().unwrap();
+        // A store as `sealgate keys` makes it (with its manifest), then a planted entry.
+        if with_manifest {
+            crate::keystore::init(dir.path()).unwrap();
+        }
         plant_expired(dir.path(), EXPIRED);
         let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
         let secure = Arc::new(SecureAddresses::new(config.secure_domains.clone(), None).unwrap());
@@ -1099,6 +1111,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn unknown_key_state_tempfails_at_rcpt_like_lmtp() {
+        // The store loses its manifest (a volume that did not mount): whether a recipient
+        // has a key is unknown, and the milter tempfails it as LMTP would.
+        let (context, _keys) = test_context_with(&[("SEALGATE_UNUSABLE_KEY", "plaintext")], false);
+        let mut mta = Mta::start(&context);
+        mta.open(Some("TLSv1.3")).await;
+        mta.mail(&[]).await;
+        let address = "nokey@example.org";
+        let mut rcpt = Recipient::new(address.to_string());
+        let lmtp = context
+            .shared
+            .pipeline
+            .check_recipient(&Envelope::default(), &mut rcpt)
+            .unwrap_err();
+        assert_eq!(lmtp.code, 451);
+        let reply = mta.rcpt(address).await;
+        assert_eq!(reply, reply_code(&lmtp));
+        let Response::ReplyCode { text, .. } = reply else {
+            unreachable!()
+        };
+        assert!(text.starts_with("4.7.0 "), "{text}");
+        assert!(text.contains(crate::keystore::MANIFEST), "{text}");
     }
 
     #[tokio::test]

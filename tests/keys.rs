@@ -67,6 +67,8 @@ impl Store {
         cmd.arg("keys")
             .args(args)
             .env("SEALGATE_KEYSTORE", self.path())
+            // Hermetic: not the host's /etc/sealgate/sealgate.env.
+            .env("SEALGATE_ENV_FILE", "/dev/null")
             .env_remove("SEALGATE_LOG")
             .env_remove("RUST_LOG");
         cmd
@@ -603,9 +605,30 @@ fn usage_errors_exit_64() {
 #[test]
 fn list_of_empty_store_and_show_of_unknown_address() {
     let store = Store::new();
+    // A store that does not exist is not an empty one: it may be a wrong path or a volume
+    // that did not mount. list says so and fails; it does not create it.
+    let run = store.keys(&["list"]).expect(75);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("cannot read the key store directory"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&*store.path().display().to_string()),
+        "{}",
+        run.stderr
+    );
+    assert!(!Path::new(&store.path()).exists(), "store not created");
+    let run = store.keys(&["show", "nobody@example.org"]).expect(75);
+    assert!(run.stderr.contains("cannot tell"), "{}", run.stderr);
+
+    // init makes the empty store; then list is empty and succeeds.
+    let run = store.keys(&["init"]).expect(0);
+    assert!(run.stdout.contains("ready"), "{}", run.stdout);
+    assert!(store.path().join(".sealgate-manifest").is_file());
     let run = store.keys(&["list"]).expect(0);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
-    assert!(Path::new(&store.path()).is_dir(), "store created");
     let run = store.keys(&["show", "nobody@example.org"]).expect(1);
     assert!(run.stderr.contains("no certificate"), "{}", run.stderr);
 }

@@ -466,16 +466,30 @@ fn invalid_configuration_stops_before_binding() {
         .output()
         .expect("run sealgate");
     assert_eq!(check.status.code(), Some(78));
+    // In a directory of its own, with a key store made by `sealgate keys init`.
+    let work = common::temp_dir("check-config-");
+    common::sealgate::ensure_manifest(&work.path().join("keys"));
     let good = std::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .arg("check-config")
+        .current_dir(work.path())
         .env("SEALGATE_MAX_RECIPIENTS", "7")
         .output()
         .expect("run sealgate");
-    assert!(good.status.success());
     let stdout = String::from_utf8_lossy(&good.stdout);
-    assert!(stdout.contains("SEALGATE_MAX_RECIPIENTS=7\n"), "{stdout}");
     assert!(
-        stdout.contains("SEALGATE_NEXT_HOP=maildir:./mail\n"),
+        good.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(stdout.contains("SEALGATE_MAX_RECIPIENTS=7\n"), "{stdout}");
+    // Relative paths are shown resolved, as the service uses them.
+    let mail = work.path().canonicalize().expect("canonical").join("mail");
+    assert!(
+        stdout.contains(&format!("SEALGATE_NEXT_HOP=maildir:{}\n", mail.display()))
+            || stdout.contains(&format!(
+                "SEALGATE_NEXT_HOP=maildir:{}\n",
+                work.path().join("mail").display()
+            )),
         "{stdout}"
     );
 }

@@ -183,6 +183,46 @@ impl<K: KeyLookup> EncryptStage<K> {
     }
 }
 
+impl<K: KeyLookup> EncryptStage<K> {
+    /// The key store cannot tell whether `rcpt` has a key: `451 4.7.0`, counted and logged.
+    fn on_unknown(&self, rcpt: &Recipient, reason: &str) -> Reply {
+        self.metrics.keystore_unknown();
+        tracing::warn!(
+            rcpt = %self.log.show(&rcpt.address), reason,
+            "key store cannot tell whether the recipient has a key: tempfail"
+        );
+        Reply::new(
+            451,
+            EnhancedCode::new(4, 7, 0),
+            format!(
+                "<{}> key store cannot tell whether this recipient has a key ({}), try again \
+                 later",
+                rcpt.address,
+                short(reason)
+            ),
+        )
+    }
+}
+
+/// The fingerprints of `certs`, upper-case hex, joined by `, `.
+fn fingerprints(certs: &[Arc<Cert>]) -> String {
+    certs
+        .iter()
+        .map(|cert| cert.fingerprint().to_hex())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `reason` cut to fit a reply line (the log has it whole).
+fn short(reason: &str) -> String {
+    const MAX: usize = 160;
+    let one_line: String = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &one_line[..at]),
+        None => one_line,
+    }
+}
+
 impl<K: KeyLookup> Stage for EncryptStage<K> {
     fn name(&self) -> &'static str {
         "encrypt"
@@ -194,14 +234,15 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
                 tracing::debug!(rcpt = %self.log.show(&rcpt.address), "no OpenPGP key");
                 Ok(())
             }
-            Lookup::Usable(cert) => {
+            Lookup::Usable(certs) => {
                 tracing::debug!(
                     rcpt = %self.log.show(&rcpt.address),
-                    fingerprint = %cert.fingerprint().to_hex(),
+                    fingerprint = %fingerprints(&certs),
                     "OpenPGP key found"
                 );
                 Ok(())
             }
+            Lookup::Unknown { reason } => Err(self.on_unknown(rcpt, &reason)),
             Lookup::Unusable {
                 fingerprint,
                 reason,
@@ -210,8 +251,10 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
     }
 
     fn plan(&self, _envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
-        let cert = match self.keys.lookup(&rcpt.mailbox) {
+        let certs = match self.keys.lookup(&rcpt.mailbox) {
             Lookup::None => return Ok(Plan::Unchanged),
+            // A recipient that became unknown since RCPT: this copy is tempfailed.
+            Lookup::Unknown { reason } => return Err(self.on_unknown(rcpt, &reason)),
             Lookup::Unusable {
                 fingerprint,
                 reason,
@@ -220,31 +263,32 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
                     .on_unusable(false, rcpt, &fingerprint, &reason)
                     .map(|()| Plan::Unchanged);
             }
-            Lookup::Usable(cert) => cert,
+            Lookup::Usable(certs) => certs,
         };
         // This lookup judged usability again (a key that expired or was revoked since RCPT
         // counts): the store's verdict is void at the first expiry of the keys involved and
         // is redone when the certificate changes on disk.
-        let fingerprint = cert.fingerprint().to_hex();
+        let fingerprint = fingerprints(&certs);
         let shown = self.log.show(&rcpt.address);
         // No verdict from labels: whether the message is already encrypted is verified from
         // its content, by the rewrite, as it streams in.
         let _ = headers;
         tracing::debug!(rcpt = %shown, fingerprint, "encrypting");
-        let mut rewrite = PgpMime::new(cert, self.protected_headers, self.peek_limit);
+        let mut rewrite = PgpMime::new(certs, self.protected_headers, self.peek_limit);
         rewrite.metrics = Some(Arc::clone(&self.metrics));
         Ok(Plan::Rewrite(Box::new(rewrite)))
     }
 }
 
-/// The rewrite for one recipient: the message as PGP/MIME, encrypted to `cert`.
+/// The rewrite for one recipient: the message as PGP/MIME, encrypted to every one of
+/// `certs` (one PKESK per encryption subkey).
 ///
 /// Messages that may be already encrypted are held back up to `peek_limit` octets (header
 /// block included) while [`Verifier`] checks them; only a verified one passes through,
 /// anything else (past the limit included) is encrypted. Otherwise memory is the fixed
 /// buffers of the writer stack.
 pub struct PgpMime {
-    cert: Arc<Cert>,
+    certs: Vec<Arc<Cert>>,
     fingerprint: String,
     protected_headers: bool,
     peek_limit: usize,
@@ -281,7 +325,7 @@ self_cell!(
     /// The sequoia writer stack, which borrows the certificate it encrypts to, together
     /// with that certificate.
     struct Sealer {
-        owner: Arc<Cert>,
+        owner: Vec<Arc<Cert>>,
 
         #[not_covariant]
         dependent: Writer,
@@ -289,14 +333,17 @@ self_cell!(
 );
 
 impl Sealer {
-    /// Builds `Message → Encryptor → LiteralWriter` for `cert`'s holder, writing into
-    /// `sink`, which armors it with CRLF line ends.
-    fn start(cert: Arc<Cert>, sink: SharedSink) -> sequoia_openpgp::Result<Sealer> {
-        Sealer::try_new(cert, |cert| {
+    /// Builds `Message → Encryptor → LiteralWriter` for the holders of `certs`, writing
+    /// into `sink`, which armors it with CRLF line ends.
+    fn start(certs: Vec<Arc<Cert>>, sink: SharedSink) -> sequoia_openpgp::Result<Sealer> {
+        Sealer::try_new(certs, |certs| {
             // Forces SEIPDv1 for v4 certificates (trap 1) and checks revocation (trap 2).
-            let recipients = openpgp::recipients(cert).map_err(|reason| {
-                sequoia_openpgp::Error::InvalidOperation(format!("key unusable: {reason}"))
-            })?;
+            let mut recipients = Vec::new();
+            for cert in certs {
+                recipients.extend(openpgp::recipients(cert).map_err(|reason| {
+                    sequoia_openpgp::Error::InvalidOperation(format!("key unusable: {reason}"))
+                })?);
+            }
             let message = Message::new(sink);
             let message = Encryptor::for_recipients(message, recipients)
                 .symmetric_algo(SymmetricAlgorithm::AES256)
@@ -325,11 +372,12 @@ impl Sealer {
 }
 
 impl PgpMime {
-    /// A rewrite that encrypts to `cert`; see [`EncryptStage::new`] for `peek_limit`.
-    pub fn new(cert: Arc<Cert>, protected_headers: bool, peek_limit: usize) -> Self {
+    /// A rewrite that encrypts to every one of `certs`; see [`EncryptStage::new`] for
+    /// `peek_limit`.
+    pub fn new(certs: Vec<Arc<Cert>>, protected_headers: bool, peek_limit: usize) -> Self {
         PgpMime {
-            fingerprint: cert.fingerprint().to_hex(),
-            cert,
+            fingerprint: fingerprints(&certs),
+            certs,
             protected_headers,
             peek_limit,
             sink: SharedSink::default(),
@@ -351,7 +399,7 @@ impl PgpMime {
     ) -> Result<(), Reply> {
         self.boundary = new_boundary();
         let mut sealer =
-            Sealer::start(Arc::clone(&self.cert), self.sink.clone()).map_err(|e| self.fail(e))?;
+            Sealer::start(self.certs.clone(), self.sink.clone()).map_err(|e| self.fail(e))?;
         let split = mime::split_header_block(headers);
         out.extend_from_slice(&outer_header(
             &split,
@@ -1034,7 +1082,8 @@ mod tests {
                     if chunk == 1 && message.len() > 10_000 {
                         continue;
                     }
-                    let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, PEEK_LIMIT);
+                    let mut rewrite =
+                        PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT);
                     assert_eq!(rewrite.variant(), format!("encrypt:{}", key.fingerprint()));
                     let output = run(&mut rewrite, &message, chunk).unwrap();
                     let armored = check_layout(&message, &output, key, false);
@@ -1062,7 +1111,7 @@ mod tests {
         // decrypt() asserts PKESK v3 and SEIPD v1.
         let message = b"Subject: v2\r\n\r\nbody\r\n";
         let output = run(
-            &mut PgpMime::new(Arc::clone(&key.public), false, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT),
             message,
             4096,
         )
@@ -1096,7 +1145,7 @@ mod tests {
         let key = &keys()[0];
         for (message, inner) in cases {
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, 0),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, 0),
                 message,
                 3,
             )
@@ -1116,7 +1165,7 @@ mod tests {
             Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
             body\r\n";
         let output = run(
-            &mut PgpMime::new(Arc::clone(&key.public), true, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT),
             message,
             5,
         )
@@ -1139,7 +1188,7 @@ mod tests {
         // Without a Content-Type the default one carries the parameters.
         let message = b"Subject: s\r\n\r\nb";
         let output = run(
-            &mut PgpMime::new(Arc::clone(&key.public), true, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT),
             message,
             5,
         )
@@ -1172,7 +1221,7 @@ mod tests {
         assert!(files.len() >= 10);
         for (path, message) in files {
             for chunk in [1, 7, 4096, message.len()] {
-                let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
+                let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024);
                 let output = run(&mut rewrite, &message, chunk).unwrap();
                 assert!(output == message, "{path} / chunk {chunk}");
             }
@@ -1188,7 +1237,7 @@ mod tests {
         // below holds output to CRLF.
         for (path, message) in files.into_iter().filter(|(p, _)| !p.contains("bare-lf")) {
             for chunk in [7, message.len()] {
-                let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 64 * 1024);
+                let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024);
                 let output = run(&mut rewrite, &message, chunk).unwrap();
                 let inner = decrypt(key, &check_layout(&message, &output, key, false));
                 assert!(inner == expected_inner(&message), "{path} / chunk {chunk}");
@@ -1206,14 +1255,14 @@ mod tests {
         // Fits: passes through. One octet short: encrypted, whatever the chunking.
         for chunk in [1, 100, inline.len()] {
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, inline.len()),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, inline.len()),
                 &inline,
                 chunk,
             )
             .unwrap();
             assert!(output == inline);
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, inline.len() - 1),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, inline.len() - 1),
                 &inline,
                 chunk,
             )
@@ -1224,7 +1273,7 @@ mod tests {
             );
         }
         // A header block over the limit is encrypted at once.
-        let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 10);
+        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 10);
         let mut out = BytesMut::new();
         rewrite
             .headers(b"Subject: over ten octets\r\n\r\n", &mut out)
@@ -1239,7 +1288,7 @@ mod tests {
         let header_len = memchr::memmem::find(&p7m, b"\r\n\r\n").unwrap() + 4;
         for chunk in [1, 64, 4096] {
             let output = run(
-                &mut PgpMime::new(Arc::clone(&key.public), false, header_len + 200),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, header_len + 200),
                 &p7m,
                 chunk,
             )
@@ -1255,7 +1304,7 @@ mod tests {
     #[test]
     fn output_streams_while_encrypting() {
         let key = &keys()[0];
-        let mut rewrite = PgpMime::new(Arc::clone(&key.public), false, 0);
+        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 0);
         let mut out = BytesMut::new();
         rewrite
             .headers(b"Content-Type: application/octet-stream\r\n\r\n", &mut out)
@@ -1284,7 +1333,7 @@ mod tests {
             .generate()
             .unwrap();
         let registry = prometheus::Registry::new();
-        let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
+        let mut rewrite = PgpMime::new(vec![Arc::new(cert)], false, PEEK_LIMIT);
         rewrite.metrics = Some(Arc::new(Metrics::new(&registry).unwrap()));
         let mut out = BytesMut::new();
         let err = rewrite
@@ -1314,7 +1363,7 @@ mod tests {
             .add_userid("<eve@example.org>")
             .generate()
             .unwrap();
-        let mut rewrite = PgpMime::new(Arc::new(cert), false, PEEK_LIMIT);
+        let mut rewrite = PgpMime::new(vec![Arc::new(cert)], false, PEEK_LIMIT);
         let err = run(&mut rewrite, b"Subject: s\r\n\r\nsecret\r\n", 3).unwrap_err();
         assert_eq!(err.code, 451);
     }
@@ -1348,10 +1397,13 @@ mod tests {
     impl KeyLookup for MapLookup {
         fn lookup(&self, address: &str) -> Lookup {
             match self.0.get(address).cloned() {
-                Some(Lookup::Usable(cert)) if self.1.load(std::sync::atomic::Ordering::SeqCst) => {
-                    match openpgp::check(&cert) {
-                        Ok(()) => Lookup::Usable(cert),
-                        Err(reason) => Lookup::Unusable {
+                Some(Lookup::Usable(certs)) if self.1.load(std::sync::atomic::Ordering::SeqCst) => {
+                    match certs
+                        .iter()
+                        .find_map(|c| openpgp::check(c).err().map(|r| (c, r)))
+                    {
+                        None => Lookup::Usable(certs),
+                        Some((cert, reason)) => Lookup::Unusable {
                             fingerprint: cert.fingerprint().to_hex(),
                             reason,
                         },
@@ -1380,7 +1432,13 @@ mod tests {
         let mut map = HashMap::new();
         map.insert(
             "alice@example.org".to_owned(),
-            Lookup::Usable(Arc::clone(&keys()[0].public)),
+            Lookup::Usable(vec![Arc::clone(&keys()[0].public)]),
+        );
+        map.insert(
+            "unknown@example.org".to_owned(),
+            Lookup::Unknown {
+                reason: "/keys/ab/cd: cannot read: Permission denied".to_owned(),
+            },
         );
         map.insert(
             "broken@example.org".to_owned(),
@@ -1392,11 +1450,11 @@ mod tests {
         // The store thought these usable; by plan time they are not.
         map.insert(
             "old@example.org".to_owned(),
-            Lookup::Usable(Arc::new(expired)),
+            Lookup::Usable(vec![Arc::new(expired)]),
         );
         map.insert(
             "gone@example.org".to_owned(),
-            Lookup::Usable(Arc::new(revoked)),
+            Lookup::Usable(vec![Arc::new(revoked)]),
         );
         let observe = Observe {
             metrics: Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap()),
@@ -1444,8 +1502,30 @@ mod tests {
         };
         let no_subkey = "no encryption-capable subkey";
         // (policy, address, headers, RCPT outcome, plan outcome)
+        let unknown: Outcome = Err((
+            451,
+            "4.7.0".into(),
+            "<unknown@example.org> key store cannot tell whether this recipient has a key \
+             (/keys/ab/cd: cannot read: Permission denied), try again later"
+                .into(),
+        ));
         let cases: Vec<(UnusableKey, &str, &[u8], Outcome, Outcome)> = vec![
             (Tempfail, "nobody@example.org", plain, Ok(None), Ok(None)),
+            // Whatever the unusable-key policy: never plaintext, never a guess.
+            (
+                Plaintext,
+                "unknown@example.org",
+                plain,
+                unknown.clone(),
+                unknown.clone(),
+            ),
+            (
+                Reject,
+                "unknown@example.org",
+                encrypted,
+                unknown.clone(),
+                unknown.clone(),
+            ),
             (
                 Tempfail,
                 "alice@example.org",

@@ -48,9 +48,53 @@ impl Sealgate {
     /// default port 9925 would clash between parallel tests; its line is waited for too),
     /// `NO_COLOR=1` (tracing's ANSI codes would split `address=` in the log line). Every other `SEALGATE_*` variable of the test's own
     /// environment is removed, so a developer's shell cannot change the test.
+    ///
+    /// The key store (`SEALGATE_KEYSTORE`, default `keys` in the working directory) gets an
+    /// empty manifest if it has none, as `sealgate keys init` would make it: without one
+    /// sealgate cannot tell a new store from one that lost its contents, and tempfails every
+    /// recipient without a key. [`Sealgate::spawn_with_store_as_is`] leaves the store alone.
     pub fn spawn(env: &[(&str, &str)]) -> Sealgate {
+        Sealgate::start(env, true, None)
+    }
+
+    /// [`Sealgate::spawn`] without touching the key store (tests of a store without manifest).
+    pub fn spawn_with_store_as_is(env: &[(&str, &str)]) -> Sealgate {
+        Sealgate::start(env, false, None)
+    }
+
+    /// [`Sealgate::spawn_with_store_as_is`] as `user` (and group `group`, no supplementary
+    /// groups) through `setpriv`, when the test runs as root: how a packaged service runs.
+    /// Its working directory is made world-accessible.
+    pub fn spawn_as(user: &str, group: &str, env: &[(&str, &str)]) -> Sealgate {
+        Sealgate::start(env, false, Some((user, group)))
+    }
+
+    fn start(env: &[(&str, &str)], prepare_store: bool, user: Option<(&str, &str)>) -> Sealgate {
         let dir = temp_dir("sealgate-run-");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        if prepare_store {
+            let store = env
+                .iter()
+                .find(|(k, _)| *k == "SEALGATE_KEYSTORE")
+                .map_or_else(|| dir.path().join("keys"), |(_, v)| dir.path().join(v));
+            ensure_manifest(&store);
+        }
+        let mut cmd = match user {
+            None => Command::new(env!("CARGO_BIN_EXE_sealgate")),
+            Some((user, group)) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod the working directory");
+                let mut cmd = Command::new(super::bin_path("setpriv"));
+                cmd.args([
+                    &format!("--reuid={user}"),
+                    &format!("--regid={group}"),
+                    "--clear-groups",
+                    "--",
+                    env!("CARGO_BIN_EXE_sealgate"),
+                ]);
+                cmd
+            }
+        };
         cmd.current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -344,6 +388,20 @@ fn listen_addr(line: &str, protocol: &str) -> Option<String> {
         .map(|v| v.trim_matches('"').to_owned())
 }
 
+/// Gives the key store `store` (created if missing) an empty manifest unless it has one
+/// (entries planted directly stay unlisted: a store may grow behind `sealgate keys`' back).
+pub fn ensure_manifest(store: &Path) {
+    std::fs::create_dir_all(store).expect("key store directory");
+    let manifest = store.join(".sealgate-manifest");
+    if !manifest.exists() {
+        std::fs::write(
+            manifest,
+            "sealgate-keystore 1\nid 0123456789abcdef0123456789abcdef\n",
+        )
+        .expect("key store manifest");
+    }
+}
+
 /// Runs `sealgate keys import -` with `cert` on stdin into the key store `store`, with the
 /// inherited `SEALGATE_*` variables removed; `configure` may add to the command (working
 /// directory, environment). Returns whether it succeeded and its stdout + stderr.
@@ -360,6 +418,8 @@ pub fn keys_import_with(
     }
     cmd.args(["keys", "import", "-"])
         .env("SEALGATE_KEYSTORE", store)
+        // Hermetic: not the host's /etc/sealgate/sealgate.env.
+        .env("SEALGATE_ENV_FILE", "/dev/null")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
