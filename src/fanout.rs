@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use sealgate_protocol::{EnhancedCode, Reply};
 
+use crate::address;
 use crate::delivery::Delivery;
 use crate::metrics::RecipientOutcome;
 use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, require_tls};
@@ -248,7 +249,12 @@ impl<'a> Fanout<'a> {
             let mut slot = Vec::with_capacity(members.len());
             for &m in &members {
                 let rcpt = &self.recipients[m];
-                match distinct.iter().position(|d| d.mailbox == rcpt.mailbox) {
+                // One mailbox however it is spelt (`Alice@`, `"alice"@`): one stored copy.
+                let mailbox = address::canonical(&rcpt.mailbox);
+                match distinct
+                    .iter()
+                    .position(|d| address::canonical(&d.mailbox) == mailbox)
+                {
                     Some(s) => slot.push(s),
                     None => {
                         slot.push(distinct.len());

@@ -13,8 +13,8 @@ pub enum AddressLog {
     /// As the client sent them.
     #[default]
     Full,
-    /// The first 16 hex digits of the SHA-256 of the lower-cased address: the same address
-    /// always gives the same token, so lines can still be correlated.
+    /// The first 16 hex digits of the SHA-256 of the canonical address: the same mailbox
+    /// always gives the same token, however it is spelt, so lines can still be correlated.
     Hash,
     /// Replaced by `-`.
     Hidden,
@@ -121,10 +121,11 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
-/// The first 16 hex digits of SHA-256 over the lower-cased address.
+/// The first 16 hex digits of SHA-256 over the canonical address ([`crate::address`]), so
+/// every spelling of one mailbox gives one token.
 fn hash(address: &str) -> Option<String> {
     let mut context = HashAlgorithm::SHA256.context().ok()?.for_digest();
-    context.update(address.to_lowercase().as_bytes());
+    context.update(crate::address::canonical(address).as_bytes());
     let digest = context.into_digest().ok()?;
     Some(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
@@ -189,6 +190,9 @@ mod tests {
     fn hash_is_stable_and_case_insensitive() {
         let a = AddressLog::Hash.show("alice@example.org").to_string();
         assert_eq!(a, AddressLog::Hash.show("ALICE@example.ORG").to_string());
+        assert_eq!(a, AddressLog::Hash.show("<\"al\\ice\"@example.org>").to_string());
+        let idn = AddressLog::Hash.show("alice@bücher.example").to_string();
+        assert_eq!(idn, AddressLog::Hash.show("alice@xn--bcher-kva.example").to_string());
         assert_ne!(a, AddressLog::Hash.show("bob@example.org").to_string());
         // SHA-256("alice@example.org"), first 8 octets.
         assert_eq!(a, "7a64adf28737ea90");

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::address;
 use crate::config::ScrubMode;
 use crate::metrics::{RecipientOutcome, SessionProtocol};
 use crate::pipeline::{CopyKind, Envelope, Recipient};
@@ -661,16 +662,7 @@ fn command_name(command: &Command) -> &'static str {
 
 /// `<user@example.org>` → `user@example.org`; a source route (`<@a,@b:user@c>`) is dropped.
 fn bare_address(arg: &str) -> String {
-    let inner = arg
-        .trim()
-        .strip_prefix('<')
-        .and_then(|a| a.strip_suffix('>'))
-        .unwrap_or(arg.trim());
-    let inner = match inner.strip_prefix('@') {
-        Some(routed) => routed.split_once(':').map_or(inner, |(_, addr)| addr),
-        None => inner,
-    };
-    inner.to_string()
+    address::path_mailbox(arg).to_string()
 }
 
 /// An SMTP reply as a milter REPLYCODE: `550` and `5.7.1 <text>`, on one line. (The codec

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use sealgate_protocol::{EnhancedCode, Reply};
 use tracing::{error, info, warn};
 
+use crate::address::{self, Address};
 use crate::config::TlsVersion;
 use crate::keystore::error_chain;
 use crate::received;
@@ -162,7 +163,7 @@ pub enum PolicyError {
 /// that [`SecureAddresses::reload`] re-reads when it changes. Lookups never touch the disk.
 #[derive(Debug)]
 pub struct SecureAddresses {
-    /// Secure domain (lower-case) → the real domain its addresses are delivered to.
+    /// Secure domain (canonical: A-labels, lower-case) → the real domain its addresses are delivered to.
     domains: HashMap<String, String>,
     /// The mailbox file, if any.
     file: Option<PathBuf>,
@@ -178,7 +179,7 @@ struct Mailboxes {
     /// The file's state when it was read; `None` when never read or read too soon after a
     /// change to trust (see [`RACY_MARGIN`]).
     stamp: Option<Stamp>,
-    /// Lower-cased addresses.
+    /// Canonical addresses ([`crate::address`]).
     addresses: HashSet<String>,
 }
 
@@ -206,7 +207,7 @@ impl SecureAddresses {
         let secure = SecureAddresses {
             domains: domains
                 .into_iter()
-                .map(|(secure, real)| (secure.to_lowercase(), real.to_lowercase()))
+                .map(|(secure, real)| (domain_key(&secure), real.to_lowercase()))
                 .collect(),
             file: mailboxes,
             mailboxes: RwLock::default(),
@@ -304,30 +305,27 @@ impl SecureAddresses {
     }
 
     /// `None`: `address` is not a secure address. `Some(mailbox)`: it is, and its mail goes to
-    /// `mailbox`: `user@secure.example.org` → `user@example.org` for a secure twin (a `+tag`
-    /// stays; the next hop deals with it), the address itself (domain lower-cased) for a bare
-    /// secure domain or a listed mailbox. In memory only.
+    /// `mailbox`: `user@secure.example.org` → `user@example.org` for a secure twin (the local
+    /// part as given, a `+tag` included: the next hop deals with it), the address itself
+    /// (domain lower-cased) for a bare secure domain or a listed mailbox. In memory only.
     ///
-    /// Domains compare case-insensitively and without a trailing dot; local parts are kept
-    /// as given but compared case-insensitively with the list, where `user+tag@domain` also
-    /// matches a listed `user@domain` (it reaches the same mailbox).
+    /// Addresses compare in their canonical form ([`crate::address`]): `"boss"@`, `Boss@` and
+    /// `boss@` are one mailbox, `bücher.example` is `xn--bcher-kva.example`, and
+    /// `user+tag@domain` also matches a listed `user@domain` (it reaches the same mailbox).
     pub fn classify(&self, address: &str) -> Option<String> {
-        let (local, domain) = address.rsplit_once('@')?;
-        if local.is_empty() {
-            return None;
-        }
-        let domain = domain.strip_suffix('.').unwrap_or(domain).to_lowercase();
-        if let Some(real) = self.domains.get(&domain) {
+        let canonical = Address::parse(address).ok()?;
+        let domain = canonical.domain()?;
+        // The local part as given, for the mailbox the next hop gets.
+        let given = address::path_mailbox(address);
+        let local = given.rsplit_once('@').map_or(given, |(local, _)| local);
+        if let Some(real) = self.domains.get(domain) {
             return Some(format!("{local}@{real}"));
         }
         let listed = self.current();
-        let lower = local.to_lowercase();
-        let user = lower.split_once('+').map(|(user, _tag)| user);
-        let hit = listed.addresses.contains(&format!("{lower}@{domain}"))
-            || user.is_some_and(|user| {
-                !user.is_empty() && listed.addresses.contains(&format!("{user}@{domain}"))
-            });
-        hit.then(|| format!("{local}@{domain}"))
+        let key = canonical.to_string();
+        let hit = listed.addresses.contains(&key)
+            || address::without_subaddress(&key).is_some_and(|base| listed.addresses.contains(&base));
+        hit.then(|| format!("{local}@{}", given_domain(given)))
     }
 
     fn current(&self) -> Arc<Mailboxes> {
@@ -338,6 +336,17 @@ impl SecureAddresses {
                 .unwrap_or_else(PoisonError::into_inner),
         )
     }
+}
+
+/// A secure domain as the map is keyed: canonical, or lower-cased if it is not a domain.
+fn domain_key(domain: &str) -> String {
+    address::canonical_domain(domain).unwrap_or_else(|| domain.to_lowercase())
+}
+
+/// The domain of a mailbox as given, lower-cased, without a trailing dot.
+fn given_domain(mailbox: &str) -> String {
+    let domain = mailbox.rsplit_once('@').map_or("", |(_, domain)| domain);
+    domain.strip_suffix('.').unwrap_or(domain).to_lowercase()
 }
 
 impl Stamp {
@@ -353,7 +362,7 @@ impl Stamp {
     }
 }
 
-/// The addresses of a mailbox file, lower-cased: the first word of each line that is not
+/// The addresses of a mailbox file, canonical ([`crate::address`]): the first word of each line that is not
 /// blank or a `#` comment; a `#` after whitespace starts a trailing comment. Lines that hold
 /// no address are logged and skipped.
 fn parse_mailbox_file(path: &Path, text: &str) -> HashSet<String> {
@@ -373,9 +382,7 @@ fn parse_mailbox_file(path: &Path, text: &str) -> HashSet<String> {
             warn!(file = %path.display(), line = number + 1, "skipping a line that is not one address");
             continue;
         }
-        let address = address.to_lowercase();
-        let address = address.strip_suffix('.').unwrap_or(&address);
-        addresses.insert(address.to_string());
+        addresses.insert(address::canonical(address));
     }
     addresses
 }
