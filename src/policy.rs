@@ -59,7 +59,10 @@ impl TlsEvidence {
     /// A TLS comment next to a protocol word that says *no* TLS (`with ESMTP`) is a
     /// contradiction our MTA never writes: Postfix always appends the `S` for a TLS session.
     /// The client controls part of the field (its HELO name; Postfix replaces spaces and
-    /// parentheses in it, but other MTAs may not), so such a field is taken as plaintext.
+    /// parentheses in it, but other MTAs may not), so such a field is taken as plaintext, and
+    /// so is a TLS comment in the `from` clause with no protocol word at all. The clauses
+    /// themselves are read by the field's structure ([`received::parse`]): `by` and `with`
+    /// words inside a HELO do not count.
     pub fn from_received(headers: &[u8], trusted: &[String]) -> TlsEvidence {
         let Some(received) = received::first_trusted(headers, trusted) else {
             return TlsEvidence::Plaintext;
@@ -67,6 +70,9 @@ impl TlsEvidence {
         let says_plaintext = received.with.is_some() && !received.with_tls();
         match received.tls {
             _ if says_plaintext => TlsEvidence::Plaintext,
+            // Without a protocol word, a TLS comment in the `from` clause may be the client's
+            // own HELO text: no evidence.
+            Some(tls) if tls.in_from_clause && !received.with_tls() => TlsEvidence::Plaintext,
             Some(tls) => TlsEvidence::Tls {
                 version: tls.version,
                 cipher: tls.cipher,
@@ -439,6 +445,19 @@ mod tests {
         \tby mx.test.example (Postfix) with ESMTP id 3D78AC8770\r\n\
         \tfor <user@example.com>; Sun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
 
+    /// A HELO of `x by mx.test.example with ESMTPS (using TLSv1.3 ...)` copied verbatim: its
+    /// `by` and `with` words must not stand in for the MTA's own `with ESMTP`.
+    const HELO_CLAUSES: &str = "Received: from x by mx.test.example with ESMTPS \
+        (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384) (unknown [192.0.2.66])\r\n\
+        \tby mx.test.example (Postfix) with ESMTP id 3D78AC8771;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    /// The same HELO before an MTA that writes no protocol word.
+    const HELO_CLAUSES_NO_WITH: &str = "Received: from x by mx.test.example with ESMTPS \
+        (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384) (unknown [192.0.2.66])\r\n\
+        \tby mx.test.example id 3D78AC8772;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
     const REST: &str = "From: a@example.net\r\nSubject: hi\r\n\r\n";
 
     fn tls(version: Option<TlsVersion>, cipher: Option<&str>) -> TlsEvidence {
@@ -502,6 +521,16 @@ mod tests {
             (
                 "TLS comment injected through HELO, with ESMTP",
                 format!("{HELO_INJECTED}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            (
+                "by/with clauses injected through HELO, real with ESMTP",
+                format!("{HELO_CLAUSES}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            (
+                "by/with clauses injected through HELO, no real protocol word",
+                format!("{HELO_CLAUSES_NO_WITH}{REST}"),
                 TlsEvidence::Plaintext,
             ),
         ]
