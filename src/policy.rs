@@ -672,6 +672,10 @@ mod tests {
         vec![
             ("secure.example.org".into(), "example.org".into()),
             ("Vault.Example.NET".into(), "vault.example.net".into()),
+            (
+                "sicher.xn--bcher-kva.example".into(),
+                "xn--bcher-kva.example".into(),
+            ),
         ]
     }
 
@@ -686,6 +690,8 @@ mod tests {
             ("\"a@b\"@secure.example.org", Some("\"a@b\"@example.org")),
             ("Boss@vault.example.net", Some("Boss@vault.example.net")),
             ("boss@VAULT.example.net", Some("boss@vault.example.net")),
+            ("\"user\"@secure.example.org", Some("\"user\"@example.org")),
+            ("u@Sicher.Bücher.example", Some("u@xn--bcher-kva.example")),
             ("user@example.org", None),
             ("user@sub.secure.example.org", None),
             ("user@notsecure.example.org", None),
@@ -720,6 +726,11 @@ mod tests {
             ("secret+news@example.org", Some("secret+news@example.org")),
             ("boss@example.com", Some("boss@example.com")),
             ("foo#bar@example.net", Some("foo#bar@example.net")),
+            // Quoted spellings of a listed mailbox are that mailbox (issue 11 §3).
+            ("\"secret\"@example.org", Some("\"secret\"@example.org")),
+            ("\"se\\cret\"@Example.org", Some("\"se\\cret\"@example.org")),
+            ("<\"Boss\"@example.com>", Some("\"Boss\"@example.com")),
+            ("\"secret other\"@example.org", None),
             ("other@example.org", None),
             ("secretary@example.org", None),
             ("not", None),
