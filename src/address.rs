@@ -216,7 +216,10 @@ mod tests {
             canonical("alice@bücher.example"),
             canonical("alice@xn--bcher-kva.example")
         );
-        assert_eq!(canonical("alice@BÜCHER.example"), "alice@xn--bcher-kva.example");
+        assert_eq!(
+            canonical("alice@BÜCHER.example"),
+            "alice@xn--bcher-kva.example"
+        );
     }
 
     #[test]
@@ -245,7 +248,10 @@ mod tests {
     fn domains() {
         assert_eq!(canonical("a@[192.0.2.1]"), "a@[192.0.2.1]");
         assert_eq!(canonical("a@[IPv6:2001:DB8::1]"), "a@[ipv6:2001:db8::1]");
-        assert_eq!(canonical_domain("Secure.Example.ORG."), Some("secure.example.org".into()));
+        assert_eq!(
+            canonical_domain("Secure.Example.ORG."),
+            Some("secure.example.org".into())
+        );
         assert_eq!(canonical_domain("例え.jp"), Some("xn--r8jz45g.jp".into()));
         assert_eq!(canonical_domain(""), None);
         assert_eq!(canonical_domain("."), None);
@@ -253,7 +259,13 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused_but_still_compares() {
-        for raw in ["@example.org", "alice@", "\"alice@example.org", "\"a\"b@x", ""] {
+        for raw in [
+            "@example.org",
+            "alice@",
+            "\"alice@example.org",
+            "\"a\"b@x",
+            "",
+        ] {
             assert!(Address::parse(raw).is_err(), "{raw}");
         }
         assert_eq!(canonical(" \"Alice@X "), "\"alice@x");

@@ -190,9 +190,19 @@ mod tests {
     fn hash_is_stable_and_case_insensitive() {
         let a = AddressLog::Hash.show("alice@example.org").to_string();
         assert_eq!(a, AddressLog::Hash.show("ALICE@example.ORG").to_string());
-        assert_eq!(a, AddressLog::Hash.show("<\"al\\ice\"@example.org>").to_string());
+        assert_eq!(
+            a,
+            AddressLog::Hash
+                .show("<\"al\\ice\"@example.org>")
+                .to_string()
+        );
         let idn = AddressLog::Hash.show("alice@bücher.example").to_string();
-        assert_eq!(idn, AddressLog::Hash.show("alice@xn--bcher-kva.example").to_string());
+        assert_eq!(
+            idn,
+            AddressLog::Hash
+                .show("alice@xn--bcher-kva.example")
+                .to_string()
+        );
         assert_ne!(a, AddressLog::Hash.show("bob@example.org").to_string());
         // SHA-256("alice@example.org"), first 8 octets.
         assert_eq!(a, "7a64adf28737ea90");

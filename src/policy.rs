@@ -330,7 +330,8 @@ impl SecureAddresses {
         let listed = self.current();
         let key = canonical.to_string();
         let hit = listed.addresses.contains(&key)
-            || address::without_subaddress(&key).is_some_and(|base| listed.addresses.contains(&base));
+            || address::without_subaddress(&key)
+                .is_some_and(|base| listed.addresses.contains(&base));
         hit.then(|| format!("{local}@{}", given_domain(given)))
     }
 

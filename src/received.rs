@@ -160,7 +160,9 @@ pub fn parse(raw: &[u8]) -> Received<'_> {
         ..Received::default()
     };
     let last_by = Tokens::new(raw, value_start, clauses_end)
-        .filter(|t| t.kind == Kind::Word && Keyword::parse(&raw[t.range.clone()]) == Some(Keyword::By))
+        .filter(|t| {
+            t.kind == Kind::Word && Keyword::parse(&raw[t.range.clone()]) == Some(Keyword::By)
+        })
         .last()
         .map(|t| t.range.start);
     match last_by {
