@@ -79,7 +79,14 @@ pub async fn serve<S>(io: S, peer: String, context: Arc<Context>, shutdown: watc
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let span = info_span!("milter", %peer, id = tracing::field::Empty);
+    // `mta` is Postfix's end of the milter socket; `client` (the SMTP client, from CONNECT)
+    // and `id` (Postfix's queue ID, the `i` macro) are recorded once known.
+    let span = info_span!(
+        "milter",
+        mta = %peer,
+        client = tracing::field::Empty,
+        id = tracing::field::Empty
+    );
     let config = &context.shared.config;
     let mut session = Session {
         io,
@@ -329,6 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     None => hostname,
                 };
                 debug!(%client, "SMTP connection");
+                tracing::Span::current().record("client", client.as_str());
                 self.conn.client = Some(client);
                 self.respond(Response::Continue);
             }
@@ -537,6 +545,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(End::OutOfOrder("RCPT outside a message".into()));
         };
         let queue_id = msg.envelope.queue_id.as_deref().unwrap_or("-");
+        let client = self.conn.client.as_deref().unwrap_or("-");
         let log = config.log_addresses;
         let metrics = &context.shared.metrics;
         if context.secure.classify(&address).is_some() {
@@ -544,7 +553,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Err(reply) = tls_verdict(&address, &evidence, min) {
                 let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, true);
                 warn!(
-                    rcpt = %log.show(&address), queue_id, %evidence, %min,
+                    rcpt = %log.show(&address), queue_id, client, %evidence, %min,
                     outcome = outcome.as_str(),
                     "refused at RCPT: TLS required for this address"
                 );
@@ -564,7 +573,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(reply) => {
                 let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, false);
                 info!(
-                    rcpt = %log.show(&rcpt.address), queue_id,
+                    rcpt = %log.show(&rcpt.address), queue_id, client,
                     reply = %log.reply(&reply, &rcpt.address),
                     outcome = outcome.as_str(),
                     "refused at RCPT"
@@ -617,7 +626,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 });
             }
             let names: Vec<&str> = msg.deletions.iter().map(|(n, _)| n.as_str()).collect();
-            info!(queue_id, removed = %names.join(","), "headers scrubbed");
+            let client = self.conn.client.as_deref().unwrap_or("-");
+            info!(queue_id, client, removed = %names.join(","), "headers scrubbed");
         }
         self.respond(Response::Continue);
         Ok(())
