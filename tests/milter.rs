@@ -267,6 +267,17 @@ fn quoted_spellings_of_a_secure_address_are_refused_at_rcpt() {
         );
         assert!(!out.contains("-> DATA"), "swaks went on to DATA:\n{out}");
     }
+    // The milter's line names the SMTP client (from CONNECT), not only Postfix's socket.
+    let line = stack
+        .sealgate
+        .wait_for_log("refused at RCPT: TLS required", WAIT);
+    let client = line
+        .split(' ')
+        .filter_map(|word| word.strip_prefix("client="))
+        .last()
+        .unwrap_or_else(|| panic!("no client field: {line}"));
+    assert!(client.ends_with("[127.0.0.1]"), "{line}");
+    assert!(line.contains("queue_id="), "{line}");
     let refusals = stack.postfix.log().matches("milter-reject: RCPT").count();
     assert_eq!(refusals, 4, "maillog:\n{}", stack.postfix.log());
     assert!(stack.postfix.queue_is_empty());
