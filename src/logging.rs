@@ -320,6 +320,63 @@ mod tests {
     }
 
     #[test]
+    fn logfmt_values_stay_one_field() {
+        let cases = [
+            ("plain", "plain"),
+            ("a@b.example", "a@b.example"),
+            ("", "\"\""),
+            ("550 5.7.1 no", "\"550 5.7.1 no\""),
+            ("x=1", "\"x=1\""),
+            ("\"q\"@x", "\"\\\"q\\\"@x\""),
+            ("a\\b", "\"a\\\\b\""),
+            ("two\nlines", "\"two\\nlines\""),
+            ("nul\u{0}", "\"nul\\u{0}\""),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(logfmt_value(value), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn text_lines_are_logfmt() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(data);
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(Logfmt)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("txn", queue_id = tracing::field::Empty);
+            span.record("queue_id", "4fX0");
+            let _entered = span.enter();
+            let reply = "550 5.7.1 x=y \"z\"";
+            tracing::info!(code = 550, reply = %reply, helo = "a\nb", "recipient outcome");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("txn{queue_id=4fX0}"), "{text}");
+        assert!(
+            text.contains(
+                "recipient outcome code=550 reply=\"550 5.7.1 x=y \\\"z\\\"\" helo=\"a\\nb\"\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[test]
     fn settings() {
         for mode in [AddressLog::Full, AddressLog::Hash, AddressLog::Hidden] {
             assert_eq!(AddressLog::parse(mode.as_str()), Ok(mode));
