@@ -273,8 +273,8 @@ fn quoted_spellings_of_a_secure_address_are_refused_at_rcpt() {
         .wait_for_log("refused at RCPT: TLS required", WAIT);
     let client = line
         .split(' ')
-        .filter_map(|word| word.strip_prefix("client="))
-        .last()
+        .rev()
+        .find_map(|word| word.strip_prefix("client="))
         .unwrap_or_else(|| panic!("no client field: {line}"));
     assert!(client.ends_with("[127.0.0.1]"), "{line}");
     assert!(line.contains("queue_id="), "{line}");
