@@ -3,6 +3,7 @@
 //! body bytes pass straight through. Per message it records the stages' processing time, the
 //! next hop's delivery time and the octets delivered ([`crate::metrics`]).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -279,22 +280,20 @@ impl<'a> Fanout<'a> {
         let mut open = Vec::with_capacity(copies.len());
         for (chain, members) in copies {
             // A duplicate RCPT gets the same reply, but the next hop stores one copy.
+            // One mailbox however it is spelt (`Alice@`, `"alice"@`): one stored copy. Keyed by
+            // canonical form, so 10,000 recipients cost 10,000 lookups, not 50 million.
             let mut distinct: Vec<&Recipient> = Vec::new();
+            let mut seen: HashMap<String, usize> = HashMap::with_capacity(members.len());
             let mut slot = Vec::with_capacity(members.len());
             for &m in &members {
                 let rcpt = &self.recipients[m];
-                // One mailbox however it is spelt (`Alice@`, `"alice"@`): one stored copy.
-                let mailbox = address::canonical(&rcpt.mailbox);
-                match distinct
-                    .iter()
-                    .position(|d| address::canonical(&d.mailbox) == mailbox)
-                {
-                    Some(s) => slot.push(s),
-                    None => {
-                        slot.push(distinct.len());
+                let s = *seen
+                    .entry(address::canonical(&rcpt.mailbox))
+                    .or_insert_with(|| {
                         distinct.push(rcpt);
-                    }
-                }
+                        distinct.len() - 1
+                    });
+                slot.push(s);
             }
             let opened = Instant::now();
             let delivery = shared.next_hop.begin(self.envelope, &distinct).await;
