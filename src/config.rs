@@ -430,7 +430,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_LOG_ADDRESSES",
         default: "full",
-        doc: "How e-mail addresses appear in logs: full, hash (first 16 hex digits of the SHA-256 of the lower-cased address) or none.",
+        doc: "How e-mail addresses appear in logs: full, hash (first 16 hex digits of the SHA-256 of the canonical address) or none.",
     },
     Variable {
         name: "SEALGATE_METRICS_LISTEN",

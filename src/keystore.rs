@@ -25,6 +25,7 @@ use sequoia_openpgp::serialize::MarshalInto;
 use sequoia_openpgp::{Cert, Fingerprint, Packet};
 use tracing::{error, info, warn};
 
+use crate::address;
 use crate::openpgp::{self, Unusable};
 
 /// How long a usability verdict is reused before the certificate is checked again. Expiry is
@@ -184,7 +185,7 @@ fn is_hex(text: &str, lengths: &[usize]) -> bool {
 pub struct ReloadStats {
     /// Certificates in the index.
     pub certificates: usize,
-    /// Distinct (normalised) addresses in the index.
+    /// Distinct (canonical, [`crate::address`]) addresses in the index.
     pub addresses: usize,
     /// Entries that could not be read or parsed (logged; their last good copy, if any, is
     /// still in the index).
@@ -429,14 +430,14 @@ impl Index {
         })
     }
 
-    /// The certificates for `address`: the exact normalised address first, then without its
+    /// The certificates for `address`: the exact canonical address first, then without its
     /// `+tag`.
     fn candidates(&self, address: &str) -> &[Arc<Entry>] {
-        let address = normalize_address(address);
+        let address = address::canonical(address);
         if let Some(found) = self.addresses.get(&address) {
             return found;
         }
-        without_subaddress(&address)
+        address::without_subaddress(&address)
             .and_then(|base| self.addresses.get(&base))
             .map_or(&[], Vec::as_slice)
     }
@@ -801,20 +802,7 @@ impl KeyStore {
     }
 }
 
-/// Lower-cases a whole address. Domains are case-insensitive; local parts are treated so too,
-/// as mail providers do.
-pub fn normalize_address(address: &str) -> String {
-    address.trim().to_lowercase()
-}
-
-/// `user+tag@domain` → `user@domain`; `None` when there is no `+tag` (or nothing before it).
-fn without_subaddress(address: &str) -> Option<String> {
-    let (local, domain) = address.rsplit_once('@')?;
-    let (user, _tag) = local.split_once('+')?;
-    (!user.is_empty()).then(|| format!("{user}@{domain}"))
-}
-
-/// The normalised e-mail addresses of `cert`'s self-signed user IDs (sequoia's parsing), in
+/// The canonical e-mail addresses of `cert`'s self-signed user IDs (sequoia's parsing), in
 /// order, without duplicates. A user ID whose newest self-signature is older than a
 /// self-revocation is left out; third-party certifications count for nothing.
 pub fn email_addresses(cert: &Cert) -> Vec<String> {
@@ -833,7 +821,7 @@ pub fn email_addresses(cert: &Cert) -> Vec<String> {
         let Ok(Some(email)) = uid.userid().email() else {
             continue;
         };
-        let address = normalize_address(email);
+        let address = address::canonical(email);
         if !addresses.contains(&address) {
             addresses.push(address);
         }

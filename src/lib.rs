@@ -10,6 +10,7 @@
 //! The library exists for the binary, the integration tests and the benchmarks; it makes no
 //! stability promise.
 
+pub mod address;
 pub mod armor;
 pub mod config;
 pub mod delivery;

@@ -127,7 +127,8 @@ fn run() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false);
     match config.log_format {
-        LogFormat::Text => logs.init(),
+        // logfmt: a value with spaces (a reply text) is quoted, so fields stay fields.
+        LogFormat::Text => logs.fmt_fields(sealgate::logging::Logfmt).init(),
         // Every line carries its spans' fields (the transaction's `queue_id`).
         LogFormat::Json => logs
             .json()

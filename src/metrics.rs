@@ -346,7 +346,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), BUILD_COMMIT, BUILD_RUSTC])
             .set(1);
 
-        let collectors: [Box<dyn Collector>; 13] = [
+        let collectors: [Box<dyn Collector>; 14] = [
             Box::new(recipients.clone()),
             Box::new(messages.clone()),
             Box::new(encryption_failures.clone()),

@@ -6,8 +6,8 @@
 //!   by the same policy code as the LMTP stage ([`crate::policy`]); then the same RCPT checks
 //!   as an LMTP RCPT ([`crate::pipeline::Pipeline::check_recipient`]: secure twins are looked
 //!   up under their mailbox, an unusable key follows `SEALGATE_UNUSABLE_KEY`).
-//! - End of message: the `SEALGATE_SCRUB_HEADERS` fields of scrubbed mail are deleted
-//!   (`CHGHEADER` with an empty value).
+//! - End of message: the `SEALGATE_SCRUB_HEADERS` fields of scrubbed mail, and a sender's
+//!   `X-Sealgate-Encrypted` field of any mail, are deleted (`CHGHEADER` with an empty value).
 //!
 //! Connection state (the SMTP client: TLS macros) is kept apart from message state (MAIL to
 //! end of message or ABORT). A malformed, oversized or out-of-order packet ends the milter
@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 use sealgate_protocol::milter::consts::{
     SMFIC_CONNECT, SMFIC_HELO, SMFIF_CHGHDRS, SMFIF_SETSYMLIST, SMFIM_ENVFROM, SMFIM_ENVRCPT,
-    SMFIP_NOBODY, SMFIP_NODATA, SMFIP_NOEOH, SMFIP_NOHDRS, SMFIP_NOUNKNOWN,
+    SMFIP_NOBODY, SMFIP_NODATA, SMFIP_NOUNKNOWN,
 };
 use sealgate_protocol::milter::{Command, FrameDecoder, MilterError, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,8 +30,10 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::address;
 use crate::config::ScrubMode;
 use crate::metrics::{RecipientOutcome, SessionProtocol};
+use crate::pipeline::scrub;
 use crate::pipeline::{CopyKind, Envelope, Recipient};
 use crate::policy::{SecureAddresses, TlsEvidence, tls_verdict};
 use crate::session::Shared;
@@ -78,7 +80,14 @@ pub async fn serve<S>(io: S, peer: String, context: Arc<Context>, shutdown: watc
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let span = info_span!("milter", %peer, id = tracing::field::Empty);
+    // `mta` is Postfix's end of the milter socket; `client` (the SMTP client, from CONNECT)
+    // and `id` (Postfix's queue ID, the `i` macro) are recorded once known.
+    let span = info_span!(
+        "milter",
+        mta = %peer,
+        client = tracing::field::Empty,
+        id = tracing::field::Empty
+    );
     let config = &context.shared.config;
     let mut session = Session {
         io,
@@ -328,6 +337,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     None => hostname,
                 };
                 debug!(%client, "SMTP connection");
+                tracing::Span::current().record("client", client.as_str());
                 self.conn.client = Some(client);
                 self.respond(Response::Continue);
             }
@@ -396,24 +406,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "the MTA speaks milter protocol version {version}; at least {MIN_MILTER_VERSION} is needed"
             )));
         }
-        let config = &self.context.shared.config;
         let version = version.min(MILTER_VERSION);
-        let scrubbing = config.scrub != ScrubMode::Off;
-        let mut wanted_actions = SMFIF_SETSYMLIST;
-        // Ask for the right to change headers only if we may use it.
-        if scrubbing {
-            wanted_actions |= SMFIF_CHGHDRS;
-        }
+        // Header rights and the headers themselves are wanted even without scrubbing: a
+        // sender's `X-Sealgate-Encrypted` field is removed from every message.
+        let wanted_actions = SMFIF_SETSYMLIST | SMFIF_CHGHDRS;
         let mut actions = wanted_actions & actions;
         // Macro lists are a version 6 feature.
         if version < 6 {
             actions &= !SMFIF_SETSYMLIST;
         }
         // Don't send what we don't look at.
-        let mut skip = SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
-        if !scrubbing {
-            skip |= SMFIP_NOHDRS | SMFIP_NOEOH;
-        }
+        let skip = SMFIP_NOBODY | SMFIP_NOUNKNOWN | SMFIP_NODATA;
         let protocol = skip & protocol;
         let macros = if actions & SMFIF_SETSYMLIST != 0 {
             vec![
@@ -432,8 +435,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Vec::new()
         };
         let change_headers = actions & SMFIF_CHGHDRS != 0;
-        if scrubbing && !change_headers && !WARNED_NO_CHGHDRS.swap(true, Ordering::Relaxed) {
-            warn!("the MTA does not let us change headers (SMFIF_CHGHDRS): no scrubbing here");
+        if !change_headers && !WARNED_NO_CHGHDRS.swap(true, Ordering::Relaxed) {
+            warn!(
+                "the MTA does not let us change headers (SMFIF_CHGHDRS): no scrubbing and no \
+                 removal of a sender's X-Sealgate-Encrypted here"
+            );
         }
         debug!(version, actions, protocol, "option negotiation");
         self.negotiated = Some(Negotiated { change_headers });
@@ -536,6 +542,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(End::OutOfOrder("RCPT outside a message".into()));
         };
         let queue_id = msg.envelope.queue_id.as_deref().unwrap_or("-");
+        let client = self.conn.client.as_deref().unwrap_or("-");
         let log = config.log_addresses;
         let metrics = &context.shared.metrics;
         if context.secure.classify(&address).is_some() {
@@ -543,7 +550,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Err(reply) = tls_verdict(&address, &evidence, min) {
                 let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, true);
                 warn!(
-                    rcpt = %log.show(&address), queue_id, %evidence, %min,
+                    rcpt = %log.show(&address), queue_id, client, %evidence, %min,
                     outcome = outcome.as_str(),
                     "refused at RCPT: TLS required for this address"
                 );
@@ -563,7 +570,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(reply) => {
                 let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, false);
                 info!(
-                    rcpt = %log.show(&rcpt.address), queue_id,
+                    rcpt = %log.show(&rcpt.address), queue_id, client,
                     reply = %log.reply(&reply, &rcpt.address),
                     outcome = outcome.as_str(),
                     "refused at RCPT"
@@ -578,11 +585,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn header(&mut self, name: String) -> Result<(), End> {
         self.in_message("HEADER", &[Phase::Envelope, Phase::Headers], Phase::Headers)?;
         let listed = &self.context.shared.config.scrub_headers;
-        if let Some(msg) = self.msg.as_mut()
-            && msg.scrub
-        {
+        if let Some(msg) = self.msg.as_mut() {
             let lower = name.to_ascii_lowercase();
-            if listed.contains(&lower) {
+            let marker = lower.eq_ignore_ascii_case(scrub::MARKER);
+            if marker || (msg.scrub && listed.contains(&lower)) {
                 let seen = msg.seen.entry(lower).or_insert(0);
                 *seen += 1;
                 msg.deletions.push((name, *seen));
@@ -616,7 +622,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 });
             }
             let names: Vec<&str> = msg.deletions.iter().map(|(n, _)| n.as_str()).collect();
-            info!(queue_id, removed = %names.join(","), "headers scrubbed");
+            let client = self.conn.client.as_deref().unwrap_or("-");
+            info!(queue_id, client, removed = %names.join(","), "headers scrubbed");
         }
         self.respond(Response::Continue);
         Ok(())
@@ -661,16 +668,7 @@ fn command_name(command: &Command) -> &'static str {
 
 /// `<user@example.org>` → `user@example.org`; a source route (`<@a,@b:user@c>`) is dropped.
 fn bare_address(arg: &str) -> String {
-    let inner = arg
-        .trim()
-        .strip_prefix('<')
-        .and_then(|a| a.strip_suffix('>'))
-        .unwrap_or(arg.trim());
-    let inner = match inner.strip_prefix('@') {
-        Some(routed) => routed.split_once(':').map_or(inner, |(_, addr)| addr),
-        None => inner,
-    };
-    inner.to_string()
+    address::path_mailbox(arg).to_string()
 }
 
 /// An SMTP reply as a milter REPLYCODE: `550` and `5.7.1 <text>`, on one line. (The codec
@@ -694,7 +692,9 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime};
 
-    use sealgate_protocol::milter::consts::{SMFIC_MAIL, SMFIC_RCPT, SMFIF_ADDHDRS, SMFIP_NR_HDR};
+    use sealgate_protocol::milter::consts::{
+        SMFIC_MAIL, SMFIC_RCPT, SMFIF_ADDHDRS, SMFIP_NOEOH, SMFIP_NOHDRS, SMFIP_NR_HDR,
+    };
     use sealgate_protocol::milter::{Family, ResponseDecoder};
     use sequoia_openpgp::cert::prelude::*;
     use sequoia_openpgp::serialize::Serialize;
@@ -957,7 +957,7 @@ mod tests {
             }
         );
 
-        // No scrubbing: no header rights asked for, and no headers wanted.
+        // No scrubbing: header rights and headers are still wanted, for the marker.
         let (context, _keys) = test_context(&[("SEALGATE_SCRUB", "off")]);
         let mut mta = Mta::start(&context);
         let Response::OptNeg {
@@ -966,9 +966,8 @@ mod tests {
         else {
             panic!("no OPTNEG reply");
         };
-        assert_eq!(actions, SMFIF_SETSYMLIST);
-        assert_ne!(protocol & SMFIP_NOHDRS, 0);
-        assert_ne!(protocol & SMFIP_NOEOH, 0);
+        assert_eq!(actions, SMFIF_SETSYMLIST | SMFIF_CHGHDRS);
+        assert_eq!(protocol & (SMFIP_NOHDRS | SMFIP_NOEOH), 0);
     }
 
     #[tokio::test]
@@ -1246,6 +1245,51 @@ mod tests {
                 first == delete(1, "User-Agent"),
                 deleted,
                 "{mode}: {first:?}"
+            );
+        }
+    }
+
+    /// A sender's `X-Sealgate-Encrypted` goes from every message, scrubbed or not.
+    #[tokio::test]
+    async fn a_senders_encryption_marker_is_deleted_in_every_mode() {
+        for mode in ["off", "authenticated", "all"] {
+            let (context, _keys) = test_context(&[("SEALGATE_SCRUB", mode)]);
+            let mut mta = Mta::start(&context);
+            mta.open(None).await;
+            mta.mail(&[]).await;
+            assert_eq!(mta.rcpt(NORMAL).await, Response::Continue);
+            for (name, value) in [
+                ("X-Sealgate-Encrypted", "FORGED"),
+                ("Subject", "hi"),
+                ("x-sealgate-encrypted", "again"),
+            ] {
+                mta.ok(Command::Header {
+                    name: name.into(),
+                    value: value.into(),
+                })
+                .await;
+            }
+            mta.ok(Command::EndOfHeaders).await;
+            mta.send(Command::EndOfMessage).await;
+            let mut edits = Vec::new();
+            loop {
+                match mta.response().await {
+                    Response::Continue => break,
+                    edit => edits.push(edit),
+                }
+            }
+            let delete = |index: u32, name: &str| Response::ChangeHeader {
+                index,
+                name: name.into(),
+                value: String::new(),
+            };
+            assert_eq!(
+                edits,
+                vec![
+                    delete(2, "x-sealgate-encrypted"),
+                    delete(1, "X-Sealgate-Encrypted")
+                ],
+                "{mode}"
             );
         }
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use sealgate_protocol::{EnhancedCode, Reply};
 use tracing::{error, info, warn};
 
+use crate::address::{self, Address};
 use crate::config::TlsVersion;
 use crate::keystore::error_chain;
 use crate::received;
@@ -58,7 +59,10 @@ impl TlsEvidence {
     /// A TLS comment next to a protocol word that says *no* TLS (`with ESMTP`) is a
     /// contradiction our MTA never writes: Postfix always appends the `S` for a TLS session.
     /// The client controls part of the field (its HELO name; Postfix replaces spaces and
-    /// parentheses in it, but other MTAs may not), so such a field is taken as plaintext.
+    /// parentheses in it, but other MTAs may not), so such a field is taken as plaintext, and
+    /// so is a TLS comment in the `from` clause with no protocol word at all. The clauses
+    /// themselves are read by the field's structure ([`received::parse`]): `by` and `with`
+    /// words inside a HELO do not count.
     pub fn from_received(headers: &[u8], trusted: &[String]) -> TlsEvidence {
         let Some(received) = received::first_trusted(headers, trusted) else {
             return TlsEvidence::Plaintext;
@@ -66,6 +70,9 @@ impl TlsEvidence {
         let says_plaintext = received.with.is_some() && !received.with_tls();
         match received.tls {
             _ if says_plaintext => TlsEvidence::Plaintext,
+            // Without a protocol word, a TLS comment in the `from` clause may be the client's
+            // own HELO text: no evidence.
+            Some(tls) if tls.in_from_clause && !received.with_tls() => TlsEvidence::Plaintext,
             Some(tls) => TlsEvidence::Tls {
                 version: tls.version,
                 cipher: tls.cipher,
@@ -162,7 +169,7 @@ pub enum PolicyError {
 /// that [`SecureAddresses::reload`] re-reads when it changes. Lookups never touch the disk.
 #[derive(Debug)]
 pub struct SecureAddresses {
-    /// Secure domain (lower-case) → the real domain its addresses are delivered to.
+    /// Secure domain (canonical: A-labels, lower-case) → the real domain its addresses are delivered to.
     domains: HashMap<String, String>,
     /// The mailbox file, if any.
     file: Option<PathBuf>,
@@ -178,7 +185,7 @@ struct Mailboxes {
     /// The file's state when it was read; `None` when never read or read too soon after a
     /// change to trust (see [`RACY_MARGIN`]).
     stamp: Option<Stamp>,
-    /// Lower-cased addresses.
+    /// Canonical addresses ([`crate::address`]).
     addresses: HashSet<String>,
 }
 
@@ -206,7 +213,7 @@ impl SecureAddresses {
         let secure = SecureAddresses {
             domains: domains
                 .into_iter()
-                .map(|(secure, real)| (secure.to_lowercase(), real.to_lowercase()))
+                .map(|(secure, real)| (domain_key(&secure), real.to_lowercase()))
                 .collect(),
             file: mailboxes,
             mailboxes: RwLock::default(),
@@ -304,30 +311,28 @@ impl SecureAddresses {
     }
 
     /// `None`: `address` is not a secure address. `Some(mailbox)`: it is, and its mail goes to
-    /// `mailbox`: `user@secure.example.org` → `user@example.org` for a secure twin (a `+tag`
-    /// stays; the next hop deals with it), the address itself (domain lower-cased) for a bare
-    /// secure domain or a listed mailbox. In memory only.
+    /// `mailbox`: `user@secure.example.org` → `user@example.org` for a secure twin (the local
+    /// part as given, a `+tag` included: the next hop deals with it), the address itself
+    /// (domain lower-cased) for a bare secure domain or a listed mailbox. In memory only.
     ///
-    /// Domains compare case-insensitively and without a trailing dot; local parts are kept
-    /// as given but compared case-insensitively with the list, where `user+tag@domain` also
-    /// matches a listed `user@domain` (it reaches the same mailbox).
+    /// Addresses compare in their canonical form ([`crate::address`]): `"boss"@`, `Boss@` and
+    /// `boss@` are one mailbox, `bücher.example` is `xn--bcher-kva.example`, and
+    /// `user+tag@domain` also matches a listed `user@domain` (it reaches the same mailbox).
     pub fn classify(&self, address: &str) -> Option<String> {
-        let (local, domain) = address.rsplit_once('@')?;
-        if local.is_empty() {
-            return None;
-        }
-        let domain = domain.strip_suffix('.').unwrap_or(domain).to_lowercase();
-        if let Some(real) = self.domains.get(&domain) {
+        let canonical = Address::parse(address).ok()?;
+        let domain = canonical.domain()?;
+        // The local part as given, for the mailbox the next hop gets.
+        let given = address::path_mailbox(address);
+        let local = given.rsplit_once('@').map_or(given, |(local, _)| local);
+        if let Some(real) = self.domains.get(domain) {
             return Some(format!("{local}@{real}"));
         }
         let listed = self.current();
-        let lower = local.to_lowercase();
-        let user = lower.split_once('+').map(|(user, _tag)| user);
-        let hit = listed.addresses.contains(&format!("{lower}@{domain}"))
-            || user.is_some_and(|user| {
-                !user.is_empty() && listed.addresses.contains(&format!("{user}@{domain}"))
-            });
-        hit.then(|| format!("{local}@{domain}"))
+        let key = canonical.to_string();
+        let hit = listed.addresses.contains(&key)
+            || address::without_subaddress(&key)
+                .is_some_and(|base| listed.addresses.contains(&base));
+        hit.then(|| format!("{local}@{}", given_domain(given)))
     }
 
     fn current(&self) -> Arc<Mailboxes> {
@@ -338,6 +343,17 @@ impl SecureAddresses {
                 .unwrap_or_else(PoisonError::into_inner),
         )
     }
+}
+
+/// A secure domain as the map is keyed: canonical, or lower-cased if it is not a domain.
+fn domain_key(domain: &str) -> String {
+    address::canonical_domain(domain).unwrap_or_else(|| domain.to_lowercase())
+}
+
+/// The domain of a mailbox as given, lower-cased, without a trailing dot.
+fn given_domain(mailbox: &str) -> String {
+    let domain = mailbox.rsplit_once('@').map_or("", |(_, domain)| domain);
+    domain.strip_suffix('.').unwrap_or(domain).to_lowercase()
 }
 
 impl Stamp {
@@ -353,7 +369,7 @@ impl Stamp {
     }
 }
 
-/// The addresses of a mailbox file, lower-cased: the first word of each line that is not
+/// The addresses of a mailbox file, canonical ([`crate::address`]): the first word of each line that is not
 /// blank or a `#` comment; a `#` after whitespace starts a trailing comment. Lines that hold
 /// no address are logged and skipped.
 fn parse_mailbox_file(path: &Path, text: &str) -> HashSet<String> {
@@ -373,9 +389,7 @@ fn parse_mailbox_file(path: &Path, text: &str) -> HashSet<String> {
             warn!(file = %path.display(), line = number + 1, "skipping a line that is not one address");
             continue;
         }
-        let address = address.to_lowercase();
-        let address = address.strip_suffix('.').unwrap_or(&address);
-        addresses.insert(address.to_string());
+        addresses.insert(address::canonical(address));
     }
     addresses
 }
@@ -431,6 +445,19 @@ mod tests {
     const HELO_INJECTED: &str = "Received: from x (using TLSv1.3 with cipher X) (unknown [192.0.2.66])\r\n\
         \tby mx.test.example (Postfix) with ESMTP id 3D78AC8770\r\n\
         \tfor <user@example.com>; Sun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    /// A HELO of `x by mx.test.example with ESMTPS (using TLSv1.3 ...)` copied verbatim: its
+    /// `by` and `with` words must not stand in for the MTA's own `with ESMTP`.
+    const HELO_CLAUSES: &str = "Received: from x by mx.test.example with ESMTPS \
+        (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384) (unknown [192.0.2.66])\r\n\
+        \tby mx.test.example (Postfix) with ESMTP id 3D78AC8771;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+
+    /// The same HELO before an MTA that writes no protocol word.
+    const HELO_CLAUSES_NO_WITH: &str = "Received: from x by mx.test.example with ESMTPS \
+        (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384) (unknown [192.0.2.66])\r\n\
+        \tby mx.test.example id 3D78AC8772;\r\n\
+        \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
 
     const REST: &str = "From: a@example.net\r\nSubject: hi\r\n\r\n";
 
@@ -495,6 +522,16 @@ mod tests {
             (
                 "TLS comment injected through HELO, with ESMTP",
                 format!("{HELO_INJECTED}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            (
+                "by/with clauses injected through HELO, real with ESMTP",
+                format!("{HELO_CLAUSES}{REST}"),
+                TlsEvidence::Plaintext,
+            ),
+            (
+                "by/with clauses injected through HELO, no real protocol word",
+                format!("{HELO_CLAUSES_NO_WITH}{REST}"),
                 TlsEvidence::Plaintext,
             ),
         ]
@@ -636,6 +673,10 @@ mod tests {
         vec![
             ("secure.example.org".into(), "example.org".into()),
             ("Vault.Example.NET".into(), "vault.example.net".into()),
+            (
+                "sicher.xn--bcher-kva.example".into(),
+                "xn--bcher-kva.example".into(),
+            ),
         ]
     }
 
@@ -650,6 +691,8 @@ mod tests {
             ("\"a@b\"@secure.example.org", Some("\"a@b\"@example.org")),
             ("Boss@vault.example.net", Some("Boss@vault.example.net")),
             ("boss@VAULT.example.net", Some("boss@vault.example.net")),
+            ("\"user\"@secure.example.org", Some("\"user\"@example.org")),
+            ("u@Sicher.Bücher.example", Some("u@xn--bcher-kva.example")),
             ("user@example.org", None),
             ("user@sub.secure.example.org", None),
             ("user@notsecure.example.org", None),
@@ -684,6 +727,11 @@ mod tests {
             ("secret+news@example.org", Some("secret+news@example.org")),
             ("boss@example.com", Some("boss@example.com")),
             ("foo#bar@example.net", Some("foo#bar@example.net")),
+            // Quoted spellings of a listed mailbox are that mailbox (issue 11 §3).
+            ("\"secret\"@example.org", Some("\"secret\"@example.org")),
+            ("\"se\\cret\"@Example.org", Some("\"se\\cret\"@example.org")),
+            ("<\"Boss\"@example.com>", Some("\"Boss\"@example.com")),
+            ("\"secret other\"@example.org", None),
             ("other@example.org", None),
             ("secretary@example.org", None),
             ("not", None),

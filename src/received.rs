@@ -61,6 +61,10 @@ pub struct TlsInfo {
     pub version_text: String,
     /// The cipher, when named.
     pub cipher: Option<String>,
+    /// The comment stands before the field's `by` clause, in the `from` clause: where our MTA
+    /// writes it (Postfix), but also where a client's HELO text lands. It is evidence only
+    /// together with a protocol word that says TLS ([`crate::policy::TlsEvidence`]).
+    pub in_from_clause: bool,
 }
 
 impl Received<'_> {
@@ -128,6 +132,14 @@ impl Protocol {
 /// followed by SP or HT), with or without its final line ending. Without a well-formed
 /// `name:` on the first line, all of `raw` is read as the value. Never fails: junk gives the
 /// clauses that could be found, all `None` at worst.
+///
+/// The field is read by its structure (RFC 5321 §4.4: `from` clause with its comments, then
+/// `by`, `via`, `with`, `id`, `for`, `;` date), not by the first keyword met: the client
+/// controls the `from` clause (its HELO, which MTAs that do not sanitise it copy with spaces
+/// and parentheses), so a HELO such as `x by mx.example.org with ESMTPS (using TLSv1.3 ...)`
+/// must not pose as the receiving MTA's own clauses. The receiving MTA writes `by` last of
+/// all that a client can influence, so the *last* `by` outside comments and quoted strings
+/// starts its clauses; `via`, `with`, `id` and `for` count only after it. A TLS comment before that `by` is marked as such ([`TlsInfo::in_from_clause`]).
 pub fn parse(raw: &[u8]) -> Received<'_> {
     let value_start = value_start(raw);
     let value_end = raw.len() - line_ending_len(raw);
@@ -147,55 +159,96 @@ pub fn parse(raw: &[u8]) -> Received<'_> {
         date,
         ..Received::default()
     };
-    let mut clause: Option<(Keyword, usize)> = None;
-    let mut expect_value = false;
-    let mut after_tls_word = false;
-    let mut exim_cipher = None;
-    for token in Tokens::new(raw, value_start, clauses_end) {
-        let text = &raw[token.range.clone()];
-        match token.kind {
-            Kind::Semicolon => {}
-            Kind::Comment => {
-                // The last TLS comment wins: what a client can put in (its HELO, in the `from`
-                // clause) always comes before what our MTA writes.
-                if let Some(tls) = tls_from_comment(comment_content(text)) {
-                    received.tls = Some(tls);
-                }
+    let last_by = Tokens::new(raw, value_start, clauses_end)
+        .filter(|t| {
+            t.kind == Kind::Word && Keyword::parse(&raw[t.range.clone()]) == Some(Keyword::By)
+        })
+        .last()
+        .map(|t| t.range.start);
+    match last_by {
+        Some(by) => {
+            // Before `by`: the `from` clause (from its keyword on) and nothing else.
+            let from = Tokens::new(raw, value_start, by).find(|t| {
+                t.kind == Kind::Word && Keyword::parse(&raw[t.range.clone()]) == Some(Keyword::From)
+            });
+            if let Some(from) = from {
+                received.close(Keyword::From, from.range.start..by);
             }
-            Kind::Word if expect_value => {
-                expect_value = false;
-                if let Some((keyword, _)) = clause {
-                    received.set(keyword, text);
-                }
-            }
-            Kind::Word => {
-                if let Some(keyword) = Keyword::parse(text) {
-                    if let Some((previous, start)) = clause {
-                        received.close(previous, start..token.range.start);
-                    }
-                    clause = Some((keyword, token.range.start));
-                    expect_value = true;
-                    after_tls_word = false;
-                } else {
-                    // Exim: `with esmtps (TLS1.3) tls TLS_AES_256_GCM_SHA384`.
-                    if after_tls_word && exim_cipher.is_none() {
-                        exim_cipher = Some(text);
-                    }
-                    after_tls_word = text.eq_ignore_ascii_case(b"tls");
-                }
-            }
+            received.scan(value_start, by, Part::Head);
+            received.scan(by, clauses_end, Part::Tail);
         }
-    }
-    if let Some((keyword, start)) = clause {
-        received.close(keyword, start..clauses_end);
-    }
-    if let (Some(tls), Some(cipher)) = (received.tls.as_mut(), exim_cipher) {
-        tls.cipher.get_or_insert_with(|| lossy(cipher));
+        // No `by` (never trusted): the clauses in the order they come.
+        None => received.scan(value_start, clauses_end, Part::Whole),
     }
     received
 }
 
+/// Which part of a field [`Received::scan`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Before the last `by`: only TLS comments are looked at.
+    Head,
+    /// From the last `by` on: every clause (a `from` here is out of order, but it is still
+    /// the client's clause, for the scrub stage to cut).
+    Tail,
+    /// A field without `by`: every clause.
+    Whole,
+}
+
 impl<'a> Received<'a> {
+    /// Reads the clauses and TLS comments of `raw[start..end]`.
+    fn scan(&mut self, start: usize, end: usize, part: Part) {
+        let raw = self.raw;
+        let mut clause: Option<(Keyword, usize)> = None;
+        let mut expect_value = false;
+        let mut after_tls_word = false;
+        let mut exim_cipher = None;
+        for token in Tokens::new(raw, start, end) {
+            let text = &raw[token.range.clone()];
+            match token.kind {
+                Kind::Semicolon => {}
+                Kind::Comment => {
+                    // The last TLS comment wins: what a client can put in (its HELO, in the
+                    // `from` clause) always comes before what our MTA writes.
+                    if let Some(mut tls) = tls_from_comment(comment_content(text)) {
+                        tls.in_from_clause = part == Part::Head;
+                        self.tls = Some(tls);
+                    }
+                }
+                _ if part == Part::Head => {}
+                Kind::Word if expect_value => {
+                    expect_value = false;
+                    if let Some((keyword, _)) = clause {
+                        self.set(keyword, text);
+                    }
+                }
+                Kind::Word => match Keyword::parse(text) {
+                    Some(keyword) => {
+                        if let Some((previous, start)) = clause {
+                            self.close(previous, start..token.range.start);
+                        }
+                        clause = Some((keyword, token.range.start));
+                        expect_value = true;
+                        after_tls_word = false;
+                    }
+                    None => {
+                        // Exim: `with esmtps (TLS1.3) tls TLS_AES_256_GCM_SHA384`.
+                        if after_tls_word && exim_cipher.is_none() {
+                            exim_cipher = Some(text);
+                        }
+                        after_tls_word = text.eq_ignore_ascii_case(b"tls");
+                    }
+                },
+            }
+        }
+        if let Some((keyword, start)) = clause {
+            self.close(keyword, start..end);
+        }
+        if let (Some(tls), Some(cipher)) = (self.tls.as_mut(), exim_cipher) {
+            tls.cipher.get_or_insert_with(|| lossy(cipher));
+        }
+    }
+
     /// Records a clause's value; the first clause of each kind wins.
     fn set(&mut self, keyword: Keyword, word: &[u8]) {
         let slot = match keyword {
@@ -541,6 +594,7 @@ fn tls_info(version: &[u8], cipher: Option<&[u8]>) -> TlsInfo {
         version: tls_version(version),
         version_text: lossy(version),
         cipher: cipher.map(lossy),
+        in_from_clause: false,
     }
 }
 
@@ -876,9 +930,9 @@ mod tests {
                 ..NONE
             },
             Case {
-                name: "two by clauses: the first counts",
+                name: "two by clauses: the last counts (the first may be a HELO's)",
                 raw: b"Received: by mx.example.org by evil.example with ESMTP with ESMTPSA; x",
-                by: Some("mx.example.org"),
+                by: Some("evil.example"),
                 with: Some("ESMTP"),
                 date: Some("x"),
                 ..NONE
@@ -888,6 +942,31 @@ mod tests {
                 raw: b"Received: from a (b (c \\) by evil) \\( by evil) by mx with ESMTP; d",
                 by: Some("mx"),
                 with: Some("ESMTP"),
+                date: Some("d"),
+                ..NONE
+            },
+            Case {
+                name: "a HELO holding by/with clauses and a TLS comment stays in the from clause",
+                raw: b"Received: from x by mx.example.org with ESMTPS (using TLSv1.3 with cipher \
+                    FAKE) (unknown [192.0.2.1])\r\n\tby mx.example.org (Postfix) with ESMTP id \
+                    7A;\r\n\td\r\n",
+                from: Some(
+                    "from x by mx.example.org with ESMTPS (using TLSv1.3 with cipher FAKE) \
+                    (unknown [192.0.2.1])\r\n\t",
+                ),
+                by: Some("mx.example.org"),
+                with: Some("ESMTP"),
+                id: Some("7A"),
+                tls: Some((Some(TlsVersion::Tls1_3), "TLSv1.3", Some("FAKE"))),
+                date: Some("d"),
+                ..NONE
+            },
+            Case {
+                name: "with before by does not count",
+                raw: b"Received: from x with ESMTPS by mx.example.org id 1; d",
+                from: Some("from x with ESMTPS "),
+                by: Some("mx.example.org"),
+                id: Some("1"),
                 date: Some("d"),
                 ..NONE
             },
@@ -1244,5 +1323,15 @@ mod tests {
         let tls = received.tls.expect("tls");
         assert_eq!(tls.version, Some(TlsVersion::Tls1_0));
         assert_eq!(tls.cipher.as_deref(), Some("ECDHE-RSA-AES256-SHA"));
+        assert!(tls.in_from_clause);
+    }
+
+    #[test]
+    fn tls_comments_after_by_are_the_mtas() {
+        let sendmail = parse(
+            b"Received: from h (h [192.0.2.1]) by mx (8.15.2) with ESMTPS id 1 \
+            (version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 verify=NO); d",
+        );
+        assert!(!sendmail.tls.expect("tls").in_from_clause);
     }
 }

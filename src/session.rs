@@ -19,6 +19,7 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 use crate::config::Config;
 use crate::delivery::NextHop;
 use crate::fanout::{Answer, Fanout};
+use crate::logging::AddressLog;
 use crate::metrics::{MessageOutcome, Metrics, SessionProtocol};
 use crate::pipeline::{Envelope, Pipeline, Recipient};
 
@@ -448,14 +449,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
 
+        let mut queue_id = txn.envelope.queue_id.clone();
+        let mut message_id = None;
         let answers = match (fanout, refusal) {
-            (Some(f), None) => f.finish().await,
+            (Some(f), None) => {
+                queue_id = queue_id.or_else(|| f.queue_id().map(str::to_string));
+                message_id = f.message_id().map(str::to_string);
+                f.finish().await
+            }
             (_, refusal) => {
                 vec![Answer::refused(refusal.unwrap_or_else(internal_error)); txn.recipients.len()]
             }
         };
         let elapsed_ms = txn.started.elapsed().as_millis() as u64;
         let outcome = MessageOutcome::of(answers.iter().map(|a| a.reply.code));
+        let answers_logged = answers.clone();
         for (rcpt, answer) in txn.recipients.iter().zip(answers) {
             let log = config.log_addresses;
             info!(
@@ -470,6 +478,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             shared.metrics.recipient(answer.outcome);
             self.reply(answer.reply);
         }
+        summary(
+            config.log_addresses,
+            &txn,
+            &answers_logged,
+            queue_id.as_deref(),
+            message_id.as_deref(),
+            size,
+            elapsed_ms,
+        );
         shared
             .metrics
             .message(outcome, size, data_started.elapsed());
@@ -480,6 +497,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         Ok(Next::Continue)
     }
+}
+
+/// The message's one summary line (INFO): Postfix's queue ID, the sender, the Message-ID
+/// as a token, the size, and each recipient's code, outcome and (if encrypted) key
+/// fingerprint, as `rcpt:code:outcome[:fingerprint]` separated by commas. Addresses follow
+/// `SEALGATE_LOG_ADDRESSES`.
+fn summary(
+    log: AddressLog,
+    txn: &Transaction,
+    answers: &[Answer],
+    queue_id: Option<&str>,
+    message_id: Option<&str>,
+    octets: u64,
+    elapsed_ms: u64,
+) {
+    let recipients: Vec<String> = txn
+        .recipients
+        .iter()
+        .zip(answers)
+        .map(|(rcpt, answer)| {
+            let mut item = format!(
+                "{}:{}:{}",
+                log.show(&rcpt.address),
+                answer.reply.code,
+                answer.outcome.as_str()
+            );
+            if let Some(fingerprint) = &answer.fingerprint {
+                item.push(':');
+                item.push_str(fingerprint);
+            }
+            item
+        })
+        .collect();
+    let reverse_path = &txn.envelope.reverse_path;
+    let from = if reverse_path.is_empty() {
+        "<>".to_string()
+    } else {
+        log.show(reverse_path).to_string()
+    };
+    info!(
+        queue_id = queue_id.unwrap_or("-"),
+        from = %from,
+        message_id = message_id.unwrap_or("-"),
+        octets,
+        elapsed_ms,
+        recipients = %recipients.join(","),
+        "message summary"
+    );
 }
 
 fn ok(text: &str) -> Reply {

@@ -63,15 +63,22 @@ struct Stack {
 
 impl Stack {
     fn start() -> Option<Stack> {
+        Stack::start_with(&[])
+    }
+
+    /// Like [`Stack::start`], with `env` added to sealgate's environment.
+    fn start_with(env: &[(&str, &str)]) -> Option<Stack> {
         if !common::require_all(&["postfix", "swaks", "openssl"]) {
             return None;
         }
         let cert = TestCert::generate(TRUSTED_MTA);
-        let sealgate = Sealgate::spawn(&[
+        let mut all = vec![
             ("SEALGATE_MILTER_LISTEN", "127.0.0.1:0"),
             ("SEALGATE_SECURE_DOMAINS", SECURE_DOMAINS),
             ("SEALGATE_TRUSTED_MTA", TRUSTED_MTA),
-        ]);
+        ];
+        all.extend_from_slice(env);
+        let sealgate = Sealgate::spawn(&all);
         let postfix = Postfix::start(
             milter_config(&sealgate)
                 .with_lmtp_transport(sealgate.port())
@@ -230,6 +237,58 @@ fn secure_address_without_tls_is_refused_at_rcpt() {
         .wait_for_log("refused at RCPT: TLS required", WAIT);
     assert!(stack.postfix.queue_is_empty());
     assert!(stack.stored(TWIN_MAILBOX).is_empty());
+    assert_no_milter_trouble(&stack.postfix);
+}
+
+/// The quoted and differently cased spellings of a TLS-only mailbox (a listed one, and one of
+/// a secure domain) are that mailbox: refused at RCPT without TLS, before the queue, so no
+/// bounce is sent after it (issue 11 §3).
+#[test]
+fn quoted_spellings_of_a_secure_address_are_refused_at_rcpt() {
+    let list = common::temp_dir("sealgate-secure-list-");
+    let file = list.path().join("mailboxes");
+    fs::write(&file, "boss@example.org\n").expect("write the mailbox list");
+    let file = file.display().to_string();
+    let Some(stack) = Stack::start_with(&[("SEALGATE_SECURE_MAILBOXES", file.as_str())]) else {
+        return;
+    };
+    for rcpt in [
+        "\"boss\"@example.org",
+        "\"bo\\ss\"@example.org",
+        "Boss@EXAMPLE.org",
+        "\"user\"@secure.example.org",
+    ] {
+        let (ok, out) = stack.swaks(rcpt, &[]);
+        assert!(!ok, "swaks to {rcpt} without TLS should fail:\n{out}");
+        let reply = reply_to(&out, &format!("RCPT TO:<{rcpt}>"));
+        assert!(
+            reply.contains("550 5.7.1 ") && reply.contains("TLS required for this address"),
+            "RCPT {rcpt} without TLS: {reply}\n{out}"
+        );
+        assert!(!out.contains("-> DATA"), "swaks went on to DATA:\n{out}");
+    }
+    // The milter's line names the SMTP client (from CONNECT), not only Postfix's socket.
+    let line = stack
+        .sealgate
+        .wait_for_log("refused at RCPT: TLS required", WAIT);
+    let client = line
+        .split(' ')
+        .rev()
+        .find_map(|word| word.strip_prefix("client="))
+        .unwrap_or_else(|| panic!("no client field: {line}"));
+    assert!(client.ends_with("[127.0.0.1]"), "{line}");
+    assert!(line.contains("queue_id="), "{line}");
+    let refusals = stack.postfix.log().matches("milter-reject: RCPT").count();
+    assert_eq!(refusals, 4, "maillog:\n{}", stack.postfix.log());
+    assert!(stack.postfix.queue_is_empty());
+    // Over TLS the quoted spelling goes through, to the listed mailbox.
+    let (ok, out) = stack.swaks(
+        "\"boss\"@example.org",
+        &["--tls", "--body", "token-quoted-4242"],
+    );
+    assert!(ok, "swaks over TLS was refused:\n{out}");
+    let stored = stack.wait_stored("boss@example.org", 1);
+    assert!(String::from_utf8_lossy(&stored[0]).contains("token-quoted-4242"));
     assert_no_milter_trouble(&stack.postfix);
 }
 

@@ -389,6 +389,39 @@ fn forged_tls_received_header_below_the_real_one_is_ignored() {
     assert_eq!(stack.stored("user@example.org"), 0);
 }
 
+/// A HELO that carries `by`/`with` clauses and a TLS comment (what an MTA that does not
+/// sanitise HELO would copy into its Received field) is no TLS evidence: without STARTTLS the
+/// secure address is still refused (issue 11, "Also").
+#[test]
+fn a_helo_posing_as_tls_clauses_is_no_evidence() {
+    let Some(stack) = Stack::start(
+        &[("SEALGATE_SECURE_DOMAINS", "secure.example.org=example.org")],
+        |c| c,
+    ) else {
+        return;
+    };
+    let port = stack.postfix.smtp_port.to_string();
+    let helo = "x by mx.example.org with ESMTPS (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)";
+    let (ok, out) = swaks(&[
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--from",
+        SENDER,
+        "--to",
+        "user@secure.example.org",
+        "--helo",
+        helo,
+        "--body",
+        "token-helo-7777",
+    ]);
+    assert!(ok, "Postfix did not queue the message:\n{out}");
+    assert!(!out.contains("TLS started"), "{out}");
+    stack.expect_tls_refusal("user@secure.example.org", 1);
+    assert_eq!(stack.stored("user@example.org"), 0);
+}
+
 /// One message without TLS to secure, normal, secure recipients: the normal one is stored,
 /// each secure one is bounced on its own (Postfix logs one line per recipient).
 #[test]

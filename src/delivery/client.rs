@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -35,6 +35,9 @@ pub struct Client {
     idle: Mutex<Vec<Connection>>,
     /// Where failures and refusals are counted.
     metrics: Arc<Metrics>,
+    /// Why the next hop is down (unreachable, or refusing with `421`), `None` while it is up:
+    /// the transitions are logged at WARN, once each, not on every delivery.
+    down: Mutex<Option<String>>,
 }
 
 /// What the server announced in its LHLO/EHLO reply.
@@ -100,6 +103,7 @@ impl Client {
             pool_size: config.next_hop_pool_size,
             idle: Mutex::new(Vec::new()),
             metrics,
+            down: Mutex::new(None),
         }
     }
 
@@ -116,10 +120,17 @@ impl Client {
         }
     }
 
-    /// Counts a failure of the conversation (once per failed delivery).
+    /// Counts a failure of the conversation (once per failed delivery); one that means the
+    /// next hop is down (no connection, a broken or timed-out one, `421`) is a state change.
     fn count(&self, failure: &Failure) {
         if let Some(error) = failure.error() {
             self.metrics.next_hop_error(self.kind(), error);
+        }
+        match failure {
+            Failure::Connect(cause) | Failure::Lost(cause) | Failure::TimedOut(cause) => {
+                self.went_down(cause);
+            }
+            Failure::Refused(reply) => self.count_reply_state(reply),
         }
     }
 
@@ -127,6 +138,38 @@ impl Client {
     fn count_reply(&self, reply: &Reply) {
         if let Some(error) = NextHopError::refusal(reply.code) {
             self.metrics.next_hop_error(self.kind(), error);
+        }
+        self.count_reply_state(reply);
+    }
+
+    /// `421` is the server closing its doors (Dovecot shutting down, overloaded): down.
+    fn count_reply_state(&self, reply: &Reply) {
+        if reply.code == 421 {
+            self.went_down(&format!("replied {reply}"));
+        }
+    }
+
+    /// The next hop failed for `cause`: logged at WARN if it was up.
+    fn went_down(&self, cause: &str) {
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        if down.is_none() {
+            tracing::warn!(
+                next_hop = %self.endpoint, cause,
+                "next hop is down: deliveries get 4xx until it answers again"
+            );
+            *down = Some(cause.to_string());
+        }
+    }
+
+    /// A connection reached the point of a working LHLO/EHLO: logged at WARN if the next hop
+    /// was down, with what it had been.
+    fn came_up(&self) {
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cause) = down.take() {
+            tracing::warn!(
+                next_hop = %self.endpoint, was = %cause,
+                "next hop is up again"
+            );
         }
     }
 
@@ -222,6 +265,7 @@ impl Client {
         if reply.code != 250 {
             return Err(Failure::Connect(format!("{hello} answered {reply}")));
         }
+        self.came_up();
         for line in reply.lines.iter().skip(1) {
             let keyword = line
                 .split_whitespace()

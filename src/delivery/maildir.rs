@@ -16,6 +16,9 @@ use super::stored;
 use crate::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
+/// The longest file name Linux file systems take (`NAME_MAX`, in octets).
+const NAME_MAX: usize = 255;
+
 /// The Maildir tree.
 pub struct Maildir {
     root: PathBuf,
@@ -54,7 +57,7 @@ impl Maildir {
         for _ in delivery
             .files
             .iter()
-            .filter(|c| matches!(c, Copy::Failed(_)))
+            .filter(|c| matches!(c, Copy::Failed(reply) if reply.code < 500))
         {
             delivery.storage_error();
         }
@@ -62,7 +65,20 @@ impl Maildir {
     }
 
     async fn open(&self, envelope: &Envelope, rcpt: &Recipient) -> Copy {
-        let folder = self.root.join(folder_name(&rcpt.mailbox));
+        let name = folder_name(&rcpt.mailbox);
+        if name.len() > NAME_MAX {
+            // Permanent: retrying cannot make the name shorter.
+            return Copy::Failed(Reply::new(
+                550,
+                EnhancedCode::new(5, 1, 3),
+                format!(
+                    "Mailbox name too long for the Maildir store ({} octets as a folder name, \
+                     at most {NAME_MAX})",
+                    name.len()
+                ),
+            ));
+        }
+        let folder = self.root.join(name);
         for sub in ["tmp", "new", "cur"] {
             if let Err(err) = fs::create_dir_all(folder.join(sub)).await {
                 return Copy::Failed(storage_error(&err));
@@ -225,14 +241,12 @@ fn storage_error(err: &io::Error) -> Reply {
     }
 }
 
-/// The recipient's folder name: the address with its domain lower-cased, made safe as a single
+/// The recipient's folder name: the canonical address ([`crate::address`]: `Alice@`,
+/// `"alice"@` and `alice@` share one folder, as they share one key), made safe as a single
 /// path component (`/`, `%`, control bytes and a leading dot are %-escaped), so a hostile
 /// address such as `../../etc@x` cannot leave the Maildir root.
 fn folder_name(address: &str) -> String {
-    let address = match address.rsplit_once('@') {
-        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
-        None => address.to_string(),
-    };
+    let address = crate::address::canonical(address);
     let mut name = String::with_capacity(address.len());
     for (i, c) in address.chars().enumerate() {
         match c {
@@ -252,8 +266,12 @@ mod tests {
     #[test]
     fn folder_names_stay_inside_the_root() {
         let cases = [
-            ("User@Example.ORG", "User@example.org"),
-            ("../../etc@x", "%2E.%2F..%2Fetc@x"),
+            ("User@Example.ORG", "user@example.org"),
+            ("\"user\"@example.org", "user@example.org"),
+            ("user@bücher.example", "user@xn--bcher-kva.example"),
+            ("../../etc@x", "\"..%2F..%2Fetc\"@x"),
+            // Not an address: lower-cased as it is, still escaped.
+            ("../../etc", "\"..%2F..%2Fetc\""),
             ("a/b@x", "a%2Fb@x"),
             ("50%@x", "50%25@x"),
             ("\"a\u{1}\"@x", "\"a%01\"@x"),

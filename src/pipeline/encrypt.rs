@@ -488,6 +488,10 @@ impl Rewrite for PgpMime {
         self.made
     }
 
+    fn fingerprint(&self) -> Option<&str> {
+        (self.made == Some(CopyKind::Encrypted)).then_some(self.fingerprint.as_str())
+    }
+
     fn headers(&mut self, headers: &[u8], out: &mut BytesMut) -> Result<(), Reply> {
         if !matches!(self.state, State::Start) {
             return Err(self.fail("header block out of sequence"));

@@ -134,6 +134,12 @@ pub trait Rewrite: Send {
     fn copy_kind(&self) -> Option<CopyKind> {
         None
     }
+
+    /// The fingerprint of the key this copy was encrypted to, once it is (for the message's
+    /// summary log line); only the encryption rewrite answers.
+    fn fingerprint(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The configured stages, in order.
@@ -257,6 +263,11 @@ impl Chain {
     /// What a rewrite (encryption) has decided the copy is, if one has.
     pub fn decided_kind(&self) -> Option<CopyKind> {
         self.rewrites.iter().rev().find_map(|r| r.copy_kind())
+    }
+
+    /// The key a rewrite encrypted this copy to, if one did.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.rewrites.iter().rev().find_map(|r| r.fingerprint())
     }
 
     /// True when the copy is the message as received (no stage rewrites it).

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
+use crate::address;
 use crate::config::TlsVersion;
 use crate::logging::AddressLog;
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
@@ -81,10 +82,9 @@ impl Stage for RequireTlsStage {
             return Err(reply);
         }
         tracing::debug!(rcpt = %shown, %evidence, "TLS-only address: accepted");
-        // A twin's copy is stored in another mailbox: say which address it was sent to. The
-        // mailbox differs only in its domain, so compare case-insensitively (a bare secure
-        // domain written in upper case is not a twin).
-        if rcpt.mailbox.to_lowercase() == rcpt.address.to_lowercase() {
+        // A twin's copy is stored in another mailbox: say which address it was sent to. Compare
+        // canonical forms (a bare secure domain in upper case or as U-labels is not a twin).
+        if address::canonical(&rcpt.mailbox) == address::canonical(&rcpt.address) {
             return Ok(Plan::Unchanged);
         }
         Ok(Plan::Rewrite(Box::new(OriginalTo::new(&rcpt.address))))

@@ -3,7 +3,8 @@
 //!
 //! Only our own MTA's submission Received field (the first one, if its `by` is a trusted MTA)
 //! loses its `from` clause, and the configured fields (`X-Originating-IP`, `User-Agent`, ...)
-//! go. Every other byte of the header block stays as it was, folding included; the body is
+//! go. A sender's `X-Sealgate-Encrypted` field goes from every message, scrubbed or not
+//! ([`MARKER`]). Every other byte of the header block stays as it was, folding included; the body is
 //! never touched. Received fields further down belong to other hops and stay.
 
 use std::sync::Arc;
@@ -14,6 +15,11 @@ use sealgate_protocol::Reply;
 use crate::config::ScrubMode;
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
 use crate::received::{self, Kind, Received, Tokens};
+
+/// The field the encryption stage adds to the copies it encrypts. A sender's own copy of it
+/// would claim encryption on a copy sealgate did not encrypt: it is removed from every copy,
+/// whatever `SEALGATE_SCRUB` says, before the encryption stage adds ours.
+pub const MARKER: &str = "X-Sealgate-Encrypted";
 
 /// The scrub stage (`SEALGATE_SCRUB`, `SEALGATE_SCRUB_HEADERS`, `SEALGATE_TRUSTED_MTA`).
 pub struct ScrubStage {
@@ -99,6 +105,8 @@ impl Rewrite for ScrubRewrite {
 /// 2. the fields named in `remove` (case-insensitive) go, folded lines included. Received
 ///    fields are never removed this way.
 ///
+/// In every mode, a sender-supplied [`MARKER`] field goes too.
+///
 /// Everything else, the empty line that ends the block and anything after it stay byte for
 /// byte.
 pub fn scrub_headers(
@@ -107,10 +115,11 @@ pub fn scrub_headers(
     remove: &[String],
     trusted: &[String],
 ) -> Option<Vec<u8>> {
-    let submission = match scope(headers, mode, trusted) {
-        Scope::Nothing => return None,
-        Scope::FieldsOnly => None,
-        Scope::Submission(start, received) => Some((start, received)),
+    let (submission, remove) = match scope(headers, mode, trusted) {
+        // The marker still goes (below).
+        Scope::Nothing => (None, &[][..]),
+        Scope::FieldsOnly => (None, remove),
+        Scope::Submission(start, received) => (Some((start, received)), remove),
     };
     let mut out = Vec::with_capacity(headers.len());
     let mut changed = false;
@@ -123,7 +132,7 @@ pub fn scrub_headers(
         if let Some(scrubbed) = scrubbed {
             out.extend_from_slice(&scrubbed);
             changed = true;
-        } else if is_removed(field.name, remove) {
+        } else if is_removed(field.name, remove) || is_marker(field.name) {
             changed = true;
         } else {
             out.extend_from_slice(field.raw);
@@ -135,6 +144,9 @@ pub fn scrub_headers(
 
 /// Whether [`scrub_headers`] would change anything, without building the result.
 fn changes(headers: &[u8], mode: ScrubMode, remove: &[String], trusted: &[String]) -> bool {
+    if received::fields(headers).any(|field| is_marker(field.name)) {
+        return true;
+    }
     match scope(headers, mode, trusted) {
         Scope::Nothing => false,
         Scope::Submission(_, received) if received.from.is_some() => true,
@@ -169,6 +181,11 @@ fn scope<'a>(headers: &'a [u8], mode: ScrubMode, trusted: &[String]) -> Scope<'a
         (ScrubMode::All, None) => Scope::FieldsOnly,
         _ => Scope::Nothing,
     }
+}
+
+/// Whether a field is sealgate's encryption marker ([`MARKER`]).
+fn is_marker(name: Option<&[u8]>) -> bool {
+    name.is_some_and(|name| name.eq_ignore_ascii_case(MARKER.as_bytes()))
 }
 
 fn is_removed(name: Option<&[u8]>, remove: &[String]) -> bool {
@@ -615,6 +632,29 @@ mod tests {
             scrub_headers(&block(foreign, b""), ScrubMode::All, &remove(), &trusted()),
             None
         );
+    }
+
+    #[test]
+    fn a_senders_encryption_marker_goes_in_every_mode() {
+        let input = block(
+            b"Received: from x (x [192.0.2.1]) by elsewhere.example with ESMTP id 1; d\r\n",
+            b"X-Sealgate-Encrypted: 0123456789ABCDEF\r\nx-sealgate-encrypted:\r\n forged\r\n",
+        );
+        let expected = block(
+            b"Received: from x (x [192.0.2.1]) by elsewhere.example with ESMTP id 1; d\r\n",
+            b"",
+        );
+        for mode in [ScrubMode::Off, ScrubMode::Authenticated, ScrubMode::All] {
+            assert!(changes(&input, mode, &remove(), &trusted()), "{mode:?}");
+            let output = scrub_headers(&input, mode, &remove(), &trusted()).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&output),
+                String::from_utf8_lossy(&expected),
+                "{mode:?}"
+            );
+        }
+        // Without the marker, Off changes nothing.
+        assert!(!changes(&expected, ScrubMode::Off, &remove(), &trusted()));
     }
 
     #[test]
