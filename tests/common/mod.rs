@@ -19,6 +19,7 @@ pub mod lmtp;
 pub mod peers;
 pub mod pgp;
 pub mod sealgate;
+pub mod env_file;
 
 use std::collections::HashSet;
 use std::fs;
