@@ -519,7 +519,11 @@ impl Config {
             next_hop_pool_size: read("SEALGATE_NEXT_HOP_POOL_SIZE").count(16, 0)?,
             shutdown_grace: read("SEALGATE_SHUTDOWN_GRACE").duration("30s")?,
             core_dumps: read("SEALGATE_CORE_DUMPS").parse(parse_on_off, "off")?,
-            keystore: read("SEALGATE_KEYSTORE").parse(parse_path, "./keys")?,
+            // Absolute: the cert-d iterator finds nothing under a relative base directory
+            // (README's `./keys` default listed and loaded no certificate).
+            keystore: read("SEALGATE_KEYSTORE")
+                .parse(parse_path, "./keys")
+                .map(|path| std::path::absolute(&path).unwrap_or(path))?,
             keystore_reload: read("SEALGATE_KEYSTORE_RELOAD").duration("10s")?,
             unusable_key: read("SEALGATE_UNUSABLE_KEY").parse(parse_unusable_key, "tempfail")?,
             protected_headers: read("SEALGATE_PROTECTED_HEADERS").parse(parse_on_off, "off")?,
@@ -978,6 +982,7 @@ fn system_hostname() -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -1007,6 +1012,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("{} missing from describe()", variable.name));
             if !variable.default.starts_with('(') {
                 let value = &line[variable.name.len() + 1..];
+                if variable.name == "SEALGATE_KEYSTORE" {
+                    let cwd = std::env::current_dir().unwrap();
+                    assert_eq!(Path::new(value), cwd.join("keys"), "{line}");
+                    continue;
+                }
                 let same = value == variable.default
                     || parse_duration(value).ok() == parse_duration(variable.default).ok();
                 assert!(same, "{line} vs default {}", variable.default);

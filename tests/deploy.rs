@@ -697,42 +697,156 @@ fn readme_env_examples_have_no_inline_comments() {
     }
 }
 
-/// The snippets README shows are the shipped files: each block after an `<!-- packaging/X -->`
-/// marker has exactly the settings of packaging/X, and every Postfix setting block in the
-/// deployment sections has a marker.
+/// The code block after README's marker line `marker`.
+fn readme_block(marker: &str) -> String {
+    let readme = shipped("README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == marker)
+        .unwrap_or_else(|| panic!("README: no marker {marker}"));
+    assert!(
+        lines.get(at + 1).is_some_and(|l| l.starts_with("```")),
+        "README: a code block must follow {marker}"
+    );
+    lines[at + 2..]
+        .iter()
+        .take_while(|l| !l.starts_with("```"))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The snippets README shows are the shipped files: the block after `<!-- packaging/X -->`
+/// has exactly the settings of packaging/X; the block after `<!-- sealgate settings:
+/// packaging/X -->` has the sealgate settings that X's header names (for sealgate.env: some of
+/// its settings, as they are there). Every Postfix or sealgate setting block in README has a
+/// marker.
 #[test]
 fn readme_snippets_are_the_shipped_files() {
     let readme = shipped("README.md");
-    let lines: Vec<&str> = readme.lines().collect();
-    let mut checked = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let Some(path) = line
-            .strip_prefix("<!-- ")
-            .and_then(|l| l.strip_suffix(" -->"))
-            .filter(|p| p.starts_with("packaging/"))
-        else {
-            continue;
-        };
-        assert!(
-            lines.get(i + 1).is_some_and(|l| l.starts_with("```")),
-            "README: a code block must follow {line}"
-        );
-        let block: Vec<&str> = lines[i + 2..]
-            .iter()
-            .take_while(|l| !l.starts_with("```"))
-            .copied()
-            .collect();
-        let shown = postfix_lines(&block.join("\n"));
-        let file = postfix_lines(&shipped(path));
-        let norm = |v: Vec<String>| -> Vec<String> {
-            v.iter()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect()
-        };
-        assert_eq!(norm(shown), norm(file), "README's block for {path}");
-        checked += 1;
+    let markers: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("<!-- ") && l.ends_with(" -->"))
+        .collect();
+    let norm = |v: Vec<String>| -> Vec<String> {
+        v.iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let mut files = 0;
+    let mut settings = 0;
+    for marker in &markers {
+        let inner = &marker["<!-- ".len()..marker.len() - " -->".len()];
+        if let Some(path) = inner.strip_prefix("sealgate settings: ") {
+            let shown = env_file::parse(&readme_block(marker)).expect("README env block");
+            if path == "packaging/sealgate.env" {
+                let file = env_file::parse(&shipped(path)).expect("sealgate.env");
+                for setting in &shown {
+                    assert!(file.contains(setting), "README shows {setting:?}, {path} does not");
+                }
+            } else {
+                assert_eq!(shown, snippet_settings(&shipped(path)), "README's settings for {path}");
+            }
+            settings += 1;
+        } else if inner.starts_with("packaging/") {
+            let shown = postfix_lines(&readme_block(marker));
+            assert_eq!(
+                norm(shown),
+                norm(postfix_lines(&shipped(inner))),
+                "README's block for {inner}"
+            );
+            files += 1;
+        }
     }
-    assert!(checked >= 5, "only {checked} README blocks are tied to packaging/");
+    assert!(files >= 7 && settings >= 4, "{files} file blocks, {settings} settings blocks");
+    // No untied snippet: a code block with a Postfix or sealgate setting follows a marker.
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].starts_with("```") {
+            let body: Vec<&str> = lines[i + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with("```"))
+                .copied()
+                .collect();
+            let sets = body.iter().any(|l| {
+                let l = l.trim_start();
+                (l.starts_with("SEALGATE_") && l.contains('='))
+                    || l.starts_with("-o ")
+                    || l.starts_with("virtual_transport")
+                    || l.starts_with("content_filter")
+                    || l.starts_with("milter_")
+            });
+            let tied = i > 0 && lines[i - 1].starts_with("<!-- ");
+            assert!(!sets || tied, "README line {}: a settings block without a marker", i + 1);
+            i += body.len() + 2;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// README's "try it by hand" blocks, run as written in a fresh directory: the `scripts/run`
+/// of the first is the binary (what `cargo run --release --` runs), sealgate started as
+/// `scripts/run` starts it (no arguments, defaults), and the second block on its port.
+#[test]
+fn readme_try_it_by_hand_runs_as_written() {
+    if !common::require_all(&["gpg", "swaks", "bash"]) {
+        return;
+    }
+    let dir = common::temp_dir("sealgate-try-");
+    let gpg = Gpg::new();
+    gpg.generate("you@example.org", "rsa2048", "encrypt");
+    let port = common::free_port();
+    let bin = env!("CARGO_BIN_EXE_sealgate");
+    let rewrite = |block: String| {
+        block
+            .replace("scripts/run", bin)
+            .replace("127.0.0.1:10024", &format!("127.0.0.1:{port}"))
+    };
+    let gnupg_home = gpg.home().display().to_string();
+    let shell = |script: &str| {
+        common::run(
+            Command::new("bash")
+                .args(["-e", "-c", script])
+                .current_dir(dir.path())
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("GNUPGHOME", &gnupg_home),
+        )
+    };
+    let (ok, out) = shell(&rewrite(readme_block("<!-- try-by-hand: keys -->")));
+    assert!(ok, "the keys block: {out}");
+    let log = dir.path().join("sealgate.log");
+    let file = fs::File::create(&log).expect("log");
+    let mut sealgate = Command::new(bin)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("SEALGATE_LMTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SEALGATE_METRICS_LISTEN", "off")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file)
+        .spawn()
+        .expect("start sealgate");
+    let up = common::poll_until(common::STARTUP_TIMEOUT, || common::port_accepts(port));
+    let (ok, out) = shell(&rewrite(readme_block("<!-- try-by-hand: send -->")));
+    let _ = sealgate.kill();
+    let _ = sealgate.wait();
+    assert!(up, "sealgate did not start: {}", common::read_lossy(&log));
+    assert!(ok, "the send block: {out}\n{}", common::read_lossy(&log));
+    let new = dir.path().join("mail/you@example.org/new");
+    let stored: Vec<PathBuf> = fs::read_dir(&new)
+        .expect("mail/you@example.org/new")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(stored.len(), 1, "{out}");
+    let name = stored[0].file_name().expect("name").to_string_lossy().into_owned();
+    assert!(out.contains(&name), "ls shows the stored file: {out}");
+    let message = fs::read(&stored[0]).expect("read the stored message");
+    let decrypted = gpg.decrypt(&armored_part(&message));
+    assert!(decrypted.ok, "PGP/MIME for the imported key: {}", decrypted.status);
 }
 
 /// sealgate refuses to start over what is not its stale socket, and check-config says so

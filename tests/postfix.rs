@@ -21,7 +21,6 @@ fn lmtp_transport_to(sealgate: &Sealgate) -> PostfixConfig {
                 "virtual_transport = lmtp:inet:127.0.0.1:{}",
                 sealgate.port()
             ),
-            "lmtp_assume_final = yes".into(),
         ],
         master_cf: Vec::new(),
     }
