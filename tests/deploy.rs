@@ -252,6 +252,28 @@ impl Service {
         let start = unit_command("ExecStart", places);
         let log = places.keys.with_file_name(format!("sealgate-{}.log", common::free_port()));
         let file = fs::File::create(&log).expect("create the sealgate log");
+        if units.is_empty() {
+            // No socket unit: sealgate binds its listeners itself.
+            let child = Command::new(&start[0])
+                .args(&start[1..])
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().expect("dup log"))
+                .stderr(file)
+                .spawn()
+                .expect("start sealgate");
+            let service = Service {
+                child,
+                log,
+                sockets: Vec::new(),
+            };
+            let ready = common::poll_until(common::STARTUP_TIMEOUT, || {
+                service.log().contains("listening protocol=\"lmtp\"")
+            });
+            assert!(ready, "sealgate did not start:\n{}", service.log());
+            return service;
+        }
         let mut cmd = Command::new(common::bin_path("systemd-socket-activate"));
         for unit in units {
             // systemd unlinks a stale socket file before it binds; so does this.
@@ -508,6 +530,52 @@ fn lmtp_transport_as_shipped() {
     );
     assert_clean_maillog(&postfix);
     drop(service);
+}
+
+/// The LMTP transport with sealgate binding its socket itself, started as root (no socket
+/// unit): the socket in Postfix's private directory gets that directory's owner, so Postfix's
+/// lmtp client (user postfix) can connect; SIGTERM removes it again.
+#[test]
+fn lmtp_transport_bound_by_sealgate_as_root() {
+    if !peers_present() {
+        return;
+    }
+    if !is_root() {
+        common::peer_missing("root (Postfix and the socket owner check need it)");
+        return;
+    }
+    let dir = common::temp_dir("sealgate-deploy-");
+    let dovecot = Dovecot::start_with_users(&["alice@example.org"]);
+    let postfix = Postfix::start(PostfixConfig {
+        main_cf: postfix_lines(&shipped("packaging/postfix/lmtp-transport.main.cf")),
+        master_cf: master_lines(&shipped("packaging/postfix/lmtp-transport.master.cf"), 0),
+    });
+    let places = places(&postfix, &dovecot, dir.path(), 0);
+    let env = environment(&places, &[]);
+    let service = Service::start(&places, &env, &[]);
+    let socket = places.queue.join("private/sealgate-lmtp");
+    let meta = fs::symlink_metadata(&socket).expect("sealgate's socket");
+    let private = fs::metadata(places.queue.join("private")).expect("private/");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!((meta.uid(), meta.gid()), (private.uid(), private.gid()));
+    assert_eq!(meta.mode() & 0o777, 0o660);
+
+    let (ok, out) = send(postfix.smtp_port, "alice@example.org", &["--body", "token-self"]);
+    assert!(ok, "swaks: {out}");
+    postfix.wait_for_status("alice@example.org", "sent", WAIT);
+    dovecot.wait_for_inbox("alice@example.org", 1, WAIT);
+    common::signal(i64::from(service.child.id()), "TERM");
+    assert!(
+        common::poll_until(WAIT, || !socket.exists()),
+        "sealgate left its socket:\n{}",
+        service.log()
+    );
+    assert_clean_maillog(&postfix);
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 /// An 8 MiB body of base64-like lines with `token` at the end.
