@@ -209,6 +209,19 @@ impl<'a> Fanout<'a> {
         {
             tracing::Span::current().record("queue_id", id.as_str());
         }
+        // A first Received field from a host we do not trust usually means a wrong
+        // SEALGATE_TRUSTED_MTA: then no message has TLS or authentication evidence.
+        if let Some(first) = received::first(headers)
+            && received::first_trusted(headers, &shared.config.trusted_mta).is_none()
+            && shared.metrics.untrusted_received(first.by.as_deref())
+        {
+            tracing::warn!(
+                by = first.by.as_deref().unwrap_or("(none)"),
+                trusted = %shared.config.trusted_mta.join(","),
+                "first Received header not written by a SEALGATE_TRUSTED_MTA host: no TLS or \
+                 authentication evidence counts for such messages (logged once per host)"
+            );
+        }
         self.stage_time = vec![Duration::ZERO; shared.pipeline.stage_names().len()];
         let mut copies: Vec<(Chain, Vec<usize>)> = Vec::new();
         for (i, rcpt) in self.recipients.iter().enumerate() {

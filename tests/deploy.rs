@@ -1000,3 +1000,40 @@ fn usage_error_is_short_and_help_lists_keys() {
         .expect("run sealgate --help");
     assert!(String::from_utf8_lossy(&help.stdout).contains("sealgate keys"));
 }
+
+/// A first Received header from a host that is not `SEALGATE_TRUSTED_MTA` (the usual sign of
+/// a wrong setting) is counted per message and logged once per host.
+#[test]
+fn untrusted_first_received_is_counted_and_logged_once_per_host() {
+    let mail = common::temp_dir("sealgate-deploy-");
+    let next_hop = format!("maildir:{}", mail.path().display());
+    let sealgate = common::sealgate::Sealgate::spawn(&[
+        ("SEALGATE_NEXT_HOP", &next_hop),
+        ("SEALGATE_TRUSTED_MTA", "mx.example.org"),
+    ]);
+    let message = |by: &str| {
+        format!(
+            "Received: from client.example.net (client.example.net [192.0.2.1])\r\n\
+             \tby {by} (Postfix) with ESMTPS id 4AbCdE; Wed, 2 Dec 2026 08:00:00 +0000\r\n\
+             Subject: trust\r\n\r\nbody\r\n"
+        )
+    };
+    for by in ["other.example.org", "OTHER.example.org", "third.example.org", "mx.example.org"] {
+        let mut client = common::lmtp::Client::connect(sealgate.port());
+        let replies = client.deliver("a@example.net", &["u@example.org"], message(by).as_bytes());
+        assert!(replies.iter().all(|r| r.code == 250), "{replies:?}");
+    }
+    let (_, metrics) = sealgate.http_get("/metrics");
+    assert!(
+        metrics.contains("\nsealgate_untrusted_received_total 3\n"),
+        "{metrics}"
+    );
+    let warned: Vec<String> = sealgate
+        .log()
+        .lines()
+        .filter(|l| l.contains("not written by a SEALGATE_TRUSTED_MTA host"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].contains("other.example.org") && warned[1].contains("third.example.org"));
+}
