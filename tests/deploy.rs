@@ -70,6 +70,11 @@ const REWRITES: &[(&str, &str, &str)] = &[
         "parallel tests would share port 9925",
     ),
     (
+        "smtpd_tls_cert_file, smtpd_tls_key_file (unset)",
+        "a throw-away certificate",
+        "secure-domains.main.cf offers STARTTLS, which needs one (the site has its own)",
+    ),
+    (
         "User=sealgate",
         "root",
         "no sealgate user on a test machine; as root, sealgate reads the key store all the same",
@@ -728,6 +733,87 @@ fn milter_as_shipped_port_25_only() {
             .iter()
             .any(|m| String::from_utf8_lossy(m).contains("token-m-3"))
     );
+    assert_clean_maillog(&postfix);
+}
+
+/// The secure-domains deployment (with the LMTP transport), verbatim: a secure twin over TLS
+/// delivered to the real mailbox, without TLS bounced with sealgate's reason; and an
+/// authenticated submission stored scrubbed (no HELO, client address or User-Agent).
+#[test]
+fn secure_domains_and_submission_as_shipped() {
+    if !peers_present() || !common::require("openssl") {
+        return;
+    }
+    let dir = common::temp_dir("sealgate-deploy-");
+    let cert = common::peers::TestCert::generate("mx.example.org");
+    let dovecot = Dovecot::start_with_sasl();
+    let submission = common::free_port();
+    let secure_main = shipped("packaging/postfix/secure-domains.main.cf");
+    let mut main_cf = postfix_lines(&shipped("packaging/postfix/lmtp-transport.main.cf"));
+    main_cf.extend(postfix_lines(&secure_main));
+    main_cf.push(format!("smtpd_tls_cert_file = {}", cert.cert.display()));
+    main_cf.push(format!("smtpd_tls_key_file = {}", cert.key.display()));
+    let config = PostfixConfig {
+        main_cf,
+        master_cf: master_lines(&shipped("packaging/postfix/lmtp-transport.master.cf"), 0),
+    }
+    .with_submission(submission, dovecot.auth_port.expect("SASL port"));
+    let postfix = Postfix::start(config);
+    let places = places(&postfix, &dovecot, dir.path(), 0);
+    let env = environment(&places, &snippet_settings(&secure_main));
+    let units = [socket_unit("packaging/sealgate.socket", &places)];
+    let _service = Service::start(&places, &env, &units);
+
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "erin@secure.example.org",
+        &["--tls", "--body", "token-secure-tls"],
+    );
+    assert!(ok, "swaks --tls: {out}");
+    postfix.wait_for_status("erin@secure.example.org", "sent", WAIT);
+    let erin = dovecot.wait_for_inbox("erin@example.org", 1, WAIT);
+    let text = String::from_utf8_lossy(&erin[0]);
+    assert!(text.contains("token-secure-tls"), "{text}");
+    assert!(text.contains("X-Original-To: erin@secure.example.org"), "{text}");
+
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "frank@secure.example.org",
+        &["--body", "token-secure-plain"],
+    );
+    assert!(ok, "swaks: {out}");
+    let bounced = postfix.wait_for_status("frank@secure.example.org", "bounced", WAIT);
+    assert!(
+        bounced.contains("5.7.1") && bounced.contains("no TLS evidence from a trusted MTA"),
+        "{bounced}"
+    );
+    assert_eq!(dovecot.stored_count("frank@example.org"), 0);
+
+    let (ok, out) = send(
+        submission,
+        "gina@example.org",
+        &[
+            "--ehlo",
+            "helo-marker.example",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@example.org",
+            "--auth-password",
+            common::peers::DOVECOT_PASSWORD,
+            "--header",
+            "User-Agent: marker-agent/1.0",
+            "--body",
+            "token-submitted",
+        ],
+    );
+    assert!(ok, "submission: {out}");
+    let gina = dovecot.wait_for_inbox("gina@example.org", 1, WAIT);
+    let text = String::from_utf8_lossy(&gina[0]);
+    assert!(text.contains("token-submitted"), "{text}");
+    assert!(!text.contains("helo-marker"), "HELO stored: {text}");
+    assert!(!text.contains("marker-agent"), "User-Agent stored: {text}");
+    assert!(text.contains("Received: by mx.example.org (Postfix) with ESMTPA"), "{text}");
     assert_clean_maillog(&postfix);
 }
 
