@@ -38,7 +38,10 @@ fn main() -> ExitCode {
     {
         [] | ["run"] => run(),
         ["check-config"] => check_config(),
-        ["keys", rest @ ..] => sealgate::keys_cli::main(rest),
+        ["keys", rest @ ..] => {
+            quiet_on_broken_pipe();
+            sealgate::keys_cli::main(rest)
+        }
         ["--help" | "-h" | "help"] => {
             print!("{}", help());
             ExitCode::SUCCESS
@@ -63,6 +66,25 @@ fn main() -> ExitCode {
             ExitCode::from(EX_USAGE)
         }
     }
+}
+
+/// `sealgate keys list | head`: once the reader is gone, end quietly with the status a
+/// program killed by SIGPIPE has (128 + 13), instead of a panic message. Rust ignores SIGPIPE,
+/// so `println!` panics on EPIPE; this hook turns exactly that panic into the quiet exit.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
 }
 
 fn help() -> String {

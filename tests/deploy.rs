@@ -1123,3 +1123,30 @@ fn untrusted_first_received_is_counted_and_logged_once_per_host() {
     assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(warned[0].contains("other.example.org") && warned[1].contains("third.example.org"));
 }
+
+/// `sealgate keys list | head`: a reader that is gone ends the listing quietly (the status of
+/// a SIGPIPE death), not with a panic.
+#[test]
+fn keys_list_into_a_closed_pipe_exits_quietly() {
+    if !common::require("gpg") {
+        return;
+    }
+    let dir = common::temp_dir("sealgate-deploy-");
+    let keys = dir.path().join("keys");
+    let gpg = Gpg::new();
+    gpg.generate("pipe@example.org", "rsa2048", "encrypt");
+    common::sealgate::keys_import_ok(&keys, &gpg.export("pipe@example.org"));
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .args(["keys", "list"])
+        .env_clear()
+        .env("SEALGATE_KEYSTORE", &keys)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run sealgate keys list");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
