@@ -150,12 +150,13 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
                 path.display()
             ),
         )),
-        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path)
-        }
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
         Err(err) => Err(io::Error::new(
             err.kind(),
-            format!("{}: cannot tell whether it is in use: {err}", path.display()),
+            format!(
+                "{}: cannot tell whether it is in use: {err}",
+                path.display()
+            ),
         )),
     }
 }

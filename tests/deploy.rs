@@ -252,10 +252,15 @@ impl Service {
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .envs(env.iter().map(|(k, v)| (k, v))),
         );
-        assert!(ok, "ExecStartPre (check-config) refused the shipped settings:\n{out}");
+        assert!(
+            ok,
+            "ExecStartPre (check-config) refused the shipped settings:\n{out}"
+        );
 
         let start = unit_command("ExecStart", places);
-        let log = places.keys.with_file_name(format!("sealgate-{}.log", common::free_port()));
+        let log = places
+            .keys
+            .with_file_name(format!("sealgate-{}.log", common::free_port()));
         let file = fs::File::create(&log).expect("create the sealgate log");
         if units.is_empty() {
             // No socket unit: sealgate binds its listeners itself.
@@ -472,7 +477,13 @@ fn assert_encrypted_for(gpg: &Gpg, stored: &[u8], token: &str) {
 }
 
 fn peers_present() -> bool {
-    common::require_all(&["postfix", "dovecot", "swaks", "gpg", "systemd-socket-activate"])
+    common::require_all(&[
+        "postfix",
+        "dovecot",
+        "swaks",
+        "gpg",
+        "systemd-socket-activate",
+    ])
 }
 
 /// The preferred deployment, verbatim: keyless delivered, keyed stored encrypted, unknown
@@ -565,7 +576,11 @@ fn lmtp_transport_bound_by_sealgate_as_root() {
     assert_eq!((meta.uid(), meta.gid()), (private.uid(), private.gid()));
     assert_eq!(meta.mode() & 0o777, 0o660);
 
-    let (ok, out) = send(postfix.smtp_port, "alice@example.org", &["--body", "token-self"]);
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "alice@example.org",
+        &["--body", "token-self"],
+    );
     assert!(ok, "swaks: {out}");
     postfix.wait_for_status("alice@example.org", "sent", WAIT);
     dovecot.wait_for_inbox("alice@example.org", 1, WAIT);
@@ -585,7 +600,7 @@ fn is_root() -> bool {
 
 /// An 8 MiB body of base64-like lines with `token` at the end.
 fn big_body(dir: &Path, token: &str) -> PathBuf {
-    let line = format!("{}\r\n", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkrLw".repeat(1));
+    let line = format!("{}\r\n", "QUJD".repeat(19));
     let mut body = String::with_capacity(8 << 20);
     while body.len() < 8 << 20 {
         body.push_str(&line);
@@ -641,14 +656,22 @@ fn content_filter_as_shipped() {
 
     let body = big_body(dir.path(), "token-deploy-filter-big");
     let body_arg = format!("@{}", body.display());
-    let (ok, out) = send(postfix.smtp_port, "carol@example.org", &["--body", &body_arg]);
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "carol@example.org",
+        &["--body", &body_arg],
+    );
     assert!(ok, "swaks: {}", common::tail(&out, 10));
     // Once into sealgate, once (reinjected) into Dovecot; never bounced.
     wait_for_count(&postfix, "carol@example.org", "sent", 2);
     let carol = dovecot.wait_for_inbox("carol@example.org", 1, WAIT);
     assert!(carol[0].len() > 10_240_000, "{} octets", carol[0].len());
     assert_encrypted_for(&gpg, &carol[0], "token-deploy-filter-big");
-    assert!(!postfix.log().contains("status=bounced"), "{}", postfix.log());
+    assert!(
+        !postfix.log().contains("status=bounced"),
+        "{}",
+        postfix.log()
+    );
     assert_eq!(
         postfix
             .log()
@@ -701,13 +724,24 @@ fn milter_as_shipped_port_25_only() {
     ];
     let mut service = Service::start(&places, &env, &units);
 
-    let (ok, out) = send(postfix.smtp_port, "alice@example.org", &["--body", "token-m-1"]);
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "alice@example.org",
+        &["--body", "token-m-1"],
+    );
     assert!(ok, "swaks: {out}");
     postfix.wait_for_status("alice@example.org", "sent", WAIT);
 
     service.kill();
-    let (ok, out) = send(postfix.smtp_port, "alice@example.org", &["--body", "token-m-2"]);
-    assert!(!ok && out.contains("451 4.7.1"), "port 25 with sealgate down: {out}");
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "alice@example.org",
+        &["--body", "token-m-2"],
+    );
+    assert!(
+        !ok && out.contains("451 4.7.1"),
+        "port 25 with sealgate down: {out}"
+    );
     let (ok, out) = send(
         submission,
         "alice@example.org",
@@ -774,7 +808,10 @@ fn secure_domains_and_submission_as_shipped() {
     let erin = dovecot.wait_for_inbox("erin@example.org", 1, WAIT);
     let text = String::from_utf8_lossy(&erin[0]);
     assert!(text.contains("token-secure-tls"), "{text}");
-    assert!(text.contains("X-Original-To: erin@secure.example.org"), "{text}");
+    assert!(
+        text.contains("X-Original-To: erin@secure.example.org"),
+        "{text}"
+    );
 
     let (ok, out) = send(
         postfix.smtp_port,
@@ -813,7 +850,10 @@ fn secure_domains_and_submission_as_shipped() {
     assert!(text.contains("token-submitted"), "{text}");
     assert!(!text.contains("helo-marker"), "HELO stored: {text}");
     assert!(!text.contains("marker-agent"), "User-Agent stored: {text}");
-    assert!(text.contains("Received: by mx.example.org (Postfix) with ESMTPA"), "{text}");
+    assert!(
+        text.contains("Received: by mx.example.org (Postfix) with ESMTPA"),
+        "{text}"
+    );
     assert_clean_maillog(&postfix);
 }
 
@@ -897,10 +937,17 @@ fn readme_snippets_are_the_shipped_files() {
             if path == "packaging/sealgate.env" {
                 let file = env_file::parse(&shipped(path)).expect("sealgate.env");
                 for setting in &shown {
-                    assert!(file.contains(setting), "README shows {setting:?}, {path} does not");
+                    assert!(
+                        file.contains(setting),
+                        "README shows {setting:?}, {path} does not"
+                    );
                 }
             } else {
-                assert_eq!(shown, snippet_settings(&shipped(path)), "README's settings for {path}");
+                assert_eq!(
+                    shown,
+                    snippet_settings(&shipped(path)),
+                    "README's settings for {path}"
+                );
             }
             settings += 1;
         } else if inner.starts_with("packaging/") {
@@ -913,7 +960,10 @@ fn readme_snippets_are_the_shipped_files() {
             files += 1;
         }
     }
-    assert!(files >= 7 && settings >= 4, "{files} file blocks, {settings} settings blocks");
+    assert!(
+        files >= 7 && settings >= 4,
+        "{files} file blocks, {settings} settings blocks"
+    );
     // No untied snippet: a code block with a Postfix or sealgate setting follows a marker.
     let lines: Vec<&str> = readme.lines().collect();
     let mut i = 0;
@@ -933,7 +983,11 @@ fn readme_snippets_are_the_shipped_files() {
                     || l.starts_with("milter_")
             });
             let tied = i > 0 && lines[i - 1].starts_with("<!-- ");
-            assert!(!sets || tied, "README line {}: a settings block without a marker", i + 1);
+            assert!(
+                !sets || tied,
+                "README line {}: a settings block without a marker",
+                i + 1
+            );
             i += body.len() + 2;
         } else {
             i += 1;
@@ -996,11 +1050,19 @@ fn readme_try_it_by_hand_runs_as_written() {
         .map(|e| e.expect("entry").path())
         .collect();
     assert_eq!(stored.len(), 1, "{out}");
-    let name = stored[0].file_name().expect("name").to_string_lossy().into_owned();
+    let name = stored[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     assert!(out.contains(&name), "ls shows the stored file: {out}");
     let message = fs::read(&stored[0]).expect("read the stored message");
     let decrypted = gpg.decrypt(&armored_part(&message));
-    assert!(decrypted.ok, "PGP/MIME for the imported key: {}", decrypted.status);
+    assert!(
+        decrypted.ok,
+        "PGP/MIME for the imported key: {}",
+        decrypted.status
+    );
 }
 
 /// sealgate refuses to start over what is not its stale socket, and check-config says so
@@ -1020,7 +1082,10 @@ fn a_file_at_the_listen_path_stops_check_config_and_start() {
                 .env("SEALGATE_LMTP_LISTEN", &listen)
                 .env("SEALGATE_METRICS_LISTEN", "off"),
         );
-        assert!(!ok, "{verb} accepted a regular file at the listen path:\n{out}");
+        assert!(
+            !ok,
+            "{verb} accepted a regular file at the listen path:\n{out}"
+        );
         assert!(out.contains("is not a socket"), "{verb}: {out}");
         assert_eq!(fs::read_to_string(&path).expect("read"), "precious");
     }
@@ -1044,7 +1109,10 @@ fn check_config_refuses_what_the_service_refuses() {
             ],
             "SEALGATE_SECURE_MAILBOXES",
         ),
-        (&[("SEALGATE_KEYSTORE", &keystore_under_file)], "SEALGATE_KEYSTORE"),
+        (
+            &[("SEALGATE_KEYSTORE", &keystore_under_file)],
+            "SEALGATE_KEYSTORE",
+        ),
         (
             &[("SEALGATE_SECURE_DOMAINS", "secure.example.org")],
             "SEALGATE_TRUSTED_MTA",
@@ -1104,7 +1172,12 @@ fn untrusted_first_received_is_counted_and_logged_once_per_host() {
              Subject: trust\r\n\r\nbody\r\n"
         )
     };
-    for by in ["other.example.org", "OTHER.example.org", "third.example.org", "mx.example.org"] {
+    for by in [
+        "other.example.org",
+        "OTHER.example.org",
+        "third.example.org",
+        "mx.example.org",
+    ] {
         let mut client = common::lmtp::Client::connect(sealgate.port());
         let replies = client.deliver("a@example.net", &["u@example.org"], message(by).as_bytes());
         assert!(replies.iter().all(|r| r.code == 250), "{replies:?}");
@@ -1149,4 +1222,28 @@ fn keys_list_into_a_closed_pipe_exits_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(141), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+/// The test side's reading of systemd's EnvironmentFile= rules (tests/common/env_file.rs).
+#[test]
+fn env_file_parser_follows_systemd() {
+    let parsed = env_file::parse(
+        "# comment\n; also\n\nA=1\n  B = two words  \nC=0660   # not a comment\n\
+         D=\"quoted \\\"x\\\"\"\nE='single'\nF=long\\\nline\n",
+    )
+    .expect("parse");
+    let expect = [
+        ("A", "1"),
+        ("B", "two words"),
+        ("C", "0660   # not a comment"),
+        ("D", "quoted \"x\""),
+        ("E", "single"),
+        ("F", "longline"),
+    ];
+    let expect: Vec<(String, String)> = expect
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(parsed, expect);
+    assert!(env_file::parse("no equals sign\n").is_err());
 }

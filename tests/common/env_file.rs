@@ -63,29 +63,3 @@ fn unquote(value: &str) -> String {
     }
     value.to_string()
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn systemd_rules() {
-        let parsed = super::parse(
-            "# comment\n; also\n\nA=1\n  B = two words  \nC=0660   # not a comment\n\
-             D=\"quoted \\\"x\\\"\"\nE='single'\nF=long\\\nline\n",
-        )
-        .unwrap();
-        let expect = [
-            ("A", "1"),
-            ("B", "two words"),
-            ("C", "0660   # not a comment"),
-            ("D", "quoted \"x\""),
-            ("E", "single"),
-            ("F", "longline"),
-        ];
-        let expect: Vec<(String, String)> = expect
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(parsed, expect);
-        assert!(super::parse("no equals sign\n").is_err());
-    }
-}
