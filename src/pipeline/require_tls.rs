@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use sealgate_protocol::{EnhancedCode, Reply};
+use sealgate_protocol::Reply;
 
 use crate::config::TlsVersion;
 use crate::logging::AddressLog;
@@ -74,20 +74,6 @@ impl Stage for RequireTlsStage {
         let evidence = TlsEvidence::from_received(headers, &self.trusted);
         let shown = self.log.show(&rcpt.address);
         if let Err(reply) = tls_verdict(&rcpt.address, &evidence, self.min) {
-            // After the queue, "plaintext" means only that no first Received field from a
-            // trusted MTA shows TLS: say that, since a wrong SEALGATE_TRUSTED_MTA looks the same.
-            let reply = if matches!(evidence, TlsEvidence::Plaintext) {
-                Reply::new(
-                    reply.code,
-                    EnhancedCode::new(5, 7, 1),
-                    format!(
-                        "<{}>: TLS required for this address; no TLS evidence from a trusted MTA",
-                        rcpt.address
-                    ),
-                )
-            } else {
-                reply
-            };
             tracing::warn!(
                 rcpt = %shown, %evidence, min = %self.min,
                 "refused: TLS required for this address"
