@@ -15,7 +15,8 @@ use crate::logging::AddressLog;
 pub enum ListenAddr {
     /// `HOST:PORT`; port 0 asks the kernel for a free one (tests).
     Tcp(String),
-    /// `unix:PATH`; the socket file is replaced at start and removed at exit.
+    /// `unix:PATH`; a stale socket file (nothing listening) is replaced at start, anything
+    /// else there is an error; the socket is removed at exit if it is still sealgate's.
     Unix(PathBuf),
 }
 
@@ -405,7 +406,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_TRUSTED_MTA",
         default: "(SEALGATE_HOSTNAME)",
-        doc: "Host names (comma-separated) of our own MTAs: only the first Received header, and only if its `by` is one of these, counts as TLS and authentication evidence.",
+        doc: "Host names (comma-separated) of our own MTAs, i.e. Postfix's myhostname: only the first Received header, and only if its `by` is one of these, counts as TLS and authentication evidence. Required (no default) when the LMTP listener is on and secure addresses or SEALGATE_SCRUB are set.",
     },
     Variable {
         name: "SEALGATE_SCRUB",
@@ -533,7 +534,11 @@ impl Config {
             next_hop_pool_size: read("SEALGATE_NEXT_HOP_POOL_SIZE").count(16, 0)?,
             shutdown_grace: read("SEALGATE_SHUTDOWN_GRACE").duration("30s")?,
             core_dumps: read("SEALGATE_CORE_DUMPS").parse(parse_on_off, "off")?,
-            keystore: read("SEALGATE_KEYSTORE").parse(parse_path, "./keys")?,
+            // Absolute: the cert-d iterator finds nothing under a relative base directory
+            // (README's `./keys` default listed and loaded no certificate).
+            keystore: read("SEALGATE_KEYSTORE")
+                .parse(parse_path, "./keys")
+                .map(|path| std::path::absolute(&path).unwrap_or(path))?,
             keystore_reload: read("SEALGATE_KEYSTORE_RELOAD").duration("10s")?,
             unusable_key: read("SEALGATE_UNUSABLE_KEY").parse(parse_unusable_key, "tempfail")?,
             protected_headers: read("SEALGATE_PROTECTED_HEADERS").parse(parse_on_off, "off")?,
@@ -570,8 +575,35 @@ impl Config {
         let mut config = config;
         config.trusted_mta = match get("SEALGATE_TRUSTED_MTA") {
             Some(raw) => parse_host_list(raw).map_err(|p| read("SEALGATE_TRUSTED_MTA").err(p))?,
+            // The system host name is rarely Postfix's myhostname: with secure addresses or
+            // an explicit scrub setting, guessing would refuse TLS mail and leave submitted
+            // mail unscrubbed without a word. Only the LMTP stage reads Received headers.
+            None if config.lmtp_listen.is_some()
+                && (!config.secure_domains.is_empty()
+                    || config.secure_mailboxes.is_some()
+                    || (get("SEALGATE_SCRUB").is_some() && config.scrub != ScrubMode::Off)) =>
+            {
+                return Err(read("SEALGATE_TRUSTED_MTA").err(
+                    "unset: name your Postfix's myhostname (`postconf -h myhostname`); only a \
+                     first Received header written by it counts as TLS and authentication \
+                     evidence for secure addresses and scrubbing",
+                ));
+            }
             None => vec![config.hostname.to_ascii_lowercase()],
         };
+        // The same check the service makes when it installs the filter, so that
+        // `check-config` refuses what `run` would.
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&config.log_filter) {
+            let name = if get("SEALGATE_LOG").is_some() {
+                "SEALGATE_LOG"
+            } else {
+                "RUST_LOG"
+            };
+            return Err(ConfigError {
+                variable: name.to_string(),
+                problem: format!("{:?}: {err}", config.log_filter),
+            });
+        }
         Ok(config)
     }
 
@@ -1107,6 +1139,7 @@ mod tests {
                 "Secure.Example.org=example.org, vault.example.net",
             ),
             ("SEALGATE_HOSTNAME", "MX.example.org"),
+            ("SEALGATE_TRUSTED_MTA", "MX.example.org"),
         ]))
         .unwrap();
         assert_eq!(
@@ -1120,6 +1153,42 @@ mod tests {
         assert_eq!(config.tls_min_version, TlsVersion::Tls1_2);
         assert!(TlsVersion::Tls1_1 < TlsVersion::Tls1_2);
         assert!(config.scrub_headers.contains(&"user-agent".to_string()));
+    }
+
+    #[test]
+    fn trusted_mta_is_required_where_received_headers_decide() {
+        for (name, value) in [
+            ("SEALGATE_SECURE_DOMAINS", "secure.example.org=example.org"),
+            ("SEALGATE_SECURE_MAILBOXES", "/etc/sealgate/secure"),
+            ("SEALGATE_SCRUB", "authenticated"),
+            ("SEALGATE_SCRUB", "all"),
+        ] {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.variable, "SEALGATE_TRUSTED_MTA", "{name}={value}");
+            assert!(err.problem.contains("myhostname"), "{err}");
+            let given = Config::from_vars(&vars(&[
+                (name, value),
+                ("SEALGATE_TRUSTED_MTA", "mx.example.org"),
+            ]))
+            .unwrap();
+            assert_eq!(given.trusted_mta, vec!["mx.example.org".to_string()]);
+        }
+        // Nothing decided by Received headers: scrubbing off, or the milter alone.
+        assert!(Config::from_vars(&vars(&[("SEALGATE_SCRUB", "off")])).is_ok());
+        assert!(
+            Config::from_vars(&vars(&[
+                ("SEALGATE_LMTP_LISTEN", "off"),
+                ("SEALGATE_MILTER_LISTEN", "127.0.0.1:10027"),
+                ("SEALGATE_SECURE_DOMAINS", "secure.example.org"),
+            ]))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_garbage_log_filter_is_a_configuration_error() {
+        let err = Config::from_vars(&vars(&[("SEALGATE_LOG", "info,sealgate=loud")])).unwrap_err();
+        assert_eq!(err.variable, "SEALGATE_LOG");
     }
 
     #[test]

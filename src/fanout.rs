@@ -198,6 +198,19 @@ impl<'a> Fanout<'a> {
             .into_iter()
             .map(|(member, reply)| {
                 let kind = decided.unwrap_or(self.kinds[member]);
+                let reply = match size_refusal_of_encrypted(&reply, kind, written) {
+                    Some(tempfail) => {
+                        tracing::warn!(
+                            octets = written,
+                            next_hop_reply = %reply,
+                            "the next hop refused the encrypted copy for its size; tempfailed \
+                             (raise the next hop's message size limit above sealgate's \
+                             SEALGATE_MAX_MESSAGE_SIZE plus encryption's growth)"
+                        );
+                        tempfail
+                    }
+                    None => reply,
+                };
                 let outcome = RecipientOutcome::classify(reply.code, kind, false);
                 let answer = Answer {
                     reply,
@@ -242,6 +255,19 @@ impl<'a> Fanout<'a> {
         {
             tracing::Span::current().record("queue_id", id.as_str());
             self.queue_id = Some(id);
+        }
+        // A first Received field from a host we do not trust usually means a wrong
+        // SEALGATE_TRUSTED_MTA: then no message has TLS or authentication evidence.
+        if let Some(first) = received::first(headers)
+            && received::first_trusted(headers, &shared.config.trusted_mta).is_none()
+            && shared.metrics.untrusted_received(first.by.as_deref())
+        {
+            tracing::warn!(
+                by = first.by.as_deref().unwrap_or("(none)"),
+                trusted = %shared.config.trusted_mta.join(","),
+                "first Received header not written by a SEALGATE_TRUSTED_MTA host: no TLS or \
+                 authentication evidence counts for such messages (logged once per host)"
+            );
         }
         self.message_id = message_id(headers).map(|id| logging::token(&id));
         self.stage_time = vec![Duration::ZERO; shared.pipeline.stage_names().len()];
@@ -374,6 +400,27 @@ impl Copy {
     }
 }
 
+/// A next hop that refuses an encrypted copy for its size (552, or 5.3.4 / 5.2.3) may well
+/// have taken the message as it was sent: encryption made it about a third larger. A bounce
+/// would lose it for a limit the sender never exceeded, so it becomes `452 4.3.4`, which
+/// Postfix retries until the limit is raised or the message expires (and the log says why).
+fn size_refusal_of_encrypted(reply: &Reply, kind: CopyKind, octets: u64) -> Option<Reply> {
+    let for_size = reply.code == 552
+        || reply.enhanced.is_some_and(|e| {
+            e.class == 5 && ((e.subject, e.detail) == (3, 4) || (e.subject, e.detail) == (2, 3))
+        });
+    (kind == CopyKind::Encrypted && reply.code >= 500 && for_size).then(|| {
+        Reply::new(
+            452,
+            EnhancedCode::new(4, 3, 4),
+            format!(
+                "the next hop refused the encrypted copy ({octets} octets) for its size; try \
+                 again later"
+            ),
+        )
+    })
+}
+
 /// Body chunks at least this large go through rewrites with `block_in_place`.
 const BLOCKING_CHUNK: usize = 32 * 1024;
 
@@ -446,5 +493,20 @@ mod tests {
         // The end straddles what was already scanned.
         assert_eq!(header_end(b"A: b\r\n\r\n", 6), Some(8));
         assert_eq!(header_end(b"A: b\n\nbody", 0), None);
+    }
+
+    #[test]
+    fn an_encrypted_copy_too_big_for_the_next_hop_is_tempfailed() {
+        let too_big = Reply::new(552, EnhancedCode::new(5, 3, 4), "message file too big");
+        let over_quota = Reply::new(550, EnhancedCode::new(5, 2, 3), "too large for mailbox");
+        let unknown = Reply::new(550, EnhancedCode::new(5, 1, 1), "no such user");
+        let tempfailed = size_refusal_of_encrypted(&too_big, CopyKind::Encrypted, 11_000_000);
+        let tempfailed = tempfailed.map(|r| (r.code, r.enhanced));
+        assert_eq!(tempfailed, Some((452, Some(EnhancedCode::new(4, 3, 4)))));
+        assert!(size_refusal_of_encrypted(&over_quota, CopyKind::Encrypted, 1).is_some());
+        // Not ours to second-guess: a plain copy, or another refusal.
+        assert!(size_refusal_of_encrypted(&too_big, CopyKind::Plain, 1).is_none());
+        assert!(size_refusal_of_encrypted(&too_big, CopyKind::PassedEncrypted, 1).is_none());
+        assert!(size_refusal_of_encrypted(&unknown, CopyKind::Encrypted, 1).is_none());
     }
 }

@@ -34,7 +34,7 @@ pub mod session;
 use std::future::Future;
 use std::sync::Arc;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::delivery::NextHop;
@@ -103,13 +103,16 @@ pub struct Listeners {
 /// Serves LMTP and/or the milter on `listeners` with `config` until `shutdown` completes and
 /// the grace period has let open transactions finish. `reload` fires for each SIGHUP: the key
 /// store is re-read.
+///
+/// # Errors
+/// The metrics could not be registered (before anything is served).
 pub async fn run(
     config: Config,
     stores: Stores,
     listeners: Listeners,
     mut reload: tokio::sync::mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Result<(), String> {
     let Stores { keys, secure } = stores;
     keys.watch(config.keystore_reload);
     secure.watch(config.keystore_reload);
@@ -147,14 +150,10 @@ pub async fn run(
         Ok(metrics) => Arc::new(metrics),
         // Only a programming error gets here (the registry is fresh, the names constant, and
         // a unit test registers them): refuse to run half-instrumented.
-        Err(err) => {
-            error!(%err, "cannot register the metrics");
-            return;
-        }
+        Err(err) => return Err(format!("cannot register the metrics: {err}")),
     };
-    if let Err(err) = metrics::register_keystore(&registry, Arc::clone(&keys)) {
-        error!(%err, "cannot register the key store metrics");
-    }
+    metrics::register_keystore(&registry, Arc::clone(&keys))
+        .map_err(|err| format!("cannot register the key store metrics: {err}"))?;
     let readiness = Arc::new(http::Readiness::new(config.next_hop.clone()));
     readiness.set_keystore(Arc::clone(&keys));
     let next_hop = NextHop::new(&config, Arc::clone(&metrics));
@@ -210,4 +209,5 @@ pub async fn run(
     };
     readiness.set_serving(true);
     tokio::join!(signal, servers, http);
+    Ok(())
 }

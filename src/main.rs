@@ -27,6 +27,8 @@ const EX_CONFIG: u8 = 78;
 const EX_OSERR: u8 = 71;
 /// sysexits(3): the configuration is valid but the key store is degraded.
 const EX_TEMPFAIL: u8 = 75;
+/// sysexits(3): an internal error (e.g. the metrics could not be registered).
+const EX_SOFTWARE: u8 = 70;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,7 +40,10 @@ fn main() -> ExitCode {
     {
         [] | ["run"] => run(),
         ["check-config"] => check_config(),
-        ["keys", rest @ ..] => sealgate::keys_cli::main(rest),
+        ["keys", rest @ ..] => {
+            quiet_on_broken_pipe();
+            sealgate::keys_cli::main(rest)
+        }
         ["--help" | "-h" | "help"] => {
             print!("{}", help());
             ExitCode::SUCCESS
@@ -54,17 +59,43 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprint!("sealgate: unknown arguments {args:?}\n\n{}", help());
+            // A short message: the variable list is for --help, not for a typo.
+            eprintln!(
+                "sealgate: unknown arguments {args:?}\n\
+                 usage: sealgate [run | check-config | keys ... | --help | --version]\n\
+                 try `sealgate --help`"
+            );
             ExitCode::from(EX_USAGE)
         }
     }
+}
+
+/// `sealgate keys list | head`: once the reader is gone, end quietly with the status a
+/// program killed by SIGPIPE has (128 + 13), instead of a panic message. Rust ignores SIGPIPE,
+/// so `println!` panics on EPIPE; this hook turns exactly that panic into the quiet exit.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
 }
 
 fn help() -> String {
     let mut text = String::from(
         "sealgate: inbound-mail privacy filter for Postfix and Dovecot\n\n\
          Usage:\n  sealgate [run]        serve LMTP and/or the milter until SIGTERM/SIGINT\n  \
-         sealgate check-config print the effective configuration, or the error\n  \
+         sealgate check-config print the effective configuration, or the error (the checks\n                        \
+         `run` makes before binding; exit 78 on a bad setting)\n  \
+         sealgate keys ...     manage the key store (`sealgate keys --help`)\n  \
          sealgate --version\n\nEnvironment (default in brackets):\n",
     );
     for v in VARIABLES {
@@ -76,7 +107,10 @@ fn help() -> String {
 /// Prints the configuration, then checks the key store it names: exit 75 with each problem
 /// on stderr when the store cannot vouch for its contents (recipients would get 451).
 fn check_config() -> ExitCode {
-    match Config::from_env() {
+    let checked = Config::from_env()
+        .map_err(|err| err.to_string())
+        .and_then(|config| preflight(&config).map(|()| config));
+    match checked {
         Ok(config) => {
             print!("{}", config.describe());
             let problems = match KeyStore::open(&config.keystore) {
@@ -106,6 +140,83 @@ fn check_config() -> ExitCode {
     }
 }
 
+/// The checks beyond the variables' syntax that `check-config` and `run` share, so that
+/// check-config (the unit's ExecStartPre) refuses what the service would: the secure mailbox
+/// file must be readable, the key store a directory or creatable, and each unix listener's
+/// directory must exist, with nothing but a socket at its path. Binds and creates nothing
+/// (under systemd the sockets are systemd's while ExecStartPre runs).
+///
+/// # Errors
+/// The first problem, with its variable.
+fn preflight(config: &Config) -> Result<(), String> {
+    SecureAddresses::new(
+        config.secure_domains.clone(),
+        config.secure_mailboxes.clone(),
+    )
+    .map_err(|err| {
+        format!(
+            "SEALGATE_SECURE_MAILBOXES: {}",
+            sealgate::keystore::error_chain(&err)
+        )
+    })?;
+    keystore_can_exist(&config.keystore).map_err(|err| format!("SEALGATE_KEYSTORE: {err}"))?;
+    let listeners = [
+        ("SEALGATE_LMTP_LISTEN", &config.lmtp_listen),
+        ("SEALGATE_MILTER_LISTEN", &config.milter_listen),
+    ];
+    for (variable, address) in listeners {
+        if let Some(ListenAddr::Unix(path)) = address {
+            unix_path_usable(path).map_err(|err| format!("{variable}: {err}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The key store is a directory, or can be created: its nearest existing ancestor is one.
+fn keystore_can_exist(path: &std::path::Path) -> Result<(), String> {
+    let mut candidate = Some(path);
+    while let Some(dir) = candidate {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(format!(
+                    "{} is not a directory, so the key store {} cannot be created",
+                    dir.display(),
+                    path.display()
+                ));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                candidate = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            }
+            Err(err) => return Err(format!("{}: {err}", dir.display())),
+        }
+    }
+    // A relative path whose every component is missing: created under the working directory.
+    Ok(())
+}
+
+/// A unix listener's directory exists and its path holds nothing or a socket (a stale one is
+/// replaced at bind; a live one is refused then, unless it is systemd's and passed to us).
+fn unix_path_usable(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", dir.display())),
+        Err(err) => return Err(format!("directory {}: {err}", dir.display())),
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => Err(format!(
+            "{} exists and is not a socket; sealgate does not replace it",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn run() -> ExitCode {
     // Invalid configuration stops us before any port is bound.
     let config = match Config::from_env() {
@@ -115,6 +226,10 @@ fn run() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    if let Err(err) = preflight(&config) {
+        eprintln!("sealgate: invalid configuration: {err}");
+        return ExitCode::from(EX_CONFIG);
+    }
     let filter = match EnvFilter::try_new(&config.log_filter) {
         Ok(filter) => filter,
         Err(err) => {
@@ -297,9 +412,16 @@ fn run() -> ExitCode {
         if let Err(err) = systemd::notify(&status) {
             warn!(%err, "cannot notify systemd (NOTIFY_SOCKET)");
         }
-        sealgate::run(config, stores, listeners, reload_rx, shutdown_signal()).await;
-        info!("stopped");
-        ExitCode::SUCCESS
+        match sealgate::run(config, stores, listeners, reload_rx, shutdown_signal()).await {
+            Ok(()) => {
+                info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                error!(%err, "cannot serve");
+                ExitCode::from(EX_SOFTWARE)
+            }
+        }
     })
 }
 

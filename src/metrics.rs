@@ -248,7 +248,14 @@ pub struct Metrics {
     next_hop_duration: HistogramVec,
     next_hop_errors: IntCounterVec,
     sessions_active: IntGaugeVec,
+    untrusted_received: IntCounter,
+    /// The distinct untrusted `by` values already logged (at most [`UNTRUSTED_LOGGED`]).
+    untrusted_logged: Mutex<std::collections::HashSet<String>>,
 }
+
+/// How many distinct untrusted `by` values are logged; beyond that only the counter moves (a
+/// sender controls the field when our MTA did not write it).
+const UNTRUSTED_LOGGED: usize = 32;
 
 impl Metrics {
     /// Creates the metrics and registers them, with `sealgate_build_info`, in `registry`.
@@ -292,6 +299,10 @@ impl Metrics {
         let keystore_unknown = IntCounter::new(
             "sealgate_keystore_unknown_total",
             "Recipients tempfailed (451 4.7.0) because the key store could not tell whether they have a key.",
+        )?;
+        let untrusted_received = IntCounter::new(
+            "sealgate_untrusted_received_total",
+            "Messages whose first Received field was not written by a SEALGATE_TRUSTED_MTA host: no TLS or authentication evidence counted for them.",
         )?;
         let received_bytes = IntCounter::new(
             "sealgate_received_bytes_total",
@@ -346,7 +357,8 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), BUILD_COMMIT, BUILD_RUSTC])
             .set(1);
 
-        let collectors: [Box<dyn Collector>; 14] = [
+        let collectors: [Box<dyn Collector>; 15] = [
+            Box::new(untrusted_received.clone()),
             Box::new(recipients.clone()),
             Box::new(messages.clone()),
             Box::new(encryption_failures.clone()),
@@ -381,6 +393,8 @@ impl Metrics {
                 .collect(),
             encryption_failures,
             unverified_encrypted,
+            untrusted_received,
+            untrusted_logged: Mutex::new(std::collections::HashSet::new()),
             unusable_keys,
             keystore_unknown,
             received_bytes,
@@ -415,6 +429,18 @@ impl Metrics {
         self.messages[outcome.index()].inc();
         self.received_bytes.inc_by(received);
         self.message_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A message's first Received field was written by `by` (`None`: no `by`), which is not a
+    /// trusted MTA. Returns whether to log it: the first time for each value, up to a limit.
+    pub fn untrusted_received(&self, by: Option<&str>) -> bool {
+        self.untrusted_received.inc();
+        let by = by.unwrap_or("").to_ascii_lowercase();
+        let mut logged = self
+            .untrusted_logged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        logged.len() < UNTRUSTED_LOGGED && logged.insert(by)
     }
 
     /// A copy failed while being encrypted.

@@ -711,7 +711,7 @@ mod tests {
     const NORMAL: &str = "other@example.org";
     const EXPIRED: &str = "expired@example.org";
     const PLAINTEXT_REFUSAL: &str = "5.7.1 <user@secure.example.org>: TLS required for this \
-        address; the message was received without TLS";
+        address; no TLS evidence from a trusted MTA";
 
     /// A context like `sealgate::run` builds, from `vars` (the secure domains are set), with
     /// a key store holding an expired certificate for [`EXPIRED`].

@@ -124,7 +124,7 @@ impl fmt::Display for TlsEvidence {
 /// The verdict for one recipient of a secure address: `Ok(())` accepts; `Err(reply)` refuses
 /// with a permanent `550 5.7.1` that says why:
 ///
-/// - `<addr>: TLS required for this address; the message was received without TLS`
+/// - `<addr>: TLS required for this address; no TLS evidence from a trusted MTA`
 /// - `<addr>: TLS required for this address; received with TLSv1.1, at least TLSv1.2 required`
 ///
 /// TLS of unknown version is accepted whatever `min` is: `with ESMTPS` without a TLS comment
@@ -136,7 +136,10 @@ impl fmt::Display for TlsEvidence {
 /// The reply for this recipient when the evidence falls short.
 pub fn tls_verdict(address: &str, evidence: &TlsEvidence, min: TlsVersion) -> Result<(), Reply> {
     let why = match evidence {
-        TlsEvidence::Plaintext => "the message was received without TLS".to_string(),
+        // After the queue this means only that no first Received field from a trusted MTA
+        // shows TLS (a wrong SEALGATE_TRUSTED_MTA looks the same); in the milter, that
+        // Postfix's macros show none.
+        TlsEvidence::Plaintext => "no TLS evidence from a trusted MTA".to_string(),
         TlsEvidence::Tls {
             version: Some(version),
             ..
@@ -612,7 +615,7 @@ mod tests {
             ))
             .unwrap(),
             "<User@Secure.example.org>: TLS required for this address; \
-             the message was received without TLS"
+             no TLS evidence from a trusted MTA"
         );
         assert_eq!(
             reply_text(tls_verdict(

@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,34 +21,57 @@ use crate::session::{self, Shared};
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A unix socket; the file is removed when the listener is dropped.
-    Unix(UnixListener, PathBuf),
+    /// A unix socket sealgate created; its file is removed when the listener is dropped, if
+    /// it is still the same file.
+    Unix(UnixListener, SocketFile),
     /// A unix socket inherited from systemd (socket activation): its file belongs to systemd,
     /// which keeps listening on it while sealgate restarts, so it stays.
     InheritedUnix(UnixListener, PathBuf),
 }
 
+/// The file of a unix socket sealgate bound: its path and identity (device, inode), so that
+/// only this file is ever removed, not whatever someone put at the path since.
+pub struct SocketFile {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl SocketFile {
+    fn identity(path: &Path) -> io::Result<(u64, u64)> {
+        std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+    }
+}
+
 impl Listener {
-    /// Binds `addr`. A unix socket file left over from an earlier run is replaced and given
-    /// `mode`.
+    /// Binds `addr`. For a unix socket: a stale socket at the path (nothing accepts on it) is
+    /// replaced; a live socket or anything that is not a socket is an error and stays. The new
+    /// socket gets `mode`, and when sealgate runs as root, the owner and group of its
+    /// directory (Postfix's `private/` is owned by `postfix`, whose processes must connect).
     ///
     /// # Errors
-    /// The bind (or chmod) failure.
+    /// The path is taken, or the bind, chmod or chown failed.
     pub async fn bind(addr: &ListenAddr, mode: u32) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr.as_str()).await?)),
             ListenAddr::Unix(path) => {
-                match std::fs::remove_file(path) {
-                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                    _ => {}
-                }
+                remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path)?;
+                let file = SocketFile {
+                    identity: SocketFile::identity(path)?,
+                    path: path.clone(),
+                };
+                // From here on, dropping `bound` removes the file again on an error.
+                let bound = Listener::Unix(listener, file);
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-                Ok(Listener::Unix(listener, path.clone()))
+                if rustix::process::geteuid().is_root() {
+                    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                    let dir = std::fs::metadata(dir.unwrap_or(Path::new(".")))?;
+                    std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))?;
+                }
+                Ok(bound)
             }
         }
     }
-
     /// Takes over a TCP listening socket inherited from systemd.
     ///
     /// # Errors
@@ -82,7 +105,7 @@ impl Listener {
             Listener::Tcp(l) => l
                 .local_addr()
                 .map_or_else(|_| "unknown".into(), |a| a.to_string()),
-            Listener::Unix(_, path) | Listener::InheritedUnix(_, path) => {
+            Listener::Unix(_, SocketFile { path, .. }) | Listener::InheritedUnix(_, path) => {
                 format!("unix:{}", path.display())
             }
         }
@@ -91,9 +114,50 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, file) = self {
+            // Someone may have replaced it since (another instance, Postfix): leave theirs.
+            if SocketFile::identity(&file.path).ok() == Some(file.identity) {
+                let _ = std::fs::remove_file(&file.path);
+            }
         }
+    }
+}
+
+/// Clears the way for a new unix socket at `path`: nothing there is fine; a socket nobody
+/// accepts on (ECONNREFUSED: left over from a crash) is removed. Anything else stays, and the
+/// error says what is in the way.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+        Ok(meta) => meta,
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; sealgate does not replace it",
+                path.display()
+            ),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} is a socket another process listens on (another sealgate, or Postfix's \
+                 master for a master.cf service of that name); sealgate does not replace it",
+                path.display()
+            ),
+        )),
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!(
+                "{}: cannot tell whether it is in use: {err}",
+                path.display()
+            ),
+        )),
     }
 }
 
@@ -233,5 +297,64 @@ async fn accept(listener: &Listener) -> io::Result<(Accepted, String)> {
             let (stream, _) = l.accept().await?;
             Ok((Accepted::Unix(stream), "unix".to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn unix(path: &Path) -> ListenAddr {
+        ListenAddr::Unix(path.to_path_buf())
+    }
+
+    #[tokio::test]
+    async fn a_file_at_the_listen_path_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lmtp");
+        std::fs::write(&path, "precious").unwrap();
+        let err = Listener::bind(&unix(&path), 0o660).await.err().unwrap();
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lmtp");
+        let other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = Listener::bind(&unix(&path), 0o660).await.err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        // Still the other process's socket: it still accepts.
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        drop(other);
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_removed_at_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lmtp");
+        // A listener that is gone leaves its file behind: connect gets ECONNREFUSED.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let listener = Listener::bind(&unix(&path), 0o600).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        drop(listener);
+        assert!(!path.exists(), "our own socket is removed on exit");
+    }
+
+    #[tokio::test]
+    async fn exit_leaves_a_file_someone_else_put_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lmtp");
+        let listener = Listener::bind(&unix(&path), 0o660).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(listener);
+        assert!(path.exists(), "another process's socket must stay");
+        drop(theirs);
     }
 }

@@ -225,7 +225,7 @@ fn secure_address_without_tls_is_refused_at_rcpt() {
     assert!(
         reply.contains(
             "550 5.7.1 <user@secure.example.org>: TLS required for this address; \
-             the message was received without TLS"
+             no TLS evidence from a trusted MTA"
         ),
         "RCPT without TLS: {reply}\n{out}"
     );
@@ -641,8 +641,8 @@ fn good_session(port: u16, case: &str) {
         mta.rcpt(SECURE),
         Response::ReplyCode {
             code: 550,
-            text: "5.7.1 <user@secure.example.org>: TLS required for this address; the \
-                   message was received without TLS"
+            text: "5.7.1 <user@secure.example.org>: TLS required for this address; no TLS \
+                   evidence from a trusted MTA"
                 .into(),
         },
         "after {case}"

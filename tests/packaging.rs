@@ -157,7 +157,7 @@ fn env_file_has_the_debian_paths() {
     let expect = [
         (
             "SEALGATE_LMTP_LISTEN",
-            "unix:/var/spool/postfix/private/sealgate",
+            "unix:/var/spool/postfix/private/sealgate-lmtp",
         ),
         ("SEALGATE_NEXT_HOP", "lmtp:unix:/var/run/dovecot/lmtp"),
         ("SEALGATE_KEYSTORE", "/var/lib/sealgate/keys"),
@@ -172,7 +172,7 @@ fn env_file_has_the_debian_paths() {
     // sealgate.socket creates the same LMTP socket (sealgate refuses to start otherwise).
     let socket = read(&packaging("sealgate.socket"));
     assert!(
-        socket.contains("\nListenStream=/var/spool/postfix/private/sealgate\n"),
+        socket.contains("\nListenStream=/var/spool/postfix/private/sealgate-lmtp\n"),
         "sealgate.socket and SEALGATE_LMTP_LISTEN differ"
     );
 }

@@ -16,13 +16,10 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn lmtp_transport_to(sealgate: &Sealgate) -> PostfixConfig {
     PostfixConfig {
-        main_cf: vec![
-            format!(
-                "virtual_transport = lmtp:inet:127.0.0.1:{}",
-                sealgate.port()
-            ),
-            "lmtp_assume_final = yes".into(),
-        ],
+        main_cf: vec![format!(
+            "virtual_transport = lmtp:inet:127.0.0.1:{}",
+            sealgate.port()
+        )],
         master_cf: Vec::new(),
     }
 }

@@ -211,7 +211,7 @@ mod tests {
         let plain = format!("{PLAIN}{REST}");
         let twin = Ok("original-to:user@secure.example.org".to_string());
         let refused_plain = Err("<user@secure.example.org>: TLS required for this address; \
-             the message was received without TLS"
+             no TLS evidence from a trusted MTA"
             .to_string());
         let refused_old = Err("<user@secure.example.org>: TLS required for this address; \
              received with TLSv1.2, at least TLSv1.3 required"
@@ -259,7 +259,7 @@ mod tests {
                 &plain,
                 "boss@vault.example.net",
                 Err("<boss@vault.example.net>: TLS required for this address; \
-                 the message was received without TLS"
+                 no TLS evidence from a trusted MTA"
                     .to_string()),
             ),
         ];

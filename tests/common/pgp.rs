@@ -54,6 +54,11 @@ impl Gpg {
         Gpg { home }
     }
 
+    /// Its GNUPGHOME, for commands a test runs as written (README's blocks).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(bin_path("gpg"));
         cmd.env("GNUPGHOME", self.home.path()).args([

@@ -46,6 +46,8 @@ impl Sealgate {
     /// Defaults, each unless `env` sets it: `RUST_LOG=info`,
     /// `SEALGATE_LMTP_LISTEN=127.0.0.1:0`, `SEALGATE_METRICS_LISTEN=127.0.0.1:0` (the
     /// default port 9925 would clash between parallel tests; its line is waited for too),
+    /// `SEALGATE_TRUSTED_MTA=mx.example.org` (the private Postfix's myhostname; sealgate
+    /// requires it with secure addresses or an explicit `SEALGATE_SCRUB`),
     /// `NO_COLOR=1` (tracing's ANSI codes would split `address=` in the log line). Every other `SEALGATE_*` variable of the test's own
     /// environment is removed, so a developer's shell cannot change the test.
     ///
@@ -108,6 +110,7 @@ impl Sealgate {
             ("RUST_LOG", "info"),
             ("SEALGATE_LMTP_LISTEN", "127.0.0.1:0"),
             ("SEALGATE_METRICS_LISTEN", "127.0.0.1:0"),
+            ("SEALGATE_TRUSTED_MTA", "mx.example.org"),
             ("NO_COLOR", "1"),
         ];
         for (key, value) in defaults {
