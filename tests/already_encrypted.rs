@@ -240,11 +240,7 @@ fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
     }
     // The decision is visible in the log, naming the form.
     let log = sealgate.log();
-    for form in [
-        "form=pgp/mime",
-        "form=s/mime",
-        "form=\"inline pgp\"",
-    ] {
+    for form in ["form=pgp/mime", "form=s/mime", "form=\"inline pgp\""] {
         assert!(log.contains(form), "no {form} in the log:\n{log}");
     }
 }
