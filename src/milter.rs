@@ -825,6 +825,27 @@ mod tests {
             assert_eq!(self.ask(command).await, Response::Continue, "{what}");
         }
 
+        /// End of message: the header edits the milter answers with, up to its final Continue.
+        async fn end_of_message_edits(&mut self) -> Vec<Response> {
+            self.send(Command::EndOfMessage).await;
+            let mut edits = Vec::new();
+            loop {
+                match self.response().await {
+                    Response::Continue => return edits,
+                    edit => edits.push(edit),
+                }
+            }
+        }
+
+        /// The edit that deletes the `index`th field called `name`.
+        fn deletion(index: u32, name: &str) -> Response {
+            Response::ChangeHeader {
+                index,
+                name: name.into(),
+                value: String::new(),
+            }
+        }
+
         /// The session ended: EOF, and the task finished.
         async fn closed(mut self) {
             let mut rest = Vec::new();
@@ -1195,19 +1216,8 @@ mod tests {
         mta.ok(Command::EndOfHeaders).await;
         mta.ok(Command::Body(bytes::Bytes::from_static(b"body\r\n")))
             .await;
-        mta.send(Command::EndOfMessage).await;
-        let mut edits = Vec::new();
-        loop {
-            match mta.response().await {
-                Response::Continue => break,
-                edit => edits.push(edit),
-            }
-        }
-        let delete = |index: u32, name: &str| Response::ChangeHeader {
-            index,
-            name: name.into(),
-            value: String::new(),
-        };
+        let edits = mta.end_of_message_edits().await;
+        let delete = Mta::deletion;
         assert_eq!(
             edits,
             vec![
@@ -1270,19 +1280,8 @@ mod tests {
                 .await;
             }
             mta.ok(Command::EndOfHeaders).await;
-            mta.send(Command::EndOfMessage).await;
-            let mut edits = Vec::new();
-            loop {
-                match mta.response().await {
-                    Response::Continue => break,
-                    edit => edits.push(edit),
-                }
-            }
-            let delete = |index: u32, name: &str| Response::ChangeHeader {
-                index,
-                name: name.into(),
-                value: String::new(),
-            };
+            let edits = mta.end_of_message_edits().await;
+            let delete = Mta::deletion;
             assert_eq!(
                 edits,
                 vec![
