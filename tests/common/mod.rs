@@ -15,7 +15,6 @@
 // The workspace warns on `unreachable_pub`; in a test-only module `pub` is the natural API.
 #![allow(unreachable_pub)]
 
-pub mod env_file;
 pub mod lmtp;
 pub mod peers;
 pub mod pgp;
