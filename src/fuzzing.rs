@@ -7,9 +7,9 @@
 //! the first Received field, and a verifier verdict that does not depend on how the message
 //! was cut into chunks nor ever covers more than the window (either would store plaintext).
 
-use crate::pipeline::mime;
-use crate::pipeline::verify::{self, Verdict, Verifier};
-use crate::received::{self, Received};
+use crate::message::received::{self, Received};
+use crate::pipeline::encrypt::mime;
+use crate::pipeline::encrypt::verify::{self, Verdict, Verifier};
 
 /// A host name that is never trusted unless the input names it.
 const OUR_MTA: &str = "mx.example.org";

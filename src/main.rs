@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use sealgate::config::{Config, ListenAddr, LogFormat, VARIABLES};
-use sealgate::keystore::KeyStore;
-use sealgate::policy::SecureAddresses;
 use sealgate::server::Listener;
+use sealgate::store::keys::KeyStore;
+use sealgate::store::secure::SecureAddresses;
 use std::sync::Arc;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -17,7 +17,8 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-mod systemd;
+mod cli;
+use cli::systemd;
 
 /// sysexits(3): bad command line.
 const EX_USAGE: u8 = 64;
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
         ["check-config"] => check_config(),
         ["keys", rest @ ..] => {
             quiet_on_broken_pipe();
-            sealgate::keys_cli::main(rest)
+            cli::keys::main(rest)
         }
         ["--help" | "-h" | "help"] => {
             print!("{}", help());
@@ -52,9 +53,9 @@ fn main() -> ExitCode {
             println!(
                 "sealgate {}\ncommit: {}\nrustc: {}\ncrypto backend: {}",
                 env!("CARGO_PKG_VERSION"),
-                sealgate::metrics::BUILD_COMMIT,
-                sealgate::metrics::BUILD_RUSTC,
-                sealgate::metrics::CRYPTO_BACKEND
+                sealgate::ops::metrics::BUILD_COMMIT,
+                sealgate::ops::metrics::BUILD_RUSTC,
+                sealgate::ops::metrics::CRYPTO_BACKEND
             );
             ExitCode::SUCCESS
         }
@@ -119,7 +120,7 @@ fn check_config() -> ExitCode {
                     eprintln!(
                         "sealgate: key store {}: {}",
                         config.keystore.display(),
-                        sealgate::keystore::error_chain(&err)
+                        sealgate::store::keys::error_chain(&err)
                     );
                     return ExitCode::from(EX_TEMPFAIL);
                 }
@@ -156,7 +157,7 @@ fn preflight(config: &Config) -> Result<(), String> {
     .map_err(|err| {
         format!(
             "SEALGATE_SECURE_MAILBOXES: {}",
-            sealgate::keystore::error_chain(&err)
+            sealgate::store::keys::error_chain(&err)
         )
     })?;
     keystore_can_exist(&config.keystore).map_err(|err| format!("SEALGATE_KEYSTORE: {err}"))?;
@@ -243,7 +244,7 @@ fn run() -> ExitCode {
         .with_ansi(false);
     match config.log_format {
         // logfmt: a value with spaces (a reply text) is quoted, so fields stay fields.
-        LogFormat::Text => logs.fmt_fields(sealgate::logging::Logfmt).init(),
+        LogFormat::Text => logs.fmt_fields(sealgate::ops::redact::Logfmt).init(),
         // Every line carries its spans' fields (the transaction's `queue_id`).
         LogFormat::Json => logs
             .json()
@@ -307,7 +308,7 @@ fn run() -> ExitCode {
             eprintln!(
                 "sealgate: cannot open the key store {}: {}",
                 config.keystore.display(),
-                sealgate::keystore::error_chain(&err)
+                sealgate::store::keys::error_chain(&err)
             );
             return ExitCode::from(EX_CONFIG);
         }
@@ -320,7 +321,7 @@ fn run() -> ExitCode {
         Err(err) => {
             eprintln!(
                 "sealgate: invalid configuration: SEALGATE_SECURE_MAILBOXES: {}",
-                sealgate::keystore::error_chain(&err)
+                sealgate::store::keys::error_chain(&err)
             );
             return ExitCode::from(EX_CONFIG);
         }

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ListenAddr};
+use crate::lmtp::session::{self, Shared};
 use crate::milter;
-use crate::session::{self, Shared};
 
 /// A bound listening socket.
 pub enum Listener {

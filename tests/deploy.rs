@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::peers::{Dovecot, Postfix, PostfixConfig, status_of, swaks};
 use common::pgp::{Gpg, armored_part};
-use sealgate::env_file;
+use sealgate::config::env_file;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -1234,7 +1234,7 @@ fn keys_list_into_a_closed_pipe_exits_quietly() {
     assert!(stderr.is_empty(), "{stderr}");
 }
 
-/// sealgate's reading of systemd's EnvironmentFile= rules (src/env_file.rs), the one the
+/// sealgate's reading of systemd's EnvironmentFile= rules (src/config/env_file.rs), the one the
 /// service's `sealgate keys` and these deployment tests share.
 #[test]
 fn env_file_parser_follows_systemd() {

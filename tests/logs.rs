@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::lmtp::{Client, assert_codes};
 use common::peers::Dovecot;
 use common::sealgate::Sealgate;
-use sealgate::logging::{AddressLog, token};
+use sealgate::ops::redact::{AddressLog, token};
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;
 

@@ -458,9 +458,9 @@ fn metric_names(text: &str) -> Vec<String> {
     names
 }
 
-/// The metric names sealgate registers: the string literals of src/metrics.rs.
+/// The metric names sealgate registers: the string literals of src/ops/metrics.rs.
 fn defined_metrics() -> Vec<String> {
-    let source = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"));
+    let source = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/metrics.rs"));
     let source = source.split("#[cfg(test)]").next().unwrap_or_default();
     source
         .split('"')
@@ -487,7 +487,10 @@ fn man_page_lists_every_metric() {
     listed.sort();
     let mut defined = defined_metrics();
     defined.sort();
-    assert_eq!(listed, defined, "sealgate.8's METRICS and src/metrics.rs");
+    assert_eq!(
+        listed, defined,
+        "sealgate.8's METRICS and src/ops/metrics.rs"
+    );
 }
 
 #[test]
@@ -495,7 +498,7 @@ fn alerts_and_dashboard_use_only_defined_metrics() {
     let defined = defined_metrics();
     assert!(
         defined.len() >= 10,
-        "src/metrics.rs defines too few metrics: {defined:?}"
+        "src/ops/metrics.rs defines too few metrics: {defined:?}"
     );
     for file in ["prometheus/sealgate-alerts.yml", "grafana/sealgate.json"] {
         let used = metric_names(&read(&packaging(file)));
@@ -503,7 +506,7 @@ fn alerts_and_dashboard_use_only_defined_metrics() {
         for name in used {
             assert!(
                 defined.contains(&name),
-                "{file} uses {name}, which src/metrics.rs does not define ({defined:?})"
+                "{file} uses {name}, which src/ops/metrics.rs does not define ({defined:?})"
             );
         }
     }

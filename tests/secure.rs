@@ -469,11 +469,11 @@ fn mixed_recipients_without_tls_only_the_normal_one_is_delivered() {
     );
 }
 
-/// sealgate's log line after a SIGHUP re-read the secure mailbox file (src/lib.rs).
+/// sealgate's log line after a SIGHUP re-read the secure mailbox file (src/app.rs).
 const SIGHUP_RELOADED: &str = "secure mailboxes reloaded (SIGHUP)";
 
 /// sealgate's log line when its watcher found the secure mailbox file changed
-/// (src/policy.rs).
+/// (src/store/secure.rs).
 const WATCHER_RELOADED: &str = "secure mailbox list reloaded";
 
 /// `SEALGATE_SECURE_MAILBOXES`: a listed address (and its `+tag` form) is TLS-only:

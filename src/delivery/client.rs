@@ -15,7 +15,7 @@ use tokio::time::timeout;
 
 use super::{connection_lost, unreachable};
 use crate::config::{Config, Endpoint};
-use crate::metrics::{Metrics, NextHopError, NextHopKind};
+use crate::ops::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
 /// Stuffed DATA bytes are written in pieces of about this size.

@@ -13,7 +13,7 @@ use tokio::fs::{self, File};
 use tokio::io::AsyncWriteExt;
 
 use super::stored;
-use crate::metrics::{Metrics, NextHopError, NextHopKind};
+use crate::ops::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
 /// The longest file name Linux file systems take (`NAME_MAX`, in octets).
@@ -241,12 +241,12 @@ fn storage_error(err: &io::Error) -> Reply {
     }
 }
 
-/// The recipient's folder name: the canonical address ([`crate::address`]: `Alice@`,
+/// The recipient's folder name: the canonical address ([`crate::message::address`]: `Alice@`,
 /// `"alice"@` and `alice@` share one folder, as they share one key), made safe as a single
 /// path component (`/`, `%`, control bytes and a leading dot are %-escaped), so a hostile
 /// address such as `../../etc@x` cannot leave the Maildir root.
 fn folder_name(address: &str) -> String {
-    let address = crate::address::canonical(address);
+    let address = crate::message::address::canonical(address);
     let mut name = String::with_capacity(address.len());
     for (i, c) in address.chars().enumerate() {
         match c {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sealgate_protocol::{EnhancedCode, Reply};
 
 use crate::config::{Config, NextHopAddr};
-use crate::metrics::{Metrics, NextHopKind};
+use crate::ops::metrics::{Metrics, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
 pub use client::Client;

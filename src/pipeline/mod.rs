@@ -7,10 +7,8 @@
 //! Recipients whose copies come out identical share one delivery to the next hop.
 
 pub mod encrypt;
-pub mod mime;
 pub mod require_tls;
 pub mod scrub;
-pub mod verify;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //!
 //! After the queue, TLS is known only from our MTA's `Received:` field, which arrives with the
 //! header block; so at RCPT time this stage only routes a secure twin to its real mailbox, and
-//! the verdict ([`crate::policy::tls_verdict`]) comes once the header block is complete. A
+//! the verdict ([`crate::store::secure::tls_verdict`]) comes once the header block is complete. A
 //! refused recipient gets its `550 5.7.1` at the end of DATA; the others of the same message
 //! are not affected.
 
@@ -12,11 +12,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
-use crate::address;
 use crate::config::TlsVersion;
-use crate::logging::AddressLog;
+use crate::message::address;
+use crate::ops::redact::AddressLog;
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
-use crate::policy::{SecureAddresses, TlsEvidence, tls_verdict};
+use crate::store::secure::{SecureAddresses, TlsEvidence, tls_verdict};
 
 /// The stage's name ([`Stage::name`]): a refusal by this stage is a missing-TLS refusal.
 pub const NAME: &str = "require_tls";

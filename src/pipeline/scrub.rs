@@ -13,8 +13,8 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
 use crate::config::ScrubMode;
+use crate::message::received::{self, Kind, Received, Tokens};
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
-use crate::received::{self, Kind, Received, Tokens};
 
 /// The field the encryption stage adds to the copies it encrypts. A sender's own copy of it
 /// would claim encryption on a copy sealgate did not encrypt: it is removed from every copy,

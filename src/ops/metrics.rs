@@ -18,9 +18,9 @@ use prometheus::{
 };
 
 use crate::config::UnusableKey;
-use crate::keystore::KeyStore;
 use crate::openpgp::Unusable;
 use crate::pipeline::CopyKind;
+use crate::store::keys::KeyStore;
 
 /// Buckets for work inside sealgate (one stage for one message): 50 µs to 10 s.
 const STAGE_BUCKETS: &[f64] = &[

@@ -63,7 +63,7 @@ pub struct TlsInfo {
     pub cipher: Option<String>,
     /// The comment stands before the field's `by` clause, in the `from` clause: where our MTA
     /// writes it (Postfix), but also where a client's HELO text lands. It is evidence only
-    /// together with a protocol word that says TLS ([`crate::policy::TlsEvidence`]).
+    /// together with a protocol word that says TLS ([`crate::store::secure::TlsEvidence`]).
     pub in_from_clause: bool,
 }
 

@@ -64,7 +64,7 @@ use std::fmt;
 
 use mail_parser::{ContentType, MessageParser, MimeHeaders};
 
-use crate::pipeline::mime::{self, Field};
+use crate::pipeline::encrypt::mime::{self, Field};
 
 /// A run of this many printable octets in ciphertext means it is not ciphertext: random
 /// octets are printable with p = 98/256, so a run of 64 has p ≈ 2e-27.

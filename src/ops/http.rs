@@ -22,7 +22,7 @@ use tokio::time::timeout;
 use tracing::{debug, error, info};
 
 use crate::config::{Endpoint, NextHopAddr};
-use crate::keystore::KeyStore;
+use crate::store::keys::KeyStore;
 
 /// Largest request head (request line and header fields) in octets; a larger one gets
 /// `431 Request Header Fields Too Large`.

@@ -1,6 +1,8 @@
 //! Configuration: `SEALGATE_*` environment variables parsed once, at start, into a validated
 //! [`Config`]. Nothing else in the program reads the environment.
 
+pub mod env_file;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use sealgate_protocol::BareNewline;
 
-use crate::logging::AddressLog;
+use crate::ops::redact::AddressLog;
 
 /// Where a listener binds: a TCP address or a unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! becoming a bounce.
 //!
 //! - RCPT: a secure address needs TLS, judged from Postfix's `{tls_version}`/`{cipher}` macros
-//!   by the same policy code as the LMTP stage ([`crate::policy`]); then the same RCPT checks
+//!   by the same policy code as the LMTP stage ([`crate::store::secure`]); then the same RCPT checks
 //!   as an LMTP RCPT ([`crate::pipeline::Pipeline::check_recipient`]: secure twins are looked
 //!   up under their mailbox, an unusable key follows `SEALGATE_UNUSABLE_KEY`).
 //! - End of message: the `SEALGATE_SCRUB_HEADERS` fields of scrubbed mail, and a sender's
@@ -30,13 +30,13 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::address;
 use crate::config::ScrubMode;
-use crate::metrics::{RecipientOutcome, SessionProtocol};
+use crate::lmtp::session::Shared;
+use crate::message::address;
+use crate::ops::metrics::{RecipientOutcome, SessionProtocol};
 use crate::pipeline::scrub;
 use crate::pipeline::{CopyKind, Envelope, Recipient};
-use crate::policy::{SecureAddresses, TlsEvidence, tls_verdict};
-use crate::session::Shared;
+use crate::store::secure::{SecureAddresses, TlsEvidence, tls_verdict};
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
 pub const MILTER_VERSION: u32 = 6;
@@ -704,8 +704,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::delivery::NextHop;
-    use crate::keystore::KeyStore;
-    use crate::metrics::Metrics;
+    use crate::ops::metrics::Metrics;
+    use crate::store::keys::KeyStore;
 
     const SECURE: &str = "user@secure.example.org";
     const NORMAL: &str = "other@example.org";
@@ -740,7 +740,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A store as `sealgate keys` makes it (with its manifest), then a planted entry.
         if with_manifest {
-            crate::keystore::init(dir.path()).unwrap();
+            crate::store::keys::init(dir.path()).unwrap();
         }
         plant_expired(dir.path(), EXPIRED);
         let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
@@ -1155,7 +1155,7 @@ mod tests {
             unreachable!()
         };
         assert!(text.starts_with("4.7.0 "), "{text}");
-        assert!(text.contains(crate::keystore::MANIFEST), "{text}");
+        assert!(text.contains(crate::store::keys::MANIFEST), "{text}");
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! MIME for the encryption stage: splits a header block into the fields that stay outside
 //! and the `Content-*` fields that go inside. Pure functions, no I/O. Whether a message is
-//! already encrypted is decided from its content by [`crate::pipeline::verify`].
+//! already encrypted is decided from its content by [`crate::pipeline::encrypt::verify`].
 
 use memchr::memmem;
 

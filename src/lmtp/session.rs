@@ -18,9 +18,9 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::config::Config;
 use crate::delivery::NextHop;
-use crate::fanout::{Answer, Fanout};
-use crate::logging::AddressLog;
-use crate::metrics::{MessageOutcome, Metrics, SessionProtocol};
+use crate::lmtp::fanout::{Answer, Fanout};
+use crate::ops::metrics::{MessageOutcome, Metrics, SessionProtocol};
+use crate::ops::redact::AddressLog;
 use crate::pipeline::{Envelope, Pipeline, Recipient};
 
 /// Bytes asked of the socket per read; also the size of one DATA chunk.

@@ -6,6 +6,10 @@
 //! plaintext. Only [`UnusableKey::Plaintext`] delivers in clear, and only for a
 //! certificate that is known to be unusable before the copy starts.
 
+pub mod armor;
+pub mod mime;
+pub mod verify;
+
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,15 +21,15 @@ use sequoia_openpgp::Cert;
 use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
 use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
 
-use crate::armor::ArmorEncoder;
 use crate::config::UnusableKey;
-use crate::keystore::{KeyStore, Lookup};
-use crate::logging::AddressLog;
-use crate::metrics::Metrics;
 use crate::openpgp::{self, Unusable};
-use crate::pipeline::mime::{self, Field, HeaderSplit};
-use crate::pipeline::verify::{Reason, Verdict, Verifier};
+use crate::ops::metrics::Metrics;
+use crate::ops::redact::AddressLog;
+use crate::pipeline::encrypt::armor::ArmorEncoder;
+use crate::pipeline::encrypt::mime::{Field, HeaderSplit};
+use crate::pipeline::encrypt::verify::{Reason, Verdict, Verifier};
 use crate::pipeline::{CopyKind, Envelope, Plan, Recipient, Rewrite, Stage};
+use crate::store::keys::{KeyStore, Lookup};
 
 /// The fields copied into the encrypted part when protected headers are on (RFC 9788,
 /// Autocrypt's list).
@@ -101,7 +105,7 @@ pub struct Observe {
 impl EncryptStage<KeyStore> {
     /// A stage that looks recipients up in `keys`. `peek_limit` is the verifier's window: how
     /// much of a message that may be already encrypted is held back (header block included)
-    /// to verify it ([`crate::pipeline::verify`]); a larger one is encrypted.
+    /// to verify it ([`crate::pipeline::encrypt::verify`]); a larger one is encrypted.
     pub fn new(
         keys: Arc<KeyStore>,
         unusable: UnusableKey,

@@ -1,7 +1,7 @@
 //! One incoming message, split into the copies the pipeline asks for, each streamed to the
 //! next hop as it arrives. Only the header block is buffered (up to its configured limit);
 //! body bytes pass straight through. Per message it records the stages' processing time, the
-//! next hop's delivery time and the octets delivered ([`crate::metrics`]).
+//! next hop's delivery time and the octets delivered ([`crate::ops::metrics`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use sealgate_protocol::{EnhancedCode, Reply};
 
-use crate::address;
 use crate::delivery::Delivery;
-use crate::logging;
-use crate::metrics::RecipientOutcome;
+use crate::lmtp::session::Shared;
+use crate::message::address;
+use crate::message::received;
+use crate::ops::metrics::RecipientOutcome;
+use crate::ops::redact;
 use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, require_tls};
-use crate::received;
-use crate::session::Shared;
 
 /// Longest queue ID taken from a Received header (Postfix's long IDs have 15 to 20
 /// characters).
@@ -59,7 +59,7 @@ pub struct Fanout<'a> {
     stage_time: Vec<Duration>,
     /// Postfix's queue ID as found in our MTA's Received field (when XFORWARD gave none).
     queue_id: Option<String>,
-    /// The Message-ID as a log token ([`crate::logging::token`]), once the headers are known.
+    /// The Message-ID as a log token ([`crate::ops::redact::token`]), once the headers are known.
     message_id: Option<String>,
 }
 
@@ -269,7 +269,7 @@ impl<'a> Fanout<'a> {
                  authentication evidence counts for such messages (logged once per host)"
             );
         }
-        self.message_id = message_id(headers).map(|id| logging::token(&id));
+        self.message_id = message_id(headers).map(|id| redact::token(&id));
         self.stage_time = vec![Duration::ZERO; shared.pipeline.stage_names().len()];
         let mut copies: Vec<(Chain, Vec<usize>)> = Vec::new();
         for (i, rcpt) in self.recipients.iter().enumerate() {

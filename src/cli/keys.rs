@@ -2,7 +2,7 @@
 //!
 //! Import is the edge where certificates are judged (style habit 4): a certificate that
 //! carries secret key material, has no self-signed e-mail user ID, or is unusable under
-//! [`crate::openpgp::check`] is refused with a one-line reason and never written.
+//! [`sealgate::openpgp::check`] is refused with a one-line reason and never written.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read as _};
@@ -20,9 +20,9 @@ use sequoia_openpgp::serialize::stream::Recipient;
 use sequoia_openpgp::types::{HashAlgorithm, PublicKeyAlgorithm};
 use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
 
-use crate::config::{self, Config};
-use crate::keystore::{self, KeyStore, KeyStoreError, Lookup};
-use crate::openpgp::{self, POLICY, Unusable};
+use sealgate::config::{self, Config};
+use sealgate::openpgp::{self, POLICY, Unusable};
+use sealgate::store::keys::{self, KeyStore, KeyStoreError, Lookup};
 
 /// sysexits(3): bad command line.
 const EX_USAGE: u8 = 64;
@@ -67,7 +67,7 @@ enum Verb<'a> {
 
 /// Runs `sealgate keys ARGS...` and returns the process exit code. The store is the
 /// configuration's `SEALGATE_KEYSTORE`.
-pub fn main(args: &[&str]) -> ExitCode {
+pub(crate) fn main(args: &[&str]) -> ExitCode {
     let verb = match args {
         ["import", source] => Verb::Import(source),
         ["list"] => Verb::List,
@@ -111,7 +111,7 @@ pub fn main(args: &[&str]) -> ExitCode {
         Verb::List => list(&dir),
         Verb::Show(address) => show(&dir, address),
         Verb::Remove(fingerprint) => remove(&dir, &fingerprint),
-        Verb::Init => match keystore::init(&dir) {
+        Verb::Init => match keys::init(&dir) {
             Ok(manifest) => {
                 println!(
                     "key store {} ready (id {}, {} certificate(s) listed)",
@@ -123,7 +123,7 @@ pub fn main(args: &[&str]) -> ExitCode {
             }
             Err(err) => store_failure("init", &err),
         },
-        Verb::Reindex => match keystore::reindex(&dir) {
+        Verb::Reindex => match keys::reindex(&dir) {
             Ok(manifest) => {
                 println!(
                     "key store {} reindexed: {} certificate(s) expected from now on",
@@ -161,7 +161,7 @@ fn service_config() -> Result<Config, String> {
             .map_err(|err| format!("cannot read the env file {}: {err}", file.display()))?;
         // Only SEALGATE_* settings: the service ignores the rest too.
         vars.extend(
-            crate::env_file::parse(&text)
+            sealgate::config::env_file::parse(&text)
                 .into_iter()
                 .filter(|(k, _)| k.starts_with("SEALGATE_")),
         );
@@ -222,7 +222,7 @@ impl Owner {
     /// service user, as the package creates the store (owner sealgate, mode 0700).
     fn hand_over(&self, dir: &Path) -> Result<(), String> {
         let mut paths = vec![dir.to_path_buf()];
-        for name in [keystore::MANIFEST, "writelock"] {
+        for name in [keys::MANIFEST, "writelock"] {
             paths.push(dir.join(name));
         }
         if let Ok(subdirs) = std::fs::read_dir(dir) {
@@ -344,7 +344,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
         let fingerprint = cert.fingerprint();
         match import_one(dir, cert) {
             Ok(stored) => {
-                let addresses = keystore::email_addresses(&stored);
+                let addresses = keys::email_addresses(&stored);
                 println!("imported {fingerprint} {}", bracketed(&addresses));
             }
             Err(ImportError::Refused(reason)) => {
@@ -354,7 +354,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
             Err(ImportError::Store(err)) => {
                 eprintln!(
                     "sealgate keys import: {}",
-                    keystore::error_chain(&err).replace('\n', " ")
+                    keys::error_chain(&err).replace('\n', " ")
                 );
                 return ExitCode::from(EX_IOERR);
             }
@@ -386,7 +386,7 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
         ));
     }
     let fingerprint = cert.fingerprint();
-    let stored = keystore::stored(dir, &fingerprint)?;
+    let stored = keys::stored(dir, &fingerprint)?;
     let update = stored.is_some();
     let candidate = match stored {
         Some(old) => old.merge_public(cert.clone()).map_err(|err| {
@@ -397,7 +397,7 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
         })?,
         None => cert.clone(),
     };
-    let problem = if keystore::email_addresses(&candidate).is_empty() {
+    let problem = if keys::email_addresses(&candidate).is_empty() {
         Some("no self-signed user ID with an e-mail address".to_string())
     } else {
         openpgp::check(&candidate)
@@ -405,9 +405,9 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
             .map(|why| explain(&candidate, &why))
     };
     match problem {
-        None => Ok(keystore::insert(dir, &cert)?),
+        None => Ok(keys::insert(dir, &cert)?),
         Some(reason) if update => {
-            keystore::insert(dir, &cert)?;
+            keys::insert(dir, &cert)?;
             Err(ImportError::Refused(format!(
                 "{reason} (merged into the stored copy, which is no longer used)"
             )))
@@ -595,7 +595,7 @@ fn remove(dir: &Path, text: &str) -> ExitCode {
         );
         return ExitCode::from(EX_USAGE);
     };
-    match keystore::remove(dir, &fingerprint) {
+    match keys::remove(dir, &fingerprint) {
         Ok(true) => {
             println!("removed {fingerprint}");
             ExitCode::SUCCESS
@@ -614,7 +614,7 @@ fn summary(cert: &Cert) -> String {
         Ok(()) => "usable".to_string(),
         Err(why) => format!("unusable:{}", why.kind()),
     };
-    let addresses = keystore::email_addresses(cert);
+    let addresses = keys::email_addresses(cert);
     let addresses = if addresses.is_empty() {
         "(no e-mail address)".to_string()
     } else {
@@ -700,7 +700,7 @@ fn read_input(source: &str) -> io::Result<Vec<u8>> {
 fn store_failure(verb: &str, err: &KeyStoreError) -> ExitCode {
     eprintln!(
         "sealgate keys {verb}: {}",
-        one_line(&keystore::error_chain(err))
+        one_line(&keys::error_chain(err))
     );
     ExitCode::from(EX_IOERR)
 }

@@ -25,7 +25,7 @@ use sequoia_openpgp::serialize::MarshalInto;
 use sequoia_openpgp::{Cert, Fingerprint, Packet};
 use tracing::{error, info, warn};
 
-use crate::address;
+use crate::message::address;
 use crate::openpgp::{self, Unusable};
 
 /// How long a usability verdict is reused before the certificate is checked again. Expiry is
@@ -185,7 +185,7 @@ fn is_hex(text: &str, lengths: &[usize]) -> bool {
 pub struct ReloadStats {
     /// Certificates in the index.
     pub certificates: usize,
-    /// Distinct (canonical, [`crate::address`]) addresses in the index.
+    /// Distinct (canonical, [`crate::message::address`]) addresses in the index.
     pub addresses: usize,
     /// Entries that could not be read or parsed (logged; their last good copy, if any, is
     /// still in the index).

@@ -126,10 +126,10 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
-/// The first 16 hex digits of SHA-256 over the canonical address ([`crate::address`]), so
+/// The first 16 hex digits of SHA-256 over the canonical address ([`crate::message::address`]), so
 /// every spelling of one mailbox gives one token.
 fn hash(address: &str) -> Option<String> {
-    digest16(crate::address::canonical(address).as_bytes())
+    digest16(crate::message::address::canonical(address).as_bytes())
 }
 
 /// A log token for a value that may name people (a Message-ID holds a host name, often a

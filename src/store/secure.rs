@@ -19,10 +19,10 @@ use std::time::{Duration, SystemTime};
 use sealgate_protocol::{EnhancedCode, Reply};
 use tracing::{error, info, warn};
 
-use crate::address::{self, Address};
 use crate::config::TlsVersion;
-use crate::keystore::error_chain;
-use crate::received;
+use crate::message::address::{self, Address};
+use crate::message::received;
+use crate::store::keys::error_chain;
 
 /// Shortest interval [`SecureAddresses::watch`] polls at; shorter requests are raised to this.
 pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -188,7 +188,7 @@ struct Mailboxes {
     /// The file's state when it was read; `None` when never read or read too soon after a
     /// change to trust (see [`RACY_MARGIN`]).
     stamp: Option<Stamp>,
-    /// Canonical addresses ([`crate::address`]).
+    /// Canonical addresses ([`crate::message::address`]).
     addresses: HashSet<String>,
 }
 
@@ -318,7 +318,7 @@ impl SecureAddresses {
     /// part as given, a `+tag` included: the next hop deals with it), the address itself
     /// (domain lower-cased) for a bare secure domain or a listed mailbox. In memory only.
     ///
-    /// Addresses compare in their canonical form ([`crate::address`]): `"boss"@`, `Boss@` and
+    /// Addresses compare in their canonical form ([`crate::message::address`]): `"boss"@`, `Boss@` and
     /// `boss@` are one mailbox, `bücher.example` is `xn--bcher-kva.example`, and
     /// `user+tag@domain` also matches a listed `user@domain` (it reaches the same mailbox).
     pub fn classify(&self, address: &str) -> Option<String> {
@@ -372,7 +372,7 @@ impl Stamp {
     }
 }
 
-/// The addresses of a mailbox file, canonical ([`crate::address`]): the first word of each line that is not
+/// The addresses of a mailbox file, canonical ([`crate::message::address`]): the first word of each line that is not
 /// blank or a `#` comment; a `#` after whitespace starts a trailing comment. Lines that hold
 /// no address are logged and skipped.
 fn parse_mailbox_file(path: &Path, text: &str) -> HashSet<String> {

@@ -1,0 +1,188 @@
+//! The wiring: builds the stores, the pipeline, the next hop and the metrics from the
+//! configuration, serves the listeners, and fans SIGHUP out to the stores. Nothing here
+//! decides anything about a message.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::delivery::NextHop;
+use crate::lmtp::session::Shared;
+use crate::milter;
+use crate::ops::metrics::Metrics;
+use crate::ops::{http, metrics};
+use crate::pipeline::Pipeline;
+use crate::pipeline::encrypt::{EncryptStage, Observe};
+use crate::pipeline::require_tls::RequireTlsStage;
+use crate::pipeline::scrub::ScrubStage;
+use crate::server;
+use crate::server::{Listener, Protocol};
+use crate::store::keys;
+use crate::store::keys::KeyStore;
+use crate::store::secure::SecureAddresses;
+
+/// The configured stages, in order: scrub, TLS policy (which routes secure twins to their
+/// mailbox), encrypt (which looks keys up by mailbox and counts in `metrics`).
+pub fn pipeline(
+    config: &Config,
+    keys: Arc<KeyStore>,
+    secure: Arc<SecureAddresses>,
+    metrics: Arc<Metrics>,
+) -> Pipeline {
+    Pipeline::new(vec![
+        Box::new(ScrubStage::new(
+            config.scrub,
+            config.scrub_headers.clone(),
+            config.trusted_mta.clone(),
+        )),
+        Box::new(RequireTlsStage::new(
+            secure,
+            config.trusted_mta.clone(),
+            config.tls_min_version,
+            config.log_addresses,
+        )),
+        Box::new(EncryptStage::new(
+            keys,
+            config.unusable_key,
+            config.protected_headers,
+            config.max_inspect_size,
+            Observe {
+                metrics,
+                log: config.log_addresses,
+            },
+        )),
+    ])
+}
+
+/// What `run` shares with the rest of the process: state that is loaded before any port is
+/// bound and reloaded on SIGHUP.
+pub struct Stores {
+    /// Recipients' certificates.
+    pub keys: Arc<KeyStore>,
+    /// Secure (TLS-only) addresses.
+    pub secure: Arc<SecureAddresses>,
+}
+
+/// The bound listening sockets, one per protocol; at least one is there.
+pub struct Listeners {
+    /// `SEALGATE_LMTP_LISTEN`, unless `off`.
+    pub lmtp: Option<Listener>,
+    /// `SEALGATE_MILTER_LISTEN`, unless `off`.
+    pub milter: Option<Listener>,
+    /// `SEALGATE_METRICS_LISTEN` (metrics and health probes), unless `off`.
+    pub http: Option<tokio::net::TcpListener>,
+}
+
+/// Serves LMTP and/or the milter on `listeners` with `config` until `shutdown` completes and
+/// the grace period has let open transactions finish. `reload` fires for each SIGHUP: the key
+/// store is re-read.
+///
+/// # Errors
+/// The metrics could not be registered (before anything is served).
+pub async fn run(
+    config: Config,
+    stores: Stores,
+    listeners: Listeners,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let Stores { keys, secure } = stores;
+    keys.watch(config.keystore_reload);
+    secure.watch(config.keystore_reload);
+    let reloader = Arc::clone(&keys);
+    let secure_reloader = Arc::clone(&secure);
+    tokio::spawn(async move {
+        while reload.recv().await.is_some() {
+            let secure = Arc::clone(&secure_reloader);
+            match tokio::task::spawn_blocking(move || secure.reload(true)).await {
+                Ok(Ok(changed)) => info!(changed, "secure mailboxes reloaded (SIGHUP)"),
+                Ok(Err(err)) => warn!(
+                    err = %keys::error_chain(&err),
+                    "secure mailbox reload failed; keeping the previous list"
+                ),
+                Err(err) => warn!(%err, "secure mailbox reload task failed"),
+            }
+            let store = Arc::clone(&reloader);
+            match tokio::task::spawn_blocking(move || store.reload(true)).await {
+                Ok(Ok(stats)) => info!(
+                    certificates = stats.certificates,
+                    addresses = stats.addresses,
+                    skipped = stats.skipped,
+                    "key store reloaded (SIGHUP)"
+                ),
+                Ok(Err(err)) => warn!(
+                    err = %keys::error_chain(&err),
+                    "key store reload failed; keeping the previous index"
+                ),
+                Err(err) => warn!(%err, "key store reload task failed"),
+            }
+        }
+    });
+    let registry = prometheus::Registry::new();
+    let metrics = match Metrics::new(&registry) {
+        Ok(metrics) => Arc::new(metrics),
+        // Only a programming error gets here (the registry is fresh, the names constant, and
+        // a unit test registers them): refuse to run half-instrumented.
+        Err(err) => return Err(format!("cannot register the metrics: {err}")),
+    };
+    metrics::register_keystore(&registry, Arc::clone(&keys))
+        .map_err(|err| format!("cannot register the key store metrics: {err}"))?;
+    let readiness = Arc::new(http::Readiness::new(config.next_hop.clone()));
+    readiness.set_keystore(Arc::clone(&keys));
+    let next_hop = NextHop::new(&config, Arc::clone(&metrics));
+    let pipeline = pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics));
+    metrics.declare(&pipeline.stage_names(), next_hop.kind());
+    let shared = Arc::new(Shared {
+        pipeline,
+        next_hop,
+        config,
+        metrics,
+    });
+    let milter = Arc::new(milter::Context {
+        shared: Arc::clone(&shared),
+        secure,
+    });
+    // One shutdown signal, fanned out to every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
+    let not_ready = Arc::clone(&readiness);
+    let signal = async move {
+        shutdown.await;
+        not_ready.set_serving(false);
+        let _ = stop_tx.send(true);
+    };
+    let lmtp = async {
+        if let Some(listener) = listeners.lmtp {
+            server::serve(listener, shared, stopped()).await;
+        }
+    };
+    let milter = async {
+        if let Some(listener) = listeners.milter {
+            server::serve_protocol(listener, Protocol::Milter(milter), stopped()).await;
+        }
+    };
+    // The HTTP listener outlives the others' grace period: /readyz says 503 meanwhile.
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let servers = async {
+        tokio::join!(lmtp, milter);
+        let _ = drained_tx.send(());
+    };
+    let http = async {
+        if let Some(listener) = listeners.http {
+            let drained = async {
+                let _ = drained_rx.await;
+            };
+            http::serve(listener, registry, Arc::clone(&readiness), drained).await;
+        }
+    };
+    readiness.set_serving(true);
+    tokio::join!(signal, servers, http);
+    Ok(())
+}
