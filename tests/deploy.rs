@@ -889,10 +889,10 @@ fn env_file_reads_the_same_under_systemd() {
     assert!(systemd.iter().any(|(k, _)| k == "SEALGATE_TRUSTED_MTA"));
 }
 
-/// README's shell blocks set no variable with an inline comment (systemd would keep it).
+/// The documents' shell blocks set no variable with an inline comment (systemd would keep it).
 #[test]
 fn readme_env_examples_have_no_inline_comments() {
-    let readme = shipped("README.md");
+    let readme = documents();
     for line in readme.lines() {
         let line = line.trim_start();
         if line.starts_with("SEALGATE_") && line.contains('=') {
@@ -901,9 +901,35 @@ fn readme_env_examples_have_no_inline_comments() {
     }
 }
 
-/// The code block after README's marker line `marker`.
+/// The documents an operator reads, one after another: README.md, SECURITY.md,
+/// CONTRIBUTING.md and docs/*.md (the snippets and "try it by hand" blocks are in
+/// docs/deployment.md; checking them all keeps every settings block tied to its file).
+fn documents() -> String {
+    let mut paths = vec![
+        "README.md".to_string(),
+        "SECURITY.md".to_string(),
+        "CONTRIBUTING.md".to_string(),
+    ];
+    let mut docs: Vec<String> = fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs"))
+        .expect("docs/")
+        .map(|e| {
+            e.expect("docs/ entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    assert!(docs.contains(&"docs/deployment.md".to_string()), "{docs:?}");
+    paths.extend(docs);
+    paths.iter().map(|p| shipped(p) + "\n").collect()
+}
+
+/// The code block after the documents' marker line `marker`.
 fn readme_block(marker: &str) -> String {
-    let readme = shipped("README.md");
+    let readme = documents();
     let lines: Vec<&str> = readme.lines().collect();
     let at = lines
         .iter()
@@ -921,14 +947,14 @@ fn readme_block(marker: &str) -> String {
         .join("\n")
 }
 
-/// The snippets README shows are the shipped files: the block after `<!-- packaging/X -->`
-/// has exactly the settings of packaging/X; the block after `<!-- sealgate settings:
-/// packaging/X -->` has the sealgate settings that X's header names (for sealgate.env: some of
-/// its settings, as they are there). Every Postfix or sealgate setting block in README has a
-/// marker.
+/// The snippets the documents show (docs/deployment.md) are the shipped files: the block after
+/// `<!-- packaging/X -->` has exactly the settings of packaging/X; the block after
+/// `<!-- sealgate settings: packaging/X -->` has the sealgate settings that X's header names
+/// (for sealgate.env: some of its settings, as they are there). Every Postfix or sealgate
+/// setting block in any document has a marker.
 #[test]
 fn readme_snippets_are_the_shipped_files() {
-    let readme = shipped("README.md");
+    let readme = documents();
     let markers: Vec<&str> = readme
         .lines()
         .filter(|l| l.starts_with("<!-- ") && l.ends_with(" -->"))
@@ -1005,7 +1031,7 @@ fn readme_snippets_are_the_shipped_files() {
     }
 }
 
-/// README's "try it by hand" blocks, run as written in a fresh directory: the `scripts/run`
+/// The "try it by hand" blocks (docs/deployment.md), run as written in a fresh directory: the `scripts/run`
 /// of the first is the binary (what `cargo run --release --` runs), sealgate started as
 /// `scripts/run` starts it (no arguments, defaults), and the second block on its port.
 #[test]

@@ -253,7 +253,7 @@ pub struct Variable {
     pub doc: &'static str,
 }
 
-/// Every variable sealgate reads. README.md's reference table mirrors this list.
+/// Every variable sealgate reads. docs/configuration.md's reference table mirrors this list.
 pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SEALGATE_LMTP_LISTEN",
