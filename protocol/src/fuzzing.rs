@@ -14,8 +14,8 @@ use bytes::{Buf, BytesMut};
 
 use crate::milter::{Command as MilterCommand, FrameDecoder, MilterError};
 use crate::{
-    BareNewline, Command, CommandError, DataDecoder, DotStuffer, LineDecoder, LineError, Reply,
-    ReplyDecoder, ReplyError, parse_command,
+    AfterError, BareNewline, Command, CommandError, DataDecoder, DotStuffer, LineDecoder,
+    LineError, Reply, ReplyDecoder, ReplyError, decode_chunks, parse_command,
 };
 
 /// Every DATA policy, so each input is checked under all of them.
@@ -110,23 +110,7 @@ pub fn milter_codec(data: &[u8]) {
 
 /// Decodes milter commands until the input is used up or the first error (the session would end).
 fn decode_milter(chunks: &[&[u8]]) -> Vec<Result<MilterCommand, MilterError>> {
-    let mut dec = FrameDecoder::default();
-    let mut buf = BytesMut::new();
-    let mut results = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(command)) => results.push(Ok(command)),
-                Ok(None) => break,
-                Err(err) => {
-                    results.push(Err(err));
-                    return results;
-                }
-            }
-        }
-    }
-    results
+    decode_chunks(FrameDecoder::default(), chunks, AfterError::Stop).items
 }
 
 /// Maps each byte of `data` onto one token of [`ALPHABET`].
@@ -549,23 +533,7 @@ fn replies(data: &[u8], pieces: &[&[u8]]) {
 
 /// Decodes replies until the input is used up or the first error (the connection would close).
 fn decode_replies(chunks: &[&[u8]]) -> Vec<Result<Reply, ReplyError>> {
-    let mut dec = ReplyDecoder::new();
-    let mut buf = BytesMut::new();
-    let mut results = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(reply)) => results.push(Ok(reply)),
-                Ok(None) => break,
-                Err(err) => {
-                    results.push(Err(err));
-                    return results;
-                }
-            }
-        }
-    }
-    results
+    decode_chunks(ReplyDecoder::new(), chunks, AfterError::Stop).items
 }
 
 #[cfg(test)]

@@ -229,6 +229,7 @@ pub mod fuzzing {
     use bytes::BytesMut;
 
     use super::{DEFAULT_MAX_FRAME, FrameDecoder, ResponseDecoder};
+    use crate::{AfterError, decode_chunks};
 
     /// Runs a [`FrameDecoder`] over `data` until it errors or needs more bytes. Every decoded command
     /// must encode to bytes that decode to the same command again.
@@ -237,9 +238,12 @@ pub mod fuzzing {
     ///
     /// When that round trip fails: the bug a fuzzer is looking for.
     pub fn decode_all(data: &[u8]) {
-        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
-        let mut buf = BytesMut::from(data);
-        while let Ok(Some(command)) = decoder.decode(&mut buf) {
+        let decoded = decode_chunks(
+            FrameDecoder::new(DEFAULT_MAX_FRAME),
+            &[data],
+            AfterError::Stop,
+        );
+        for command in decoded.items.iter().filter_map(|r| r.as_ref().ok()) {
             let mut wire = BytesMut::new();
             command.encode(&mut wire);
             // Lossy header values can grow when re-encoded, so the second decoder has no limit.
@@ -264,9 +268,9 @@ pub mod fuzzing {
     /// When a decoded response does not survive encode → decode.
     pub fn decode_all_responses(data: &[u8]) {
         // Small enough that a decoded REPLBODY fits one packet when encoded again.
-        let mut decoder = ResponseDecoder::new(super::consts::MILTER_CHUNK_SIZE + 1);
-        let mut buf = BytesMut::from(data);
-        while let Ok(Some(response)) = decoder.decode(&mut buf) {
+        let decoder = ResponseDecoder::new(super::consts::MILTER_CHUNK_SIZE + 1);
+        let decoded = decode_chunks(decoder, &[data], AfterError::Stop);
+        for response in decoded.items.iter().filter_map(|r| r.as_ref().ok()) {
             let mut wire = BytesMut::new();
             response.encode(&mut wire);
             let again = ResponseDecoder::new(usize::MAX).decode(&mut wire);
