@@ -398,7 +398,7 @@ mod tests {
     use super::*;
     use crate::decode::same_at_every_split;
     use crate::milter::consts::{SMFI_V6_ACTS, SMFI_VERSION};
-    use crate::milter::{MISSING_NUL, NOT_UTF8, SHORT_INTEGER, TRAILING_DATA};
+    use crate::milter::{MAX_FRAME_FLOOR, MISSING_NUL, NOT_UTF8, SHORT_INTEGER, TRAILING_DATA};
     use crate::{AfterError, Decoded, decode_chunks};
 
     /// Every result of decoding an input, up to the first error.
@@ -654,9 +654,10 @@ mod tests {
         command.encode(&mut out);
         assert_eq!(&out[..], &wire[..]);
         assert_eq!(&wire[..5], b"\x00\x01\x00\x00B");
-        assert_eq!(decode_all_splits(65536, &wire), vec![Ok(command)]);
+        // The floor is exactly what a full chunk needs.
+        assert_eq!(decode_all_splits(MAX_FRAME_FLOOR, &wire), vec![Ok(command)]);
         assert_eq!(
-            run(65535, &[&wire]).items,
+            run(MAX_FRAME_FLOOR - 1, &[&wire]).items,
             vec![Err(MilterError::FrameTooLarge {
                 len: 65536,
                 max: 65535
@@ -790,8 +791,13 @@ mod tests {
                     max: DEFAULT_MAX_FRAME,
                 })],
             ),
+            // One byte over the limit, refused from the length word alone.
             (
-                vec![0x00, 0x04, 0x00, 0x01, b'B'],
+                [
+                    &u32::try_from(DEFAULT_MAX_FRAME + 1).unwrap().to_be_bytes()[..],
+                    b"B",
+                ]
+                .concat(),
                 vec![Err(FrameTooLarge {
                     len: DEFAULT_MAX_FRAME + 1,
                     max: DEFAULT_MAX_FRAME,
