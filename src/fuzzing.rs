@@ -204,27 +204,19 @@ fn fanout_header_end(data: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use sealgate_protocol::fuzzing::replay_seeds;
+
     use super::*;
 
-    /// Replays the seeds (and any crash inputs added there) of both fuzz targets, so
-    /// `cargo test` covers them without cargo-fuzz.
+    /// The committed seeds of the fuzz targets of this crate.
     #[test]
     fn fuzz_corpus() {
-        for (target, run) in [("received", received as fn(&[u8])), ("mime", mime)] {
-            let dir = format!("{}/fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            // Only the committed seeds: a local fuzzing run may have added thousands of inputs.
-            for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with("seed-") {
-                    continue;
-                }
-                if let Ok(data) = std::fs::read(entry.path()) {
-                    run(&data);
-                }
-            }
-        }
+        let corpus = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus"));
+        replay_seeds(corpus, "received", received);
+        replay_seeds(corpus, "mime", mime);
+        replay_seeds(corpus, "verify", verify);
     }
 
     #[test]

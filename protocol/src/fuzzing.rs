@@ -10,12 +10,15 @@
 //! - dot-stuffing then decoding gives the message back, and stuffed data ends exactly at the
 //!   terminator the stuffer wrote, whatever the message holds.
 
+use std::panic;
+use std::path::Path;
+
 use bytes::{Buf, BytesMut};
 
 use crate::milter::{Command as MilterCommand, FrameDecoder, MilterError};
 use crate::{
-    BareNewline, Command, CommandError, DataDecoder, DotStuffer, LineDecoder, LineError, Reply,
-    ReplyDecoder, ReplyError, parse_command,
+    AfterError, BareNewline, Command, CommandError, DataDecoder, DotStuffer, LineDecoder,
+    LineError, Reply, ReplyDecoder, ReplyError, decode_chunks, parse_command,
 };
 
 /// Every DATA policy, so each input is checked under all of them.
@@ -110,23 +113,7 @@ pub fn milter_codec(data: &[u8]) {
 
 /// Decodes milter commands until the input is used up or the first error (the session would end).
 fn decode_milter(chunks: &[&[u8]]) -> Vec<Result<MilterCommand, MilterError>> {
-    let mut dec = FrameDecoder::default();
-    let mut buf = BytesMut::new();
-    let mut results = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(command)) => results.push(Ok(command)),
-                Ok(None) => break,
-                Err(err) => {
-                    results.push(Err(err));
-                    return results;
-                }
-            }
-        }
-    }
-    results
+    decode_chunks(FrameDecoder::default(), chunks, AfterError::Stop).items
 }
 
 /// Maps each byte of `data` onto one token of [`ALPHABET`].
@@ -549,51 +536,65 @@ fn replies(data: &[u8], pieces: &[&[u8]]) {
 
 /// Decodes replies until the input is used up or the first error (the connection would close).
 fn decode_replies(chunks: &[&[u8]]) -> Vec<Result<Reply, ReplyError>> {
-    let mut dec = ReplyDecoder::new();
-    let mut buf = BytesMut::new();
-    let mut results = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(reply)) => results.push(Ok(reply)),
-                Ok(None) => break,
-                Err(err) => {
-                    results.push(Err(err));
-                    return results;
-                }
-            }
+    decode_chunks(ReplyDecoder::new(), chunks, AfterError::Stop).items
+}
+
+/// Replays the committed seeds of one fuzz target, so that `cargo test` covers them (and any
+/// crash input committed beside them) without cargo-fuzz: every file named `seed-*` in
+/// `corpus/<target>/` goes through `run`. Used by this crate's tests and by the sealgate crate's,
+/// for their own targets.
+///
+/// Only the committed seeds: a local fuzzing run may have added thousands of inputs there.
+///
+/// # Panics
+///
+/// When the target's directory cannot be read or holds no seed (the replay would pass without
+/// testing anything), when a seed cannot be read, or when `run` panics on a seed; the last
+/// message names the seed's file.
+pub fn replay_seeds(corpus: &Path, target: &str, run: fn(&[u8])) {
+    let dir = corpus.join(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("cannot read the seeds in {}: {err}", dir.display()));
+    let mut seeds: Vec<_> = entries
+        .map(|entry| entry.unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display())))
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("seed-"))
+        .map(|entry| entry.path())
+        .collect();
+    assert!(!seeds.is_empty(), "no seed-* files in {}", dir.display());
+    seeds.sort();
+    for seed in seeds {
+        let data = std::fs::read(&seed)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", seed.display()));
+        if panic::catch_unwind(|| run(&data)).is_err() {
+            panic!("fuzz target {target} failed on {}", seed.display());
         }
     }
-    results
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The committed seeds of both fuzz targets, so `cargo test` replays them (and any crash
-    /// input added there) without cargo-fuzz.
+    /// The committed seeds of both fuzz targets of this crate.
     #[test]
     fn fuzz_corpus() {
-        for (target, run) in [
-            ("lmtp_codec", lmtp_codec as fn(&[u8])),
-            ("milter_codec", milter_codec),
-        ] {
-            let dir = format!("{}/../fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"));
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            // Only the committed seeds: a local fuzzing run may have added thousands of inputs.
-            for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with("seed-") {
-                    continue;
-                }
-                if let Ok(data) = std::fs::read(entry.path()) {
-                    run(&data);
-                }
-            }
-        }
+        let corpus = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus"));
+        replay_seeds(corpus, "lmtp_codec", lmtp_codec);
+        replay_seeds(corpus, "milter_codec", milter_codec);
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot read the seeds")]
+    fn replay_fails_without_seeds() {
+        let corpus = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus"));
+        replay_seeds(corpus, "no-such-target", milter_codec);
+    }
+
+    #[test]
+    #[should_panic(expected = "fuzz target milter_codec failed on")]
+    fn replay_names_the_target_that_failed() {
+        let corpus = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus"));
+        replay_seeds(corpus, "milter_codec", |_| panic!("a planted failure"));
     }
 
     #[test]

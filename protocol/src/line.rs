@@ -5,6 +5,8 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memchr;
 
+use crate::Decode;
+
 /// Splits command lines off the front of a receive buffer.
 ///
 /// The decoder is stateful only for over-long lines: after reporting [`LineError::TooLong`] it discards
@@ -104,60 +106,48 @@ impl LineDecoder {
     }
 }
 
+impl Decode for LineDecoder {
+    type Item = Bytes;
+    type Error = LineError;
+
+    /// See [`LineDecoder::decode`]; after an error, decoding goes on with the next line.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
+        // The inherent method, which callers use without importing the trait.
+        LineDecoder::decode(self, buf)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    /// One observable outcome of `decode`.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Event {
-        Line(Vec<u8>),
-        TooLong,
+    use crate::decode::same_at_every_split;
+    use crate::{AfterError, Decoded, decode_chunks};
+
+    /// Every result of decoding an input: the lines and the over-long ones.
+    type Outcome = Vec<Result<Bytes, LineError>>;
+
+    /// Feeds `chunks` one after another, draining every result after each chunk; an over-long line
+    /// is reported and skipped, as the session answers it and reads on.
+    fn run(max_len: usize, chunks: &[&[u8]]) -> Decoded<Bytes, LineError> {
+        decode_chunks(LineDecoder::new(max_len), chunks, AfterError::Resume)
     }
 
-    /// Feeds `chunks` one after another, draining every result after each chunk.
-    fn run(max_len: usize, chunks: &[&[u8]]) -> (Vec<Event>, usize) {
-        let mut dec = LineDecoder::new(max_len);
-        let mut buf = BytesMut::new();
-        let mut events = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match dec.decode(&mut buf) {
-                    Ok(Some(line)) => events.push(Event::Line(line.to_vec())),
-                    Ok(None) => break,
-                    Err(LineError::TooLong) => events.push(Event::TooLong),
-                }
-            }
-        }
-        (events, buf.len())
+    /// Runs `input` whole, split at every offset, and byte by byte; all must agree, on the lines
+    /// and on the bytes left over.
+    fn run_all_splits(max_len: usize, input: &[u8]) -> Outcome {
+        same_at_every_split(input, |chunks| run(max_len, chunks)).items
     }
 
-    /// Runs `input` whole, split at every offset, and byte by byte; all must agree.
-    fn run_all_splits(max_len: usize, input: &[u8]) -> Vec<Event> {
-        let (whole, rest) = run(max_len, &[input]);
-        for at in 0..=input.len() {
-            let (a, b) = input.split_at(at);
-            assert_eq!(
-                run(max_len, &[a, b]),
-                (whole.clone(), rest),
-                "split at {at} of {input:?}"
-            );
-        }
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(run(max_len, &bytes), (whole.clone(), rest), "byte by byte");
-        whole
-    }
-
-    fn line(s: &str) -> Event {
-        Event::Line(s.as_bytes().to_vec())
+    fn line(s: &str) -> Result<Bytes, LineError> {
+        Ok(Bytes::copy_from_slice(s.as_bytes()))
     }
 
     #[test]
     fn table() {
-        use Event::TooLong;
-        let cases: &[(usize, &str, Vec<Event>)] = &[
+        use LineError::TooLong;
+        let cases: &[(usize, &str, Outcome)] = &[
             (10, "", vec![]),
             (10, "NOOP", vec![]),
             (10, "NOOP\r\n", vec![line("NOOP")]),
@@ -172,21 +162,21 @@ mod tests {
             (4, "abcd\r\n", vec![line("abcd")]),
             (4, "abcd\n", vec![line("abcd")]),
             // One byte more is too long, however it ends.
-            (4, "abcde\r\nok\r\n", vec![TooLong, line("ok")]),
-            (4, "abcde\nok\n", vec![TooLong, line("ok")]),
+            (4, "abcde\r\nok\r\n", vec![Err(TooLong), line("ok")]),
+            (4, "abcde\nok\n", vec![Err(TooLong), line("ok")]),
             // A CR as the 5th content byte before a CRLF: 5 content bytes.
-            (4, "abcd\r\r\nok\r\n", vec![TooLong, line("ok")]),
+            (4, "abcd\r\r\nok\r\n", vec![Err(TooLong), line("ok")]),
             // Far too long, split across many lines of garbage: one error per long line.
             (
                 4,
                 "abcdefghijklmnop\r\nx\r\nqrstuvwxyz\nyz\n",
-                vec![TooLong, line("x"), TooLong, line("yz")],
+                vec![Err(TooLong), line("x"), Err(TooLong), line("yz")],
             ),
             // Too long and not yet terminated: one error, the rest is swallowed.
-            (4, "abcdefghij", vec![TooLong]),
-            (4, "abcdefghij\r", vec![TooLong]),
+            (4, "abcdefghij", vec![Err(TooLong)]),
+            (4, "abcdefghij\r", vec![Err(TooLong)]),
             (0, "\r\n\n", vec![line(""), line("")]),
-            (0, "a\r\n\n", vec![TooLong, line("")]),
+            (0, "a\r\n\n", vec![Err(TooLong), line("")]),
             (10, "caf\u{e9}\r\n", vec![line("caf\u{e9}")]),
             (10, "a\0b\r\n", vec![line("a\0b")]),
         ];

@@ -137,9 +137,9 @@ pub enum ScrubMode {
 /// The client-revealing headers removed by default (`SEALGATE_SCRUB_HEADERS`).
 pub const DEFAULT_SCRUB_HEADERS: &str = "X-Originating-IP,X-Forwarded-For,X-Real-IP,X-Client-IP,X-Sender-IP,X-Remote-IP,X-Remote-Addr,X-Originating-Client,User-Agent,X-Mailer,X-MimeOLE,X-Newsreader,X-MS-Exchange-Organization-OriginalClientIPAddress,X-Yahoo-Newman-Property";
 
-/// The smallest `SEALGATE_MILTER_MAX_FRAME`: one full body chunk from Postfix (65535 octets)
-/// plus the command byte must fit.
-pub const MIN_MILTER_FRAME: usize = 65536;
+/// The smallest `SEALGATE_MILTER_MAX_FRAME`: the milter codec's floor (one full body chunk from
+/// Postfix plus the command byte must fit).
+pub const MIN_MILTER_FRAME: usize = sealgate_protocol::milter::MAX_FRAME_FLOOR;
 
 /// `sealgate keys` reads the service's env file from this variable (default
 /// [`DEFAULT_ENV_FILE`] when it exists); not a setting of the service, which gets its
@@ -1032,6 +1032,10 @@ mod tests {
         );
         assert_eq!(config.milter_listen, None);
         assert_eq!(config.milter_max_frame, 1 << 20);
+        assert_eq!(
+            config.milter_max_frame,
+            sealgate_protocol::milter::DEFAULT_MAX_FRAME
+        );
         // Relative paths are resolved once, against the working directory at start.
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(config.next_hop, NextHopAddr::Maildir(cwd.join("mail")));

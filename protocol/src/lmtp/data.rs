@@ -274,6 +274,7 @@ impl DotStuffer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::decode::same_at_every_split;
 
     /// What decoding one input produced: output, input offset after the end-of-data line, bare seen.
     type Outcome = (Vec<u8>, Option<usize>, bool);
@@ -326,21 +327,7 @@ mod tests {
     /// Decodes `input` whole, split in two at every offset, byte by byte, and in random pieces; the
     /// output, the end point and the bare-newline flag must always be the same.
     fn decode_all_splits(policy: BareNewline, input: &[u8]) -> Outcome {
-        let whole = run(policy, &[input]);
-        for at in 0..=input.len() {
-            let (a, b) = input.split_at(at);
-            assert_eq!(
-                run(policy, &[a, b]),
-                whole,
-                "{policy:?} split at {at}: {input:?}"
-            );
-        }
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(
-            run(policy, &bytes),
-            whole,
-            "{policy:?} byte by byte: {input:?}"
-        );
+        let whole = same_at_every_split(input, |chunks| run(policy, chunks));
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ input.len() as u64);
         for _ in 0..20 {
             let mut chunks = Vec::new();

@@ -13,6 +13,8 @@ use nom::{
     sequence::terminated,
 };
 
+use crate::Decode;
+
 /// An RFC 3463 enhanced status code such as `2.1.5`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnhancedCode {
@@ -293,6 +295,17 @@ impl ReplyDecoder {
     }
 }
 
+impl Decode for ReplyDecoder {
+    type Item = Reply;
+    type Error = ReplyError;
+
+    /// See [`ReplyDecoder::decode`]; after an error, close the connection.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
+        // The inherent method, which callers use without importing the trait.
+        ReplyDecoder::decode(self, buf)
+    }
+}
+
 /// The enhanced code at the start of a first line, if its class matches the reply code's first digit.
 fn leading_enhanced_code(code: u16, text: &[u8]) -> Option<EnhancedCode> {
     let (_, enhanced) = enhanced_prefix(text).ok()?;
@@ -352,6 +365,8 @@ fn digits_value(digits: &[u8]) -> u16 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::decode::same_at_every_split;
+    use crate::{AfterError, decode_chunks};
 
     fn encode(reply: &Reply) -> String {
         let mut out = BytesMut::new();
@@ -359,38 +374,13 @@ mod tests {
         String::from_utf8(out.to_vec()).unwrap()
     }
 
-    /// Feeds `chunks`, collecting every result; stops at the first error (the connection would close).
-    fn run(chunks: &[&[u8]]) -> (Vec<Result<Reply, ReplyError>>, Vec<u8>) {
-        let mut dec = ReplyDecoder::new();
-        let mut buf = BytesMut::new();
-        let mut results = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match dec.decode(&mut buf) {
-                    Ok(Some(reply)) => results.push(Ok(reply)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        results.push(Err(e));
-                        return (results, buf.to_vec());
-                    }
-                }
-            }
-        }
-        (results, buf.to_vec())
-    }
-
-    /// Decodes `input` whole, split at every offset and byte by byte; all must agree.
+    /// Decodes `input` whole, split at every offset and byte by byte; all must agree. Decoding stops
+    /// at the first error (the connection would close), so the rest of the input is never fed and
+    /// only the results compare.
     fn decode_all_splits(input: &[u8]) -> Vec<Result<Reply, ReplyError>> {
-        let whole = run(&[input]);
-        for at in 0..=input.len() {
-            let (a, b) = input.split_at(at);
-            let split = run(&[a, b]);
-            assert_eq!(split.0, whole.0, "split at {at} of {input:?}");
-        }
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(run(&bytes).0, whole.0, "byte by byte: {input:?}");
-        whole.0
+        same_at_every_split(input, |chunks| {
+            decode_chunks(ReplyDecoder::new(), chunks, AfterError::Stop).items
+        })
     }
 
     fn plain(code: u16, lines: &[&str]) -> Reply {

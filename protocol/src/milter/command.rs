@@ -13,6 +13,7 @@ use super::{
     finish_frame, lossy_field, put_cstr, split_frame, start_frame, text_field, u16_field,
     u32_field,
 };
+use crate::Decode;
 
 /// The address family of a CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +259,17 @@ impl FrameDecoder {
     }
 }
 
+impl Decode for FrameDecoder {
+    type Item = Command;
+    type Error = MilterError;
+
+    /// See [`FrameDecoder::decode`]; after an error, end the session.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, MilterError> {
+        // The inherent method, which callers use without importing the trait.
+        FrameDecoder::decode(self, buf)
+    }
+}
+
 /// Parses a complete packet's data according to its command byte.
 fn parse(code: u8, data: Bytes) -> Result<Command, MilterError> {
     let command = match code {
@@ -384,8 +396,10 @@ fn unknown(i: &[u8]) -> Result<Command, &'static str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::decode::same_at_every_split;
     use crate::milter::consts::{SMFI_V6_ACTS, SMFI_VERSION};
-    use crate::milter::{MISSING_NUL, NOT_UTF8, SHORT_INTEGER, TRAILING_DATA};
+    use crate::milter::{MAX_FRAME_FLOOR, MISSING_NUL, NOT_UTF8, SHORT_INTEGER, TRAILING_DATA};
+    use crate::{AfterError, Decoded, decode_chunks};
 
     /// Every result of decoding an input, up to the first error.
     type Outcome = Vec<Result<Command, MilterError>>;
@@ -413,42 +427,15 @@ mod tests {
     }
 
     /// Feeds `chunks` one after another, collecting every result; stops at the first error (the
-    /// session would end). Returns the results and the bytes left in the buffer.
-    fn run(max_len: usize, chunks: &[&[u8]]) -> (Vec<Result<Command, MilterError>>, Vec<u8>) {
-        let mut dec = FrameDecoder::new(max_len);
-        let mut buf = BytesMut::new();
-        let mut results = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match dec.decode(&mut buf) {
-                    Ok(Some(command)) => results.push(Ok(command)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        results.push(Err(e));
-                        return (results, buf.to_vec());
-                    }
-                }
-            }
-        }
-        (results, buf.to_vec())
+    /// session would end).
+    fn run(max_len: usize, chunks: &[&[u8]]) -> Decoded<Command, MilterError> {
+        decode_chunks(FrameDecoder::new(max_len), chunks, AfterError::Stop)
     }
 
-    /// Decodes `input` whole, split at every offset and byte by byte; all must agree.
-    fn decode_all_splits(max_len: usize, input: &[u8]) -> Vec<Result<Command, MilterError>> {
-        let whole = run(max_len, &[input]);
-        for at in 0..=input.len() {
-            let (a, b) = input.split_at(at);
-            // After an error the rest of the input is never fed, so only the results compare.
-            assert_eq!(
-                run(max_len, &[a, b]).0,
-                whole.0,
-                "split at {at} of {input:?}"
-            );
-        }
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(run(max_len, &bytes).0, whole.0, "byte by byte: {input:?}");
-        whole.0
+    /// Decodes `input` whole, split at every offset and byte by byte; all must agree. After an error
+    /// the rest of the input is never fed, so only the results compare.
+    fn decode_all_splits(max_len: usize, input: &[u8]) -> Outcome {
+        same_at_every_split(input, |chunks| run(max_len, chunks).items)
     }
 
     /// Every command with its exact wire form, built by hand from the protocol reference.
@@ -638,7 +625,10 @@ mod tests {
             for at in 0..wire.len() {
                 assert_eq!(
                     run(DEFAULT_MAX_FRAME, &[&wire[..at]]),
-                    (vec![], wire[..at].to_vec())
+                    Decoded {
+                        items: vec![],
+                        rest: wire[..at].to_vec()
+                    }
                 );
             }
         }
@@ -664,9 +654,10 @@ mod tests {
         command.encode(&mut out);
         assert_eq!(&out[..], &wire[..]);
         assert_eq!(&wire[..5], b"\x00\x01\x00\x00B");
-        assert_eq!(decode_all_splits(65536, &wire), vec![Ok(command)]);
+        // The floor is exactly what a full chunk needs.
+        assert_eq!(decode_all_splits(MAX_FRAME_FLOOR, &wire), vec![Ok(command)]);
         assert_eq!(
-            run(65535, &[&wire]).0,
+            run(MAX_FRAME_FLOOR - 1, &[&wire]).items,
             vec![Err(MilterError::FrameTooLarge {
                 len: 65536,
                 max: 65535
@@ -800,8 +791,13 @@ mod tests {
                     max: DEFAULT_MAX_FRAME,
                 })],
             ),
+            // One byte over the limit, refused from the length word alone.
             (
-                vec![0x00, 0x04, 0x00, 0x01, b'B'],
+                [
+                    &u32::try_from(DEFAULT_MAX_FRAME + 1).unwrap().to_be_bytes()[..],
+                    b"B",
+                ]
+                .concat(),
                 vec![Err(FrameTooLarge {
                     len: DEFAULT_MAX_FRAME + 1,
                     max: DEFAULT_MAX_FRAME,

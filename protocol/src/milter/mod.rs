@@ -39,9 +39,23 @@ pub use command::{Command, Family, FrameDecoder};
 pub use response::{Response, ResponseDecoder};
 
 /// Default largest packet (command byte plus data) a decoder accepts; larger ones end the session
-/// with [`MilterError::FrameTooLarge`]. It leaves room for a 65535-byte body chunk and for a header
-/// at Postfix's `header_size_limit` (102400 bytes) twice over.
-pub const DEFAULT_MAX_FRAME: usize = 256 * 1024;
+/// with [`MilterError::FrameTooLarge`]. It is also the default of sealgate's
+/// `SEALGATE_MILTER_MAX_FRAME` (its config tests check that), so a decoder made with `default()`
+/// (tests, fuzzing, the MTA side) accepts what a deployed filter accepts. Postfix sends far less:
+/// a body chunk of [`MILTER_CHUNK_SIZE`](consts::MILTER_CHUNK_SIZE) bytes, or one header at its
+/// `header_size_limit` (102400 bytes).
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// The smallest limit the milter side's decoder may be given: one full body chunk from Postfix
+/// ([`MILTER_CHUNK_SIZE`](consts::MILTER_CHUNK_SIZE) bytes) plus the command byte. Below it, a
+/// message whose body fills a chunk would end its session; sealgate refuses a
+/// `SEALGATE_MILTER_MAX_FRAME` below it.
+pub const MAX_FRAME_FLOOR: usize = consts::MILTER_CHUNK_SIZE + 1;
+
+const _: () = assert!(
+    MAX_FRAME_FLOOR <= DEFAULT_MAX_FRAME,
+    "the default is below the floor"
+);
 
 /// Why a milter packet could not be decoded. After any of these the two sides are out of step:
 /// end the session.
@@ -229,6 +243,7 @@ pub mod fuzzing {
     use bytes::BytesMut;
 
     use super::{DEFAULT_MAX_FRAME, FrameDecoder, ResponseDecoder};
+    use crate::{AfterError, decode_chunks};
 
     /// Runs a [`FrameDecoder`] over `data` until it errors or needs more bytes. Every decoded command
     /// must encode to bytes that decode to the same command again.
@@ -237,9 +252,12 @@ pub mod fuzzing {
     ///
     /// When that round trip fails: the bug a fuzzer is looking for.
     pub fn decode_all(data: &[u8]) {
-        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
-        let mut buf = BytesMut::from(data);
-        while let Ok(Some(command)) = decoder.decode(&mut buf) {
+        let decoded = decode_chunks(
+            FrameDecoder::new(DEFAULT_MAX_FRAME),
+            &[data],
+            AfterError::Stop,
+        );
+        for command in decoded.items.iter().filter_map(|r| r.as_ref().ok()) {
             let mut wire = BytesMut::new();
             command.encode(&mut wire);
             // Lossy header values can grow when re-encoded, so the second decoder has no limit.
@@ -264,9 +282,9 @@ pub mod fuzzing {
     /// When a decoded response does not survive encode → decode.
     pub fn decode_all_responses(data: &[u8]) {
         // Small enough that a decoded REPLBODY fits one packet when encoded again.
-        let mut decoder = ResponseDecoder::new(super::consts::MILTER_CHUNK_SIZE + 1);
-        let mut buf = BytesMut::from(data);
-        while let Ok(Some(response)) = decoder.decode(&mut buf) {
+        let decoder = ResponseDecoder::new(super::consts::MILTER_CHUNK_SIZE + 1);
+        let decoded = decode_chunks(decoder, &[data], AfterError::Stop);
+        for response in decoded.items.iter().filter_map(|r| r.as_ref().ok()) {
             let mut wire = BytesMut::new();
             response.encode(&mut wire);
             let again = ResponseDecoder::new(usize::MAX).decode(&mut wire);

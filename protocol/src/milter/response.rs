@@ -13,6 +13,7 @@ use super::{
     BAD_REPLY, DEFAULT_MAX_FRAME, MilterError, NOT_UTF8, cstr, end, finish_frame, lossy_field,
     put_cstr, split_frame, start_frame, text_field, u32_field,
 };
+use crate::Decode;
 
 /// Used when a [`Response::ReplyCode`] code is not a 4xx or 5xx failure.
 const FALLBACK_REPLY_CODE: u16 = 451;
@@ -300,6 +301,17 @@ impl ResponseDecoder {
     }
 }
 
+impl Decode for ResponseDecoder {
+    type Item = Response;
+    type Error = MilterError;
+
+    /// See [`ResponseDecoder::decode`]; after an error, end the session.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Response>, MilterError> {
+        // The inherent method, which callers use without importing the trait.
+        ResponseDecoder::decode(self, buf)
+    }
+}
+
 /// Parses a complete packet's data according to its response byte.
 fn parse(code: u8, data: Bytes) -> Result<Response, MilterError> {
     let response = match code {
@@ -439,11 +451,13 @@ fn undouble_percent(s: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::decode::same_at_every_split;
     use crate::milter::consts::{
         SMFI_VERSION, SMFIF_ADDHDRS, SMFIF_CHGBODY, SMFIF_SETSYMLIST, SMFIM_ENVFROM, SMFIM_ENVRCPT,
         SMFIP_NOUNKNOWN, SMFIP_SKIP,
     };
     use crate::milter::{MISSING_NUL, SHORT_INTEGER, TRAILING_DATA};
+    use crate::{AfterError, Decoded, decode_chunks};
 
     /// Every result of decoding an input, up to the first error.
     type Outcome = Vec<Result<Response, MilterError>>;
@@ -472,42 +486,16 @@ mod tests {
         }
     }
 
-    /// Feeds `chunks`, collecting every result; stops at the first error.
-    fn run(max_len: usize, chunks: &[&[u8]]) -> (Vec<Result<Response, MilterError>>, Vec<u8>) {
-        let mut dec = ResponseDecoder::new(max_len);
-        let mut buf = BytesMut::new();
-        let mut results = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match dec.decode(&mut buf) {
-                    Ok(Some(response)) => results.push(Ok(response)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        results.push(Err(e));
-                        return (results, buf.to_vec());
-                    }
-                }
-            }
-        }
-        (results, buf.to_vec())
+    /// Feeds `chunks` one after another, collecting every result; stops at the first error (the
+    /// session would end).
+    fn run(max_len: usize, chunks: &[&[u8]]) -> Decoded<Response, MilterError> {
+        decode_chunks(ResponseDecoder::new(max_len), chunks, AfterError::Stop)
     }
 
-    /// Decodes `input` whole, split at every offset and byte by byte; all must agree.
-    fn decode_all_splits(max_len: usize, input: &[u8]) -> Vec<Result<Response, MilterError>> {
-        let whole = run(max_len, &[input]);
-        for at in 0..=input.len() {
-            let (a, b) = input.split_at(at);
-            // After an error the rest of the input is never fed, so only the results compare.
-            assert_eq!(
-                run(max_len, &[a, b]).0,
-                whole.0,
-                "split at {at} of {input:?}"
-            );
-        }
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(run(max_len, &bytes).0, whole.0, "byte by byte: {input:?}");
-        whole.0
+    /// Decodes `input` whole, split at every offset and byte by byte; all must agree. After an error
+    /// the rest of the input is never fed, so only the results compare.
+    fn decode_all_splits(max_len: usize, input: &[u8]) -> Outcome {
+        same_at_every_split(input, |chunks| run(max_len, chunks).items)
     }
 
     /// Every response with its exact wire form, built by hand from the protocol reference.
@@ -674,7 +662,10 @@ mod tests {
             for at in 0..wire.len() {
                 assert_eq!(
                     run(DEFAULT_MAX_FRAME, &[&wire[..at]]),
-                    (vec![], wire[..at].to_vec())
+                    Decoded {
+                        items: vec![],
+                        rest: wire[..at].to_vec()
+                    }
                 );
             }
         }
@@ -736,7 +727,7 @@ mod tests {
         for code in [0, 250, 421, 450, 550, 554, 599, 600, u16::MAX] {
             for text in texts {
                 let wire = encode(&reply(code, text));
-                let decoded = run(DEFAULT_MAX_FRAME, &[&wire]).0;
+                let decoded = run(DEFAULT_MAX_FRAME, &[&wire]).items;
                 assert!(
                     matches!(decoded.as_slice(), [Ok(Response::ReplyCode { .. })]),
                     "{code} {text:?}: {decoded:?}"
@@ -751,7 +742,7 @@ mod tests {
             .map(|n| (n % 253) as u8)
             .collect();
         let wire = encode(&Response::ReplaceBody(Bytes::from(body.clone())));
-        let decoded = run(MILTER_CHUNK_SIZE + 1, &[&wire]).0;
+        let decoded = run(MILTER_CHUNK_SIZE + 1, &[&wire]).items;
         let chunks: Vec<Bytes> = decoded
             .into_iter()
             .map(|r| match r {
