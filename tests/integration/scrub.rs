@@ -8,14 +8,14 @@
 //! stored copy back over IMAP, and compares: everything below Postfix's own Received field
 //! must be the sent message minus exactly the scrubbed fields.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
-use common::sealgate::Sealgate;
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
+use crate::common::sealgate::Sealgate;
 
 /// Deadline for a delivery to show up in Postfix's log (it takes well under a second).
 const WAIT: Duration = Duration::from_secs(60);

@@ -5,13 +5,13 @@
 //! than NAME_MAX is a permanent 550; a sender's `X-Sealgate-Encrypted` field survives on no
 //! copy.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{Gpg, armored_part, expected_inner};
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::pgp::{Gpg, armored_part, expected_inner};
+use crate::common::sealgate::Sealgate;
 
 /// A sealgate with a key store, a Maildir and a secure mailbox file in temporary directories.
 struct Setup {

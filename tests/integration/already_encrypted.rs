@@ -6,14 +6,14 @@
 //! of `corpus/encrypted/not` are in `tests/encryption.rs` (stored encrypted, decrypting to
 //! the original).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{Gpg, Sq};
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::pgp::{Gpg, Sq};
+use crate::common::sealgate::Sealgate;
 
 /// Large enough that every verifier block and partial length is exercised, small enough to
 /// keep the test quick on two shared cores.

@@ -2,14 +2,14 @@
 //! went in, apart from the header lines the next hop adds at the top. Checked for both the
 //! embedded Maildir and a real Dovecot (read back over IMAP).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::Dovecot;
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::peers::Dovecot;
+use crate::common::sealgate::Sealgate;
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/messages");

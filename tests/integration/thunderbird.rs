@@ -11,15 +11,15 @@
 //! thunderbird/librnp.so`, then an installed Thunderbird's `/usr/lib/thunderbird/librnp.so`.
 //! Missing, it skips the test, or fails it with `CI=true`.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{armored_part, expected_inner, header_fields, is_content_field, split_message};
-use common::sealgate::{Sealgate, keys_import_ok};
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::pgp::{armored_part, expected_inner, header_fields, is_content_field, split_message};
+use crate::common::sealgate::{Sealgate, keys_import_ok};
 use serde_json::Value;
 
 /// The ctypes driver of librnp.

@@ -26,10 +26,10 @@
 //! Counts: 300 messages by default (and in CI); `TEST_FULL_FAULTS=1` sends 2,000. `TEST_FAULTS_SEED=<n>`
 //! replays a run's fault schedule (the seed is printed first).
 
-mod common;
-#[path = "common/fault_proxy.rs"]
+use crate::common;
+#[path = "../common/fault_proxy.rs"]
 mod fault_proxy;
-#[path = "common/tmpfs.rs"]
+#[path = "../common/tmpfs.rs"]
 mod tmpfs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -55,9 +55,9 @@ use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::SerializeInto;
 use sequoia_openpgp::types::SymmetricAlgorithm;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, status_of};
-use common::pgp::{armored_part, expected_inner};
-use common::sealgate::Sealgate;
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, status_of};
+use crate::common::pgp::{armored_part, expected_inner};
+use crate::common::sealgate::Sealgate;
 use fault_proxy::{Fault, FaultProxy};
 use tmpfs::Tmpfs;
 

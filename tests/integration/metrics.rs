@@ -5,7 +5,7 @@
 //! The exposition is parsed here by hand (name, labels, value per sample line), so the test
 //! does not trust the library that wrote it.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::{Postfix, PostfixConfig, swaks};
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::peers::{Postfix, PostfixConfig, swaks};
+use crate::common::sealgate::Sealgate;
 use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
 use sequoia_openpgp::serialize::{Serialize, SerializeInto};
 

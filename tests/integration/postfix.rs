@@ -3,14 +3,14 @@
 //! content_filter with SMTP reinjection. Postfix's own log is the oracle for per-recipient
 //! outcomes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
-use common::sealgate::Sealgate;
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
+use crate::common::sealgate::Sealgate;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -6,13 +6,13 @@
 //! Postfix's log shows as `status=bounced`: the log is the oracle for per-recipient outcomes,
 //! IMAP the oracle for what was stored.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
-use common::sealgate::Sealgate;
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
+use crate::common::sealgate::Sealgate;
 
 /// Deadline for a delivery or a bounce to show up (they take well under a second).
 const WAIT: Duration = Duration::from_secs(60);

@@ -7,7 +7,7 @@
 //! - a raw socket sending malformed, truncated, oversized, unknown and out-of-order packets,
 //!   each followed by a good session: the milter survives every one and logs each ending.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
@@ -17,8 +17,8 @@ use std::process::Command as Process;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
-use common::sealgate::Sealgate;
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
+use crate::common::sealgate::Sealgate;
 use sealgate_protocol::milter::consts::{
     SMFIC_HELO, SMFIC_MAIL, SMFIC_RCPT, SMFIF_CHGHDRS, SMFIF_SETSYMLIST, SMFIM_ENVFROM,
     SMFIM_ENVRCPT, SMFIP_NOBODY,

@@ -6,7 +6,7 @@
 //! `sealgate-milter.socket`), imports keys the way README tells an operator, and checks what
 //! Postfix's log and Dovecot's mailboxes say.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, status_of, swaks};
-use common::pgp::{Gpg, armored_part};
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, status_of, swaks};
+use crate::common::pgp::{Gpg, armored_part};
 use sealgate::env_file;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -12,7 +12,7 @@
 //! markers. The keyless recipient's stored copy must contain them (so the search can find
 //! them); the keyed recipient's copy must not.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt;
@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, SystemTime};
 
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
-use common::{figure, random_hex, temp_dir, wait_until};
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::sealgate::Sealgate;
+use crate::common::{figure, random_hex, temp_dir, wait_until};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;

@@ -4,13 +4,13 @@
 //! quoting of values in text mode; a next hop (a real Dovecot) that goes down and comes back
 //! logged once at WARN each way, with the cause.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::Dovecot;
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::peers::Dovecot;
+use crate::common::sealgate::Sealgate;
 use sealgate::logging::{AddressLog, token};
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;

@@ -3,15 +3,15 @@
 //! Content-* fields and body, byte for byte. Bcc privacy, already-encrypted mail, unusable
 //! keys under each policy at RCPT and at end of DATA, and Postfix → sealgate → Dovecot.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
-use common::pgp::{Gpg, Rnp, Sq, armored_part, expected_inner, header_fields, is_content_field};
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
+use crate::common::pgp::{Gpg, Rnp, Sq, armored_part, expected_inner, header_fields, is_content_field};
+use crate::common::sealgate::Sealgate;
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::{Serialize, SerializeInto};

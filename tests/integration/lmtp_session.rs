@@ -2,13 +2,13 @@
 //! timeouts, connection limit and graceful shutdown. sealgate runs as the real binary,
 //! delivering into a Maildir in a temporary directory.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::sealgate::Sealgate;
 
 struct Server {
     sealgate: Sealgate,

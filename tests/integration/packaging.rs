@@ -10,7 +10,7 @@
 //! - `postconf` knows every parameter in the Postfix snippets;
 //! - the Debian maintainer scripts are valid sh.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

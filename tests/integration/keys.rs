@@ -4,7 +4,7 @@
 //! Each test has its own key store (`SEALGATE_KEYSTORE`) and its own `GNUPGHOME`, so they
 //! run in parallel.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write as _;

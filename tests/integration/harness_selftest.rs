@@ -2,11 +2,11 @@
 //! instances, without sealgate. If these fail, fix the harness or the machine before looking
 //! at sealgate's own tests.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
+use crate::common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
 
 /// Upper bound for a delivery that should take well under a second.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);

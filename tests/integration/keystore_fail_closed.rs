@@ -5,7 +5,7 @@
 //! `sealgate check-config`. Also: a relative SEALGATE_KEYSTORE as in README's demo,
 //! `sealgate keys` reading the package's env file, and a second certificate for an address.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{Gpg, armored_part};
-use common::sealgate::{Sealgate, ensure_manifest, keys_import_ok};
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::pgp::{Gpg, armored_part};
+use crate::common::sealgate::{Sealgate, ensure_manifest, keys_import_ok};
 
 const WAIT: Duration = Duration::from_secs(30);
 

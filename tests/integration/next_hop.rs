@@ -2,12 +2,12 @@
 //! recipient, and 4xx for anything sealgate cannot finish (down, connection lost), so Postfix
 //! keeps the message and retries. The next hop is Postfix's smtp-sink with fault options.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
+use crate::common::lmtp::{Client, assert_codes};
+use crate::common::sealgate::Sealgate;
 
 const MESSAGE: &[u8] = b"Subject: next hop\r\n\r\nbody\r\n";
 
