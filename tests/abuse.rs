@@ -12,8 +12,6 @@
 //! own load alone, and two of them at once would starve each other's latency on a small
 //! machine.
 
-mod common;
-
 use std::fs;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -23,13 +21,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
-use common::{figure, full_load, proc_status_kib, wait_until};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use sealgate_protocol::{
     BareNewline, Command, DataDecoder, DotStuffer, EnhancedCode, LineDecoder, Reply, parse_command,
 };
+use testkit::lmtp::{Client, assert_codes};
+use testkit::sealgate::Sealgate;
+use testkit::{figure, full_load, proc_status_kib, wait_until};
 
 /// Peak RSS (VmHWM) sealgate may reach holding 1,000 idle LMTP connections. Measured on the
 /// 2-core development machine (debug build): 27 MiB, of which 14 MiB at start, so about

@@ -5,13 +5,11 @@
 //! than NAME_MAX is a permanent 550; a sender's `X-Sealgate-Encrypted` field survives on no
 //! copy.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 
-use crate::common::lmtp::{Client, assert_codes};
-use crate::common::pgp::{Gpg, armored_part, expected_inner};
-use crate::common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::pgp::{Gpg, armored_part, expected_inner};
+use testkit::sealgate::Sealgate;
 
 /// A sealgate with a key store, a Maildir and a secure mailbox file in temporary directories.
 struct Setup {
@@ -94,8 +92,8 @@ fn message(token: &str) -> Vec<u8> {
 
 /// The `X-Sealgate-Encrypted` fields of a stored copy's header block (any case).
 fn markers(stored: &[u8]) -> Vec<String> {
-    let (block, _) = common::pgp::split_message(stored);
-    common::pgp::header_fields(block)
+    let (block, _) = testkit::pgp::split_message(stored);
+    testkit::pgp::header_fields(block)
         .into_iter()
         .map(|f| String::from_utf8_lossy(&f).into_owned())
         .filter(|f| f.to_ascii_lowercase().starts_with("x-sealgate-encrypted"))
@@ -104,15 +102,15 @@ fn markers(stored: &[u8]) -> Vec<String> {
 
 #[test]
 fn every_spelling_of_a_key_holder_gets_her_key_and_her_folder() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let gpg = Gpg::new();
     gpg.generate("Alice <alice@example.org>", "future-default", "default");
     gpg.generate("Bea <bea@bücher.example>", "future-default", "default");
     let setup = Setup::new();
-    common::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("alice@example.org"));
-    common::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("bea@bücher.example"));
+    testkit::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("alice@example.org"));
+    testkit::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("bea@bücher.example"));
     let sealgate = setup.spawn();
     let alice = gpg.fingerprint("alice@example.org");
     let bea = gpg.fingerprint("bea@bücher.example");

@@ -6,14 +6,12 @@
 //! of `corpus/encrypted/not` are in `tests/encryption.rs` (stored encrypted, decrypting to
 //! the original).
 
-use crate::common;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::common::lmtp::{Client, assert_codes};
-use crate::common::pgp::{Gpg, Sq};
-use crate::common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::pgp::{Gpg, Sq};
+use testkit::sealgate::Sealgate;
 
 /// Large enough that every verifier block and partial length is exercised, small enough to
 /// keep the test quick on two shared cores.
@@ -80,7 +78,7 @@ fn openssl_message(subject: &str, tool_output: &[u8]) -> Vec<u8> {
 }
 
 fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(common::bin_path("openssl"))
+    let mut child = Command::new(testkit::bin_path("openssl"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -115,7 +113,7 @@ fn entity(size: usize) -> Vec<u8> {
 
 #[test]
 fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
-    if !common::require_all(&["gpg", "sq", "openssl"]) {
+    if !testkit::require_all(&["gpg", "sq", "openssl"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -205,7 +203,7 @@ fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
 
     let keys = tempfile::tempdir().expect("tempdir");
     let mail = tempfile::tempdir().expect("tempdir");
-    let (ok, out) = common::sealgate::keys_import(keys.path(), &alice);
+    let (ok, out) = testkit::sealgate::keys_import(keys.path(), &alice);
     assert!(ok, "keys import: {out}");
     let next_hop = format!("maildir:{}", mail.path().display());
     let keystore = keys.path().display().to_string();
@@ -249,14 +247,14 @@ fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
 /// and `sealgate_unverified_encrypted_total{reason}`; ordinary mail counts for neither.
 #[test]
 fn forged_look_alikes_are_encrypted_logged_and_counted() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let gpg = Gpg::new();
     gpg.generate("Alice <alice@example.org>", "future-default", "default");
     let keys = tempfile::tempdir().expect("tempdir");
     let mail = tempfile::tempdir().expect("tempdir");
-    let (ok, out) = common::sealgate::keys_import(keys.path(), &gpg.export("alice@example.org"));
+    let (ok, out) = testkit::sealgate::keys_import(keys.path(), &gpg.export("alice@example.org"));
     assert!(ok, "keys import: {out}");
     let next_hop = format!("maildir:{}", mail.path().display());
     let keystore = keys.path().display().to_string();

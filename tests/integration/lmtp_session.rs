@@ -2,13 +2,11 @@
 //! timeouts, connection limit and graceful shutdown. sealgate runs as the real binary,
 //! delivering into a Maildir in a temporary directory.
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::lmtp::{Client, assert_codes};
-use crate::common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::sealgate::Sealgate;
 
 struct Server {
     sealgate: Sealgate,
@@ -428,7 +426,7 @@ fn unix_socket_listener() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let (ok, out) = common::peers::swaks(&[
+    let (ok, out) = testkit::peers::swaks(&[
         "--protocol",
         "LMTP",
         "--socket",
@@ -448,7 +446,7 @@ fn unix_socket_listener() {
 
 #[test]
 fn invalid_configuration_stops_before_binding() {
-    let port = common::free_port();
+    let port = testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .env("SEALGATE_LMTP_LISTEN", &listen)
@@ -467,8 +465,8 @@ fn invalid_configuration_stops_before_binding() {
         .expect("run sealgate");
     assert_eq!(check.status.code(), Some(78));
     // In a directory of its own, with a key store made by `sealgate keys init`.
-    let work = common::temp_dir("check-config-");
-    common::sealgate::ensure_manifest(&work.path().join("keys"));
+    let work = testkit::temp_dir("check-config-");
+    testkit::sealgate::ensure_manifest(&work.path().join("keys"));
     let good = std::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .arg("check-config")
         .current_dir(work.path())

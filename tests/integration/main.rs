@@ -1,12 +1,10 @@
 //! The integration tests: one binary, one module per topic, so the suite links once
 //! (`cargo test --test integration deploy::` runs one topic). Each test drives the real
 //! sealgate binary and real peers (Postfix, Dovecot, GnuPG, sq, ...); with `CI=true` a missing
-//! peer fails the test instead of skipping it.
+//! peer fails the test instead of skipping it. The harness (peers, the sealgate process,
+//! Maildir reading) is the `testkit` crate, shared with `benches/`.
 //!
 //! `tests/abuse.rs` stays a binary of its own: see the note at its [[test]] entry in Cargo.toml.
-
-#[path = "../common/mod.rs"]
-mod common;
 
 // The harness itself
 mod harness_selftest; // real Postfix and Dovecot without sealgate: fix these first

@@ -2,14 +2,12 @@
 //! went in, apart from the header lines the next hop adds at the top. Checked for both the
 //! embedded Maildir and a real Dovecot (read back over IMAP).
 
-use crate::common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::lmtp::{Client, assert_codes};
-use crate::common::peers::Dovecot;
-use crate::common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::peers::Dovecot;
+use testkit::sealgate::Sealgate;
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/messages");
@@ -100,7 +98,7 @@ fn corpus_passes_byte_exact_into_maildir() {
 
 #[test]
 fn corpus_passes_byte_exact_into_dovecot() {
-    if !common::require("dovecot") {
+    if !testkit::require("dovecot") {
         return;
     }
     let dovecot = Dovecot::start();

@@ -3,14 +3,12 @@
 //! content_filter with SMTP reinjection. Postfix's own log is the oracle for per-recipient
 //! outcomes.
 
-use crate::common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
-use crate::common::sealgate::Sealgate;
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, swaks};
+use testkit::sealgate::Sealgate;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -30,7 +28,7 @@ fn count_files(dir: &Path) -> usize {
 
 #[test]
 fn postfix_to_dovecot_through_sealgate_per_recipient_outcomes() {
-    if !common::require_all(&["postfix", "dovecot", "swaks"]) {
+    if !testkit::require_all(&["postfix", "dovecot", "swaks"]) {
         return;
     }
     let dovecot = Dovecot::start_with_users(&["alice@example.org", "bob@example.org"]);
@@ -79,7 +77,7 @@ fn postfix_to_dovecot_through_sealgate_per_recipient_outcomes() {
 
 #[test]
 fn postfix_to_maildir_through_sealgate() {
-    if !common::require_all(&["postfix", "swaks"]) {
+    if !testkit::require_all(&["postfix", "swaks"]) {
         return;
     }
     let mail = tempfile::tempdir().expect("tempdir");
@@ -126,13 +124,13 @@ fn postfix_to_maildir_through_sealgate() {
 /// Postfix's smtp-source as the LMTP client: 200 messages over 5 sessions, all stored.
 #[test]
 fn smtp_source_200_messages_over_5_sessions() {
-    if !common::require("smtp-source") {
+    if !testkit::require("smtp-source") {
         return;
     }
     let mail = tempfile::tempdir().expect("tempdir");
     let next_hop = format!("maildir:{}", mail.path().display());
     let sealgate = Sealgate::spawn(&[("SEALGATE_NEXT_HOP", &next_hop)]);
-    let output = Command::new(common::bin_path("smtp-source"))
+    let output = Command::new(testkit::bin_path("smtp-source"))
         .args([
             "-L",
             "-m",
@@ -162,18 +160,18 @@ fn smtp_source_200_messages_over_5_sessions() {
         .lines()
         .filter(|l| l.contains("recipient outcome") && l.contains("code=250"))
         .count();
-    assert_eq!(stored, 200, "{}", common::tail(&log, 20));
+    assert_eq!(stored, 200, "{}", testkit::tail(&log, 20));
 }
 
 /// After-queue content_filter: Postfix → sealgate → reinjection smtpd → Dovecot, and the
 /// reinjected message is not filtered again.
 #[test]
 fn content_filter_with_reinjection_and_no_loop() {
-    if !common::require_all(&["postfix", "dovecot", "swaks"]) {
+    if !testkit::require_all(&["postfix", "dovecot", "swaks"]) {
         return;
     }
     let dovecot = Dovecot::start();
-    let reinject_port = common::free_port();
+    let reinject_port = testkit::free_port();
     let sealgate = Sealgate::spawn(&[(
         "SEALGATE_NEXT_HOP",
         &format!("smtp:127.0.0.1:{reinject_port}"),

@@ -11,16 +11,14 @@
 //! thunderbird/librnp.so`, then an installed Thunderbird's `/usr/lib/thunderbird/librnp.so`.
 //! Missing, it skips the test, or fails it with `CI=true`.
 
-use crate::common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::lmtp::{Client, assert_codes};
-use crate::common::pgp::{armored_part, expected_inner, header_fields, is_content_field, split_message};
-use crate::common::sealgate::{Sealgate, keys_import_ok};
 use serde_json::Value;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::pgp::{armored_part, expected_inner, header_fields, is_content_field, split_message};
+use testkit::sealgate::{Sealgate, keys_import_ok};
 
 /// The ctypes driver of librnp.
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/thunderbird/librnp.py");
@@ -42,9 +40,9 @@ fn librnp_candidates() -> Vec<PathBuf> {
 }
 
 /// Thunderbird's librnp.so, or `None` (after a note on stderr) when it is missing; with
-/// `CI=true` a missing library panics, like a missing peer binary in [`common::require`].
+/// `CI=true` a missing library panics, like a missing peer binary in [`testkit::require`].
 fn require_librnp() -> Option<PathBuf> {
-    if !common::require("python3") {
+    if !testkit::require("python3") {
         return None;
     }
     let candidates = librnp_candidates();
@@ -52,7 +50,7 @@ fn require_librnp() -> Option<PathBuf> {
         return Some(found.clone());
     }
     let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-    common::peer_missing(&format!(
+    testkit::peer_missing(&format!(
         "Thunderbird's librnp.so not found (looked at {}); `scripts/thunderbird-librnp` \
          fetches it, `scripts/test` runs that",
         looked.join(", ")
@@ -91,7 +89,7 @@ impl Thunderbird {
     fn new(librnp: PathBuf) -> Thunderbird {
         Thunderbird {
             librnp,
-            profiles: common::temp_dir("sealgate-thunderbird-"),
+            profiles: testkit::temp_dir("sealgate-thunderbird-"),
         }
     }
 
@@ -103,8 +101,8 @@ impl Thunderbird {
 
     /// Runs the driver with `args` after the library path; its stdout as JSON.
     fn driver(&self, args: &[&OsStr]) -> Value {
-        let (ok, out) = common::run(
-            Command::new(common::bin_path("python3"))
+        let (ok, out) = testkit::run(
+            Command::new(testkit::bin_path("python3"))
                 .arg(DRIVER)
                 .arg(&self.librnp)
                 .args(args),
