@@ -5,16 +5,14 @@
 //! than NAME_MAX is a permanent 550; a sender's `X-Sealgate-Encrypted` field survives on no
 //! copy.
 
-use std::path::{Path, PathBuf};
-
 use testkit::lmtp::{Client, assert_codes};
 use testkit::pgp::{Gpg, armored_part, expected_inner};
-use testkit::sealgate::Sealgate;
+use testkit::{Maildir, Sealgate};
 
 /// A sealgate with a key store, a Maildir and a secure mailbox file in temporary directories.
 struct Setup {
     keys: tempfile::TempDir,
-    mail: tempfile::TempDir,
+    mail: Maildir,
     secure: tempfile::TempDir,
 }
 
@@ -24,13 +22,13 @@ impl Setup {
         std::fs::write(secure.path().join("mailboxes"), "boss@example.org\n").expect("write");
         Setup {
             keys: tempfile::tempdir().expect("tempdir"),
-            mail: tempfile::tempdir().expect("tempdir"),
+            mail: Maildir::new(),
             secure,
         }
     }
 
     fn spawn(&self) -> Sealgate {
-        let next_hop = format!("maildir:{}", self.mail.path().display());
+        let next_hop = self.mail.next_hop();
         let keystore = self.keys.path().display().to_string();
         let mailboxes = self.secure.path().join("mailboxes").display().to_string();
         Sealgate::spawn(&[
@@ -43,29 +41,12 @@ impl Setup {
 
     /// The Maildir folders that exist, by name.
     fn folders(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.mail.path())
-            .expect("read Maildir root")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        self.mail.folders()
     }
 
     fn stored(&self, folder: &str) -> Vec<Vec<u8>> {
-        messages(&self.mail.path().join(folder))
+        self.mail.messages(folder)
     }
-}
-
-fn messages(folder: &Path) -> Vec<Vec<u8>> {
-    let Ok(entries) = std::fs::read_dir(folder.join("new")) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("entry").path()).collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| std::fs::read(p).expect("read"))
-        .collect()
 }
 
 /// One transaction, one recipient: the final reply.

@@ -13,21 +13,21 @@ use sequoia_openpgp::types::ReasonForRevocation;
 use testkit::lmtp::{Client, assert_codes};
 use testkit::peers::{Dovecot, Postfix, PostfixConfig, swaks};
 use testkit::pgp::{Gpg, Rnp, Sq, armored_part, expected_inner, header_fields, is_content_field};
-use testkit::sealgate::Sealgate;
+use testkit::{Maildir, Sealgate};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A sealgate with a key store and a Maildir in temporary directories.
 struct Setup {
     keys: tempfile::TempDir,
-    mail: tempfile::TempDir,
+    mail: Maildir,
 }
 
 impl Setup {
     fn new() -> Setup {
         Setup {
             keys: tempfile::tempdir().expect("tempdir"),
-            mail: tempfile::tempdir().expect("tempdir"),
+            mail: Maildir::new(),
         }
     }
 
@@ -57,7 +57,7 @@ impl Setup {
     }
 
     fn spawn(&self, env: &[(&str, &str)]) -> Sealgate {
-        let next_hop = format!("maildir:{}", self.mail.path().display());
+        let next_hop = self.mail.next_hop();
         let keystore = self.keystore();
         let mut all = vec![
             ("SEALGATE_NEXT_HOP", next_hop.as_str()),
@@ -68,22 +68,11 @@ impl Setup {
     }
 
     fn stored(&self, rcpt: &str) -> Vec<Vec<u8>> {
-        let new = self.mail.path().join(rcpt).join("new");
-        let Ok(entries) = std::fs::read_dir(&new) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("entry").path()).collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| std::fs::read(p).expect("read"))
-            .collect()
+        self.mail.messages(rcpt)
     }
 
     fn only_stored(&self, rcpt: &str) -> Vec<u8> {
-        let mut stored = self.stored(rcpt);
-        assert_eq!(stored.len(), 1, "messages stored for {rcpt}");
-        stored.remove(0)
+        self.mail.only_message(rcpt)
     }
 }
 
@@ -630,7 +619,7 @@ fn postfix_to_dovecot_encrypted_and_decrypted_with_gpg() {
     let keys = tempfile::tempdir().expect("tempdir");
     let setup = Setup {
         keys,
-        mail: tempfile::tempdir().expect("tempdir"),
+        mail: Maildir::new(),
     };
     setup.import_ok(&gpg.export("alice@example.org"));
     let dovecot = Dovecot::start();

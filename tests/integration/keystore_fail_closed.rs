@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testkit::lmtp::{Client, assert_codes};
+use testkit::maildir;
 use testkit::pgp::{Gpg, armored_part};
 use testkit::sealgate::{Sealgate, ensure_manifest, keys_import_ok};
 
@@ -42,16 +43,6 @@ fn only_entry(store: &Path) -> PathBuf {
     }
     assert_eq!(entries.len(), 1, "{entries:?}");
     entries.remove(0)
-}
-
-/// Messages stored for `rcpt` in the Maildir `mail`.
-fn stored(mail: &Path, rcpt: &str) -> Vec<Vec<u8>> {
-    let Ok(entries) = fs::read_dir(mail.join(rcpt).join("new")) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    paths.iter().map(|p| fs::read(p).expect("read")).collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -172,7 +163,7 @@ fn relative_keystore_as_in_the_readme_demo() {
     let mut client = Client::connect(sealgate.port());
     let replies = client.deliver("sender@example.net", &["alice@example.org"], MESSAGE);
     assert_codes(&replies[0], "250", "alice");
-    let copies = stored(mail.path(), "alice@example.org");
+    let copies = maildir::messages(&mail.path().join("alice@example.org"));
     assert_eq!(copies.len(), 1);
     assert_encrypted_for(&copies[0], &alice);
 }
@@ -265,8 +256,8 @@ fn a_bad_entry_at_start_tempfails_every_recipient() {
             metric(&sealgate, "sealgate_keystore_unknown_total") >= 2.0,
             "{how:?}"
         );
-        assert!(stored(&mail, "alice@example.org").is_empty());
-        assert!(stored(&mail, "bob@example.org").is_empty());
+        assert!(maildir::messages(&mail.join("alice@example.org")).is_empty());
+        assert!(maildir::messages(&mail.join("bob@example.org")).is_empty());
 
         if !matches!(how, Damage::RootOnly) {
             let (code, out) = check_config(&store);
@@ -322,7 +313,7 @@ fn a_bad_entry_after_a_good_start_keeps_its_last_good_certificate() {
         );
         assert_codes(&replies[0], "250", "alice");
         assert_codes(&replies[1], "250", "bob");
-        let copies = stored(&mail, "alice@example.org");
+        let copies = maildir::messages(&mail.join("alice@example.org"));
         assert_eq!(copies.len(), 1, "{how:?}");
         assert_encrypted_for(&copies[0], &alice);
     }
@@ -383,9 +374,12 @@ fn an_emptied_store_tempfails_instead_of_plaintext() {
         let bob_reply = client.reply();
         assert_codes(&alice_reply, "250", "alice (last good certificate)");
         assert_unknown(&bob_reply, "bob@example.org", ".sealgate-manifest");
-        assert_encrypted_for(&stored(&mail, "alice@example.org")[0], &alice);
+        assert_encrypted_for(
+            &maildir::messages(&mail.join("alice@example.org"))[0],
+            &alice,
+        );
         assert!(
-            stored(&mail, "bob@example.org").is_empty(),
+            maildir::messages(&mail.join("bob@example.org")).is_empty(),
             "no plaintext for bob"
         );
 
@@ -515,7 +509,7 @@ fn a_second_certificate_for_an_address_is_encrypted_to_as_well() {
     let mut client = Client::connect(sealgate.port());
     let replies = client.deliver("sender@example.net", &["erin@example.org"], MESSAGE);
     assert_codes(&replies[0], "250", "erin");
-    let copies = stored(&mail, "erin@example.org");
+    let copies = maildir::messages(&mail.join("erin@example.org"));
     assert_eq!(copies.len(), 1);
     for gpg in [&old, &new] {
         assert_encrypted_for(&copies[0], gpg);

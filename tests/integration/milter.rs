@@ -10,7 +10,7 @@
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -110,7 +110,7 @@ impl Stack {
 
     /// Messages stored in sealgate's Maildir for `mailbox`.
     fn stored(&self, mailbox: &str) -> Vec<Vec<u8>> {
-        maildir_messages(&self.sealgate.dir.path().join("mail").join(mailbox))
+        testkit::maildir::messages(&self.sealgate.dir.path().join("mail").join(mailbox))
     }
 
     /// Waits until `mailbox` holds `n` messages and returns them.
@@ -155,16 +155,6 @@ fn milter_config(sealgate: &Sealgate) -> PostfixConfig {
         ))
         .with_main_cf("milter_default_action = tempfail")
         .with_main_cf("milter_protocol = 6")
-}
-
-/// The messages in a Maildir folder's `new/`, in file name order.
-fn maildir_messages(folder: &Path) -> Vec<Vec<u8>> {
-    let Ok(entries) = fs::read_dir(folder.join("new")) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    paths.iter().filter_map(|p| fs::read(p).ok()).collect()
 }
 
 /// The server's reply to the client line containing `sent` in a swaks transcript: the next

@@ -3,12 +3,11 @@
 //! content_filter with SMTP reinjection. Postfix's own log is the oracle for per-recipient
 //! outcomes.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use testkit::peers::{Dovecot, Postfix, PostfixConfig, swaks};
-use testkit::sealgate::Sealgate;
+use testkit::{Maildir, Sealgate};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -20,10 +19,6 @@ fn lmtp_transport_to(sealgate: &Sealgate) -> PostfixConfig {
         )],
         master_cf: Vec::new(),
     }
-}
-
-fn count_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
 #[test]
@@ -80,8 +75,8 @@ fn postfix_to_maildir_through_sealgate() {
     if !testkit::require_all(&["postfix", "swaks"]) {
         return;
     }
-    let mail = tempfile::tempdir().expect("tempdir");
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let mail = Maildir::new();
+    let next_hop = mail.next_hop();
     let sealgate = Sealgate::spawn(&[("SEALGATE_NEXT_HOP", &next_hop)]);
     let postfix = Postfix::start(lmtp_transport_to(&sealgate));
     let port = postfix.smtp_port.to_string();
@@ -101,15 +96,9 @@ fn postfix_to_maildir_through_sealgate() {
     postfix.wait_for_status("carol@example.org", "sent", WAIT);
     postfix.wait_for_status("dave@example.org", "sent", WAIT);
     for user in ["carol@example.org", "dave@example.org"] {
-        let new = mail.path().join(user).join("new");
-        assert_eq!(count_files(&new), 1, "{user}");
-        let path = std::fs::read_dir(&new)
-            .expect("new/")
-            .next()
-            .expect("one file")
-            .expect("entry")
-            .path();
-        let text = std::fs::read_to_string(path).expect("message");
+        let mut stored = mail.messages(user);
+        assert_eq!(stored.len(), 1, "{user}");
+        let text = String::from_utf8(stored.remove(0)).expect("message");
         assert!(text.contains("token-maildir-81"));
         assert!(text.contains(&format!("Delivered-To: {user}\r\n")));
         // Postfix's own Received header came through untouched.
@@ -117,7 +106,7 @@ fn postfix_to_maildir_through_sealgate() {
             text.contains("by mx.example.org (Postfix) with ESMTP id"),
             "{text}"
         );
-        assert_eq!(count_files(&mail.path().join(user).join("tmp")), 0);
+        assert!(mail.tmp_is_empty(user));
     }
 }
 
@@ -127,8 +116,8 @@ fn smtp_source_200_messages_over_5_sessions() {
     if !testkit::require("smtp-source") {
         return;
     }
-    let mail = tempfile::tempdir().expect("tempdir");
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let mail = Maildir::new();
+    let next_hop = mail.next_hop();
     let sealgate = Sealgate::spawn(&[("SEALGATE_NEXT_HOP", &next_hop)]);
     let output = Command::new(testkit::bin_path("smtp-source"))
         .args([
@@ -154,7 +143,7 @@ fn smtp_source_200_messages_over_5_sessions() {
         "smtp-source: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(count_files(&mail.path().join("load@example.org/new")), 200);
+    assert_eq!(mail.paths("load@example.org").len(), 200);
     let log = sealgate.log();
     let stored = log
         .lines()

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use testkit::Maildir;
 use testkit::lmtp::{Client, assert_codes};
 use testkit::pgp::{armored_part, expected_inner, header_fields, is_content_field, split_message};
 use testkit::sealgate::{Sealgate, keys_import_ok};
@@ -186,17 +187,6 @@ fn corpus(name: &str) -> Vec<u8> {
     .expect("corpus message")
 }
 
-/// The one message stored in `mail`'s Maildir for `rcpt`.
-fn only_stored(mail: &Path, rcpt: &str) -> Vec<u8> {
-    let new = mail.join(rcpt).join("new");
-    let paths: Vec<PathBuf> = std::fs::read_dir(&new)
-        .unwrap_or_else(|e| panic!("{}: {e}", new.display()))
-        .map(|e| e.expect("entry").path())
-        .collect();
-    assert_eq!(paths.len(), 1, "messages stored for {rcpt}");
-    std::fs::read(&paths[0]).expect("read the stored message")
-}
-
 #[test]
 fn thunderbird_librnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
     let Some(librnp) = require_librnp() else {
@@ -224,10 +214,10 @@ fn thunderbird_librnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
     }
 
     let keys = tempfile::tempdir().expect("tempdir");
-    let mail = tempfile::tempdir().expect("tempdir");
+    let mail = Maildir::new();
     keys_import_ok(keys.path(), &tess.certificate);
     keys_import_ok(keys.path(), &rob.certificate);
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let next_hop = mail.next_hop();
     let keystore = keys.path().display().to_string();
     let sealgate = Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),
@@ -267,7 +257,7 @@ fn thunderbird_librnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
 
         for (user, rcpt, key) in users {
             let context = format!("{name} for {rcpt}");
-            let stored = only_stored(mail.path(), rcpt);
+            let stored = mail.only_message(rcpt);
             let outer: Vec<String> = header_fields(split_message(&stored).0)
                 .iter()
                 .filter(|f| is_content_field(f))
