@@ -3,7 +3,7 @@
 //! authEnveloped, DER in base64, also streamed with indefinite lengths). Each reaches a keyed
 //! recipient through the LMTP server and is stored byte for byte as sent; large ones also
 //! show that genuine ciphertext never trips the verifier's randomness test. The forged forms
-//! of `corpus/encrypted/not` are in `tests/encryption.rs` (stored encrypted, decrypting to
+//! of `corpus/encrypted/not` are in `encryption.rs` (stored encrypted, decrypting to
 //! the original).
 
 use std::path::PathBuf;

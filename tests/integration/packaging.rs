@@ -1,7 +1,8 @@
 //! The files under `packaging/` stay in line with the code and pass their tools' checks:
 //! - `sealgate.env` and the man page's ENVIRONMENT section list exactly `config::VARIABLES`
-//!   (both are generated: `UPDATE_PACKAGING=1 cargo test --test packaging` rewrites them,
-//!   keeping the env file's uncommented settings and everything outside the generated parts);
+//!   (both are generated: `UPDATE_PACKAGING=1 cargo test --test integration packaging::`
+//!   rewrites them, keeping the env file's uncommented settings and everything outside the
+//!   generated parts);
 //! - the env file's settings pass `sealgate check-config`, read as systemd and as sh read them;
 //! - the man page renders with groff without warnings;
 //! - `systemd-analyze verify` accepts the units, `systemd-analyze security` rates the service;
@@ -19,7 +20,7 @@ use sealgate::config::{VARIABLES, Variable};
 
 /// The line after which `sealgate.env` is generated.
 const ENV_MARKER: &str =
-    "# ---- Every variable, in `sealgate --help` order (tests/packaging.rs keeps it so) ----";
+    "# ---- Every variable, in `sealgate --help` order (tests/integration/packaging.rs) ----";
 
 /// The man page's generated part: from the line starting with this ...
 const MAN_BEGIN: &str = ".\\\" BEGIN GENERATED ENVIRONMENT";
@@ -56,8 +57,8 @@ fn check_generated(path: &Path, actual: &str, expected: &str) -> String {
         .unwrap_or_else(|| actual.lines().count().min(expected.lines().count()));
     panic!(
         "{} is out of date with config::VARIABLES (first difference at line {}: {:?} should be \
-         {:?}); regenerate it with `UPDATE_PACKAGING=1 cargo test --test packaging` and review \
-         the diff",
+         {:?}); regenerate it with `UPDATE_PACKAGING=1 cargo test --test integration \
+         packaging::` and review the diff",
         path.display(),
         line + 1,
         actual.lines().nth(line).unwrap_or("<end>"),
