@@ -36,11 +36,11 @@
 //! does the `--quick` run, with one small encryption scenario and a short baseline instead of
 //! the encryption group. Linux only: reads `/proc/<pid>/status` and `/proc/<pid>/stat`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -55,6 +55,7 @@ use sequoia_openpgp::serialize::SerializeInto;
 use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message};
 use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
 use sequoia_openpgp::{Cert, armor};
+use testkit::Sealgate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -312,12 +313,9 @@ async fn run(plan: Plan, command: &str) -> bool {
     let empty_store = work.path().join("keys-empty");
     // Made as an operator makes one (`sealgate keys init`): a store without its manifest
     // tempfails every recipient.
-    let mut init = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-    clear_sealgate_env(&mut init);
-    let out = init
+    let out = testkit::sealgate::command()
         .args(["keys", "init"])
         .env("SEALGATE_KEYSTORE", &empty_store)
-        .env("SEALGATE_ENV_FILE", "/dev/null")
         .stdin(Stdio::null())
         .output()
         .expect("run sealgate keys init");
@@ -520,8 +518,8 @@ fn per_cpu(messages: usize, cpu: f64) -> f64 {
 /// One scenario against a fresh sealgate using the key store `store`; prints its row.
 async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
     let payload = Payload::new(sc.size, sc.key.is_some());
-    let mut gate = Sealgate::spawn(sink_port, store);
-    let (addr, pid) = (format!("127.0.0.1:{}", gate.port), gate.child.id());
+    let mut gate = spawn_sealgate(sink_port, store);
+    let (addr, pid) = (format!("127.0.0.1:{}", gate.port()), gate.child.id());
     let mut notes = Vec::new();
     if sc.warmup > 0 {
         let warm = load(&addr, &payload, sc.warmup, sc.connections).await;
@@ -548,7 +546,7 @@ async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
     if res.errors > 0 {
         notes.push(format!("{} failed, first: {}", res.errors, res.first()));
     }
-    notes.extend(gate.stop());
+    notes.extend(stop_sealgate(&mut gate));
 
     let ok = sc.messages - res.errors;
     let bytes = ok as u64 * payload.len as u64;
@@ -1035,14 +1033,11 @@ impl BenchKey {
         let armored = cert.armored().to_vec().expect("armor the certificate");
         std::fs::write(&file, armored).expect("write the certificate");
         let store = work.join(format!("keys-{}", suite.name()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-        clear_sealgate_env(&mut cmd);
-        let out = cmd
+        let out = testkit::sealgate::command()
             .arg("keys")
             .arg("import")
             .arg(&file)
             .env("SEALGATE_KEYSTORE", &store)
-            .env("SEALGATE_ENV_FILE", "/dev/null")
             .env("SEALGATE_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -1200,111 +1195,43 @@ fn seal(
 // ---------------------------------------------------------------------------------------------
 // The sealgate process
 
-struct Sealgate {
-    child: Child,
-    port: u16,
-    /// stderr lines other than INFO ones (warnings, errors, panics); the first 50.
-    log: Arc<Mutex<Vec<String>>>,
+/// Starts sealgate (testkit's harness) with the key store `store` (a cert-d directory) and
+/// the sink as its next hop.
+fn spawn_sealgate(sink_port: u16, store: &Path) -> Sealgate {
+    let next_hop = format!("lmtp:127.0.0.1:{sink_port}");
+    let store = store.display().to_string();
+    Sealgate::spawn(&[
+        // Plain `warn` would hide the INFO lines that carry the bound ports; the per-message
+        // INFO lines would cost what is measured.
+        (
+            "SEALGATE_LOG",
+            "warn,sealgate::server=info,sealgate::ops::http=info",
+        ),
+        ("SEALGATE_NEXT_HOP", &next_hop),
+        ("SEALGATE_MAX_MESSAGE_SIZE", "0"),
+        ("SEALGATE_MAX_CONNECTIONS", "200"),
+        ("SEALGATE_NEXT_HOP_POOL_SIZE", "64"),
+        ("SEALGATE_KEYSTORE", &store),
+    ])
 }
 
-impl Sealgate {
-    /// Starts sealgate with the key store `store` (a cert-d directory).
-    fn spawn(sink_port: u16, store: &Path) -> Sealgate {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-        clear_sealgate_env(&mut cmd);
-        // Plain `warn` would hide the INFO line that carries the bound port.
-        cmd.env("SEALGATE_LOG", "warn,sealgate::server=info")
-            .env("SEALGATE_LMTP_LISTEN", "127.0.0.1:0")
-            // Any free port: the default 9925 may be taken (a running sealgate, a parallel run).
-            .env("SEALGATE_METRICS_LISTEN", "127.0.0.1:0")
-            .env("SEALGATE_NEXT_HOP", format!("lmtp:127.0.0.1:{sink_port}"))
-            .env("SEALGATE_MAX_MESSAGE_SIZE", "0")
-            .env("SEALGATE_MAX_CONNECTIONS", "200")
-            .env("SEALGATE_NEXT_HOP_POOL_SIZE", "64")
-            .env("SEALGATE_KEYSTORE", store)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn the sealgate binary");
-        let stderr = child.stderr.take().expect("sealgate's stderr is piped");
-        let (log, (tx, rx)) = (Arc::new(Mutex::new(Vec::new())), mpsc::channel());
-        let lines = Arc::clone(&log);
-        // Drains stderr for the process's whole life, so the pipe never fills up.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(port) = listen_port(&line) {
-                    let _ = tx.send(port);
-                } else if !line.contains(" INFO ") {
-                    let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
-                    if lines.len() < 50 {
-                        lines.push(line);
-                    }
-                }
-            }
-        });
-        // Disconnected (sealgate exited) or timed out.
-        let Ok(port) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = log.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
-            panic!("sealgate did not log `listening protocol=lmtp address=…`; stderr:\n{log}");
-        };
-        Sealgate { child, port, log }
+/// SIGTERM, then waits for the exit. Returns notes: a bad exit, logged warnings and errors
+/// (the first 50 lines other than INFO ones).
+fn stop_sealgate(gate: &mut Sealgate) -> Vec<String> {
+    let status = gate.stop();
+    let mut notes = Vec::new();
+    if !status.success() {
+        notes.push(format!("sealgate exited with {status}"));
     }
-
-    /// SIGTERM, then waits up to 30 s. Returns notes: a bad exit, logged warnings.
-    fn stop(&mut self) -> Vec<String> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut notes = Vec::new();
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => break,
-                Ok(Some(status)) => break notes.push(format!("sealgate exited with {status}")),
-                _ if Instant::now() > deadline => {
-                    notes.push("sealgate still running 30 s after SIGTERM; killed".into());
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50)); // lets the stderr thread catch up
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        notes.extend(log.iter().map(|line| format!("sealgate log: {line}")));
-        notes
-    }
-}
-
-/// Keeps the caller's `SEALGATE_*` settings away from a sealgate the bench starts.
-fn clear_sealgate_env(cmd: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SEALGATE_") {
-            cmd.env_remove(key);
-        }
-    }
-}
-
-/// The port of a `listening protocol="lmtp" address=127.0.0.1:PORT` log line.
-fn listen_port(line: &str) -> Option<u16> {
-    if !line.contains("listening") || !line.contains("lmtp") {
-        return None;
-    }
-    let addr = line
-        .split_whitespace()
-        .find_map(|t| t.strip_prefix("address="))?;
-    addr.trim_matches('"').rsplit(':').next()?.parse().ok()
+    let log = gate.log();
+    let unusual = log.lines().filter(|line| !line.contains(" INFO ")).take(50);
+    notes.extend(unusual.map(|line| format!("sealgate log: {line}")));
+    notes
 }
 
 /// Peak resident set size (`VmHWM`) of `pid`, in MiB; NaN if unreadable.
 fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
-    let kib = kib.and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok());
-    kib.map_or(f64::NAN, |kib| kib / 1024.0)
+    testkit::proc_status_kib(pid, "VmHWM").map_or(f64::NAN, |kib| kib as f64 / 1024.0)
 }
 
 /// utime + stime of `pid`, in seconds; NaN if unreadable.

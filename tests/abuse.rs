@@ -12,8 +12,6 @@
 //! own load alone, and two of them at once would starve each other's latency on a small
 //! machine.
 
-mod common;
-
 use std::fs;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -23,13 +21,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
-use common::{figure, full_load, proc_status_kib, wait_until};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use sealgate_protocol::{
     BareNewline, Command, DataDecoder, DotStuffer, EnhancedCode, LineDecoder, Reply, parse_command,
 };
+use testkit::lmtp::{Client, assert_codes};
+use testkit::{Maildir, Sealgate};
+use testkit::{figure, full_load, proc_status_kib, wait_until};
 
 /// Peak RSS (VmHWM) sealgate may reach holding 1,000 idle LMTP connections. Measured on the
 /// 2-core development machine (debug build): 27 MiB, of which 14 MiB at start, so about
@@ -59,13 +57,13 @@ fn serial() -> MutexGuard<'static, ()> {
 /// sealgate delivering into a Maildir in a temporary directory.
 struct Server {
     sealgate: Sealgate,
-    mail: tempfile::TempDir,
+    mail: Maildir,
 }
 
 impl Server {
     fn start(env: &[(&str, &str)]) -> Server {
-        let mail = tempfile::tempdir().expect("tempdir");
-        let next_hop = format!("maildir:{}", mail.path().display());
+        let mail = Maildir::new();
+        let next_hop = mail.next_hop();
         let mut all = vec![
             ("SEALGATE_NEXT_HOP", next_hop.as_str()),
             ("SEALGATE_HOSTNAME", "mx.example.org"),
@@ -112,28 +110,20 @@ impl Server {
     }
 
     fn folder(&self, rcpt: &str) -> PathBuf {
-        self.mail.path().join(rcpt)
+        self.mail.folder(rcpt)
     }
 
     /// Paths of the messages stored for `rcpt`, sorted.
     fn stored_paths(&self, rcpt: &str) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(self.folder(rcpt).join("new")) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("dir entry").path()).collect();
-        paths.sort();
-        paths
+        self.mail.paths(rcpt)
     }
 
     fn stored(&self, rcpt: &str) -> Vec<Vec<u8>> {
-        self.stored_paths(rcpt)
-            .iter()
-            .map(|p| fs::read(p).expect("read message"))
-            .collect()
+        self.mail.messages(rcpt)
     }
 
     fn tmp_is_empty(&self, rcpt: &str) -> bool {
-        fs::read_dir(self.folder(rcpt).join("tmp")).map_or(true, |mut d| d.next().is_none())
+        self.mail.tmp_is_empty(rcpt)
     }
 
     /// One well-behaved transaction on a fresh connection; returns how long it took from

@@ -1,4 +1,4 @@
--- miltertest(8) script for sealgate's milter (run by tests/milter.rs):
+-- miltertest(8) script for sealgate's milter (run by tests/integration/milter.rs):
 --   miltertest -D port=PORT -s tests/milter/session.lua
 -- sealgate runs with SEALGATE_SECURE_DOMAINS=secure.example.org=example.org,vault.example.net
 -- and an expired certificate for expired@example.org in its key store.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Thunderbird's OpenPGP engine (its bundled librnp.so) driven through the C FFI with ctypes,
-the calls Thunderbird's RNP.sys.mjs makes, for tests/thunderbird.rs.
+the calls Thunderbird's RNP.sys.mjs makes, for tests/integration/thunderbird.rs.
 
     librnp.py LIBRNP version
         {"version": rnp_version_string_full()}

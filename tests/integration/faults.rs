@@ -26,12 +26,6 @@
 //! Counts: 300 messages by default (and in CI); `TEST_FULL_FAULTS=1` sends 2,000. `TEST_FAULTS_SEED=<n>`
 //! replays a run's fault schedule (the seed is printed first).
 
-mod common;
-#[path = "common/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "common/tmpfs.rs"]
-mod tmpfs;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -55,11 +49,11 @@ use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::SerializeInto;
 use sequoia_openpgp::types::SymmetricAlgorithm;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, status_of};
-use common::pgp::{armored_part, expected_inner};
-use common::sealgate::Sealgate;
-use fault_proxy::{Fault, FaultProxy};
-use tmpfs::Tmpfs;
+use testkit::fault_proxy::{Fault, FaultProxy};
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, status_of};
+use testkit::pgp::{armored_part, expected_inner};
+use testkit::sealgate::Sealgate;
+use testkit::tmpfs::Tmpfs;
 
 /// Mailboxes u0..u9@example.org; u0..u4 have a key.
 const USERS: usize = 10;
@@ -381,7 +375,7 @@ struct Keys {
 
 impl Keys {
     fn generate() -> Keys {
-        let dir = common::temp_dir("sealgate-faults-keys-");
+        let dir = testkit::temp_dir("sealgate-faults-keys-");
         let mut certs = HashMap::new();
         for i in 0..KEYED {
             let (cert, _) = CertBuilder::new()
@@ -392,7 +386,7 @@ impl Keys {
                 .expect("generate key");
             let public = cert.clone().strip_secret_key_material();
             let armored = public.armored().to_vec().expect("armor certificate");
-            common::sealgate::keys_import_ok(dir.path(), &armored);
+            testkit::sealgate::keys_import_ok(dir.path(), &armored);
             certs.insert(user(i), cert);
         }
         Keys { dir, certs }
@@ -813,7 +807,7 @@ impl Phase {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline: String = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.starts_with(&service) {
-                common::signal(i64::from(pid), "KILL");
+                testkit::signal(i64::from(pid), "KILL");
                 killed += 1;
             }
         }
@@ -860,8 +854,8 @@ impl Phase {
                 return start.elapsed();
             }
             if start.elapsed() > limit {
-                let (_, queue) = common::run(
-                    Command::new(common::bin_path("postqueue"))
+                let (_, queue) = testkit::run(
+                    Command::new(testkit::bin_path("postqueue"))
                         .arg("-c")
                         .arg(self.postfix.conf_dir())
                         .arg("-p"),
@@ -870,9 +864,9 @@ impl Phase {
                     "phase {}: Postfix's queue did not drain within {limit:?}:\n{}\nmaillog tail:\n{}\n\
                      sealgate log tail:\n{}",
                     self.name,
-                    common::tail(&queue, 60),
-                    common::tail(&self.postfix.log(), 60),
-                    common::tail(&self.sealgate_log(), 60)
+                    testkit::tail(&queue, 60),
+                    testkit::tail(&self.postfix.log(), 60),
+                    testkit::tail(&self.sealgate_log(), 60)
                 );
             }
         }
@@ -1140,7 +1134,7 @@ impl Phase {
         }
 
         // Bounces: each one must be an injected 550, each injection used at most once.
-        let permfails: HashMap<u64, &fault_proxy::Permfail> =
+        let permfails: HashMap<u64, &testkit::fault_proxy::Permfail> =
             record.permfails.iter().map(|p| (p.serial, p)).collect();
         fig.permfail_injected = record.permfails.len();
         fig.permfail_effective = record.permfails.iter().filter(|p| p.effective).count();
@@ -1365,7 +1359,7 @@ fn header_block(message: &[u8]) -> String {
 
 #[test]
 fn zero_loss_under_faults() {
-    if !common::require_all(&["postfix", "postqueue", "dovecot"]) {
+    if !testkit::require_all(&["postfix", "postqueue", "dovecot"]) {
         return;
     }
     let plan = Plan::from_env();
@@ -1458,7 +1452,7 @@ fn zero_loss_under_faults() {
                     Store::Maildir(tmpfs),
                 ));
             }
-            Err(why) if common::is_ci() => panic!("phase B needs a tmpfs (root): {why}"),
+            Err(why) if testkit::is_ci() => panic!("phase B needs a tmpfs (root): {why}"),
             Err(why) => say(&format!(
                 "note: skipping phase B (Maildir on a full disk): {why}"
             )),

@@ -3,33 +3,31 @@
 //! Content-* fields and body, byte for byte. Bcc privacy, already-encrypted mail, unusable
 //! keys under each policy at RCPT and at end of DATA, and Postfix → sealgate → Dovecot.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
-use common::pgp::{Gpg, Rnp, Sq, armored_part, expected_inner, header_fields, is_content_field};
-use common::sealgate::Sealgate;
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::{Serialize, SerializeInto};
 use sequoia_openpgp::types::ReasonForRevocation;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, swaks};
+use testkit::pgp::{Gpg, Rnp, Sq, armored_part, expected_inner, header_fields, is_content_field};
+use testkit::{Maildir, Sealgate};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A sealgate with a key store and a Maildir in temporary directories.
 struct Setup {
     keys: tempfile::TempDir,
-    mail: tempfile::TempDir,
+    mail: Maildir,
 }
 
 impl Setup {
     fn new() -> Setup {
         Setup {
             keys: tempfile::tempdir().expect("tempdir"),
-            mail: tempfile::tempdir().expect("tempdir"),
+            mail: Maildir::new(),
         }
     }
 
@@ -39,7 +37,7 @@ impl Setup {
 
     /// `sealgate keys import -` with `cert` on stdin: (success, stderr+stdout).
     fn import(&self, cert: &[u8]) -> (bool, String) {
-        common::sealgate::keys_import(self.keys.path(), cert)
+        testkit::sealgate::keys_import(self.keys.path(), cert)
     }
 
     fn import_ok(&self, cert: &[u8]) {
@@ -59,7 +57,7 @@ impl Setup {
     }
 
     fn spawn(&self, env: &[(&str, &str)]) -> Sealgate {
-        let next_hop = format!("maildir:{}", self.mail.path().display());
+        let next_hop = self.mail.next_hop();
         let keystore = self.keystore();
         let mut all = vec![
             ("SEALGATE_NEXT_HOP", next_hop.as_str()),
@@ -70,22 +68,11 @@ impl Setup {
     }
 
     fn stored(&self, rcpt: &str) -> Vec<Vec<u8>> {
-        let new = self.mail.path().join(rcpt).join("new");
-        let Ok(entries) = std::fs::read_dir(&new) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("entry").path()).collect();
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| std::fs::read(p).expect("read"))
-            .collect()
+        self.mail.messages(rcpt)
     }
 
     fn only_stored(&self, rcpt: &str) -> Vec<u8> {
-        let mut stored = self.stored(rcpt);
-        assert_eq!(stored.len(), 1, "messages stored for {rcpt}");
-        stored.remove(0)
+        self.mail.only_message(rcpt)
     }
 }
 
@@ -115,8 +102,8 @@ fn messages() -> Vec<(&'static str, Vec<u8>)> {
 /// Checks a stored encrypted copy's outer structure against the original and returns the
 /// armored OpenPGP message.
 fn check_outer(stored: &[u8], original: &[u8], fingerprint: &str) -> Vec<u8> {
-    let stored_fields = header_fields(common::pgp::split_message(stored).0);
-    let original_fields = header_fields(common::pgp::split_message(original).0);
+    let stored_fields = header_fields(testkit::pgp::split_message(stored).0);
+    let original_fields = header_fields(testkit::pgp::split_message(original).0);
     // Every original non-Content field is still there, byte for byte, in order.
     let kept: Vec<&Vec<u8>> = original_fields
         .iter()
@@ -163,7 +150,7 @@ fn deliver(sealgate: &Sealgate, to: &[&str], message: &[u8]) -> Vec<sealgate_pro
 
 #[test]
 fn gpg_decrypts_its_own_cv25519_and_rsa3072_keys_and_bcc_stays_private() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let gpg = Gpg::new();
@@ -249,7 +236,7 @@ fn gpg_decrypts_its_own_cv25519_and_rsa3072_keys_and_bcc_stays_private() {
 
 #[test]
 fn sq_decrypts_its_own_keys() {
-    if !common::require("sq") {
+    if !testkit::require("sq") {
         return;
     }
     let sq = Sq::new();
@@ -275,7 +262,7 @@ fn sq_decrypts_its_own_keys() {
 
 #[test]
 fn rnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
-    if !common::require_all(&["rnp", "rnpkeys"]) {
+    if !testkit::require_all(&["rnp", "rnpkeys"]) {
         return;
     }
     let rnp = Rnp::new();
@@ -307,7 +294,7 @@ fn rnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
 /// still write SEIPDv1 for a v4 certificate.
 #[test]
 fn seipdv2_advertising_certificate_still_decrypts_with_gnupg_2_2() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let (cert, _) = CertBuilder::new()
@@ -347,7 +334,7 @@ fn seipdv2_advertising_certificate_still_decrypts_with_gnupg_2_2() {
 
 #[test]
 fn already_encrypted_mail_passes_unchanged_and_signed_mail_is_encrypted() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let gpg = Gpg::new();
@@ -596,7 +583,7 @@ fn unusable_key_policy_at_end_of_data() {
             client.send(b"Subject: key changes in flight\r\n");
             // The key turns unusable while the message is in flight; SIGHUP reloads.
             setup.plant(&later);
-            common::signal(i64::from(sealgate.child.id()), "HUP");
+            testkit::signal(i64::from(sealgate.child.id()), "HUP");
             sealgate.wait_for_log("key store reloaded (SIGHUP)", WAIT);
             client.send(b"\r\nsecret body\r\n.\r\n");
             let reply = client.reply();
@@ -624,7 +611,7 @@ fn unusable_key_policy_at_end_of_data() {
 /// The whole way: Postfix → sealgate → Dovecot, read back over IMAP, decrypted with gpg.
 #[test]
 fn postfix_to_dovecot_encrypted_and_decrypted_with_gpg() {
-    if !common::require_all(&["postfix", "dovecot", "swaks", "gpg"]) {
+    if !testkit::require_all(&["postfix", "dovecot", "swaks", "gpg"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -632,7 +619,7 @@ fn postfix_to_dovecot_encrypted_and_decrypted_with_gpg() {
     let keys = tempfile::tempdir().expect("tempdir");
     let setup = Setup {
         keys,
-        mail: tempfile::tempdir().expect("tempdir"),
+        mail: Maildir::new(),
     };
     setup.import_ok(&gpg.export("alice@example.org"));
     let dovecot = Dovecot::start();

@@ -2,12 +2,10 @@
 //! recipient, and 4xx for anything sealgate cannot finish (down, connection lost), so Postfix
 //! keeps the message and retries. The next hop is Postfix's smtp-sink with fault options.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::sealgate::Sealgate;
 
 const MESSAGE: &[u8] = b"Subject: next hop\r\n\r\nbody\r\n";
 
@@ -20,8 +18,8 @@ struct Sink {
 impl Sink {
     /// `smtp-sink [args] 127.0.0.1:PORT 10`, waited for until it accepts.
     fn start(args: &[&str]) -> Sink {
-        let port = common::free_port();
-        let child = Command::new(common::bin_path("smtp-sink"))
+        let port = testkit::free_port();
+        let child = Command::new(testkit::bin_path("smtp-sink"))
             .args(["-u", "postfix"])
             .args(args)
             .arg(format!("127.0.0.1:{port}"))
@@ -30,7 +28,7 @@ impl Sink {
             .stderr(Stdio::null())
             .spawn()
             .expect("start smtp-sink");
-        common::wait_for_port(port);
+        testkit::wait_for_port(port);
         Sink { child, port }
     }
 }
@@ -51,7 +49,7 @@ fn sealgate_to(next_hop: &str) -> Sealgate {
 
 #[test]
 fn next_hop_down_is_a_temporary_failure() {
-    let closed = common::free_port();
+    let closed = testkit::free_port();
     let sealgate = sealgate_to(&format!("lmtp:127.0.0.1:{closed}"));
     let mut client = Client::connect(sealgate.port());
     let replies = client.deliver(
@@ -68,7 +66,7 @@ fn next_hop_down_is_a_temporary_failure() {
 
 #[test]
 fn lmtp_permanent_failure_at_end_of_data_is_relayed() {
-    if !common::require("smtp-sink") {
+    if !testkit::require("smtp-sink") {
         return;
     }
     let sink = Sink::start(&["-L", "-f", "."]);
@@ -87,7 +85,7 @@ fn lmtp_permanent_failure_at_end_of_data_is_relayed() {
 
 #[test]
 fn lmtp_temporary_failure_at_rcpt_is_relayed() {
-    if !common::require("smtp-sink") {
+    if !testkit::require("smtp-sink") {
         return;
     }
     let sink = Sink::start(&["-L", "-r", "RCPT"]);
@@ -100,7 +98,7 @@ fn lmtp_temporary_failure_at_rcpt_is_relayed() {
 
 #[test]
 fn next_hop_closing_before_its_reply_is_a_temporary_failure() {
-    if !common::require("smtp-sink") {
+    if !testkit::require("smtp-sink") {
         return;
     }
     let sink = Sink::start(&["-L", "-q", "."]);
@@ -112,7 +110,7 @@ fn next_hop_closing_before_its_reply_is_a_temporary_failure() {
 
 #[test]
 fn lmtp_success_through_smtp_sink_with_pipelining() {
-    if !common::require("smtp-sink") {
+    if !testkit::require("smtp-sink") {
         return;
     }
     let sink = Sink::start(&["-L"]);
@@ -131,7 +129,7 @@ fn lmtp_success_through_smtp_sink_with_pipelining() {
 
 #[test]
 fn smtp_next_hop_gives_every_recipient_the_single_reply() {
-    if !common::require("smtp-sink") {
+    if !testkit::require("smtp-sink") {
         return;
     }
     let sink = Sink::start(&["-f", "."]);

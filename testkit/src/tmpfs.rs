@@ -1,17 +1,12 @@
 //! A small tmpfs for tests that need a file system that can fill up (`mount -t tmpfs`, so
 //! root only). Unmounted on drop, also while a failed test unwinds.
-//!
-//! Not declared in `common/mod.rs`: only `tests/faults.rs` uses it (`#[path]`).
-
-// A test-only module: `pub` is its natural API; faults.rs uses only part of it.
-#![allow(unreachable_pub, dead_code)]
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{run, temp_dir};
+use crate::{run, temp_dir};
 
 /// A mounted tmpfs of a fixed size.
 pub struct Tmpfs {

@@ -2,14 +2,12 @@
 //! went in, apart from the header lines the next hop adds at the top. Checked for both the
 //! embedded Maildir and a real Dovecot (read back over IMAP).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::Dovecot;
-use common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::peers::Dovecot;
+use testkit::{Maildir, Sealgate};
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/messages");
@@ -73,8 +71,8 @@ fn assert_passed_through(name: &str, stored: &[u8], expected: &[u8], added: &[&s
 
 #[test]
 fn corpus_passes_byte_exact_into_maildir() {
-    let mail = tempfile::tempdir().expect("tempdir");
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let mail = Maildir::new();
+    let next_hop = mail.next_hop();
     let sealgate = Sealgate::spawn(&[("SEALGATE_NEXT_HOP", &next_hop)]);
     let mut client = Client::connect(sealgate.port());
     for (name, message) in corpus() {
@@ -82,13 +80,9 @@ fn corpus_passes_byte_exact_into_maildir() {
         let replies = client.deliver("sender@example.net", &[&rcpt], &message);
         assert_codes(&replies[0], "250", &name);
         client.expect("RSET", "250");
-        let folder = mail.path().join(&rcpt).join("new");
-        let files: Vec<_> = std::fs::read_dir(&folder)
-            .expect("new/")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        assert_eq!(files.len(), 1, "{name}");
-        let stored = std::fs::read(&files[0]).expect("stored message");
+        let mut stored = mail.messages(&rcpt);
+        assert_eq!(stored.len(), 1, "{name}");
+        let stored = stored.remove(0);
         assert_passed_through(
             &name,
             &stored,
@@ -100,7 +94,7 @@ fn corpus_passes_byte_exact_into_maildir() {
 
 #[test]
 fn corpus_passes_byte_exact_into_dovecot() {
-    if !common::require("dovecot") {
+    if !testkit::require("dovecot") {
         return;
     }
     let dovecot = Dovecot::start();

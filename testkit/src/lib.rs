@@ -1,5 +1,15 @@
-//! Shared integration-test harness: private peer instances (Postfix, Dovecot), the real
-//! sealgate binary, and small polling helpers.
+//! The integration-test harness of sealgate, used by `tests/` and `benches/`: private peer
+//! instances (Postfix, Dovecot, GnuPG, sq, rnp), the real sealgate binary, an LMTP client that
+//! asserts on the wire, the Maildir next hop's folders, a fault-injecting proxy, a tmpfs that
+//! fills up, and small polling helpers.
+//!
+//! - [`sealgate`]: the sealgate process ([`Sealgate`]) and `sealgate keys import`.
+//! - [`lmtp`]: a raw LMTP client.
+//! - [`maildir`]: what the embedded Maildir next hop stored ([`Maildir`]).
+//! - [`peers`]: private Postfix and Dovecot instances, `swaks`.
+//! - [`pgp`]: GnuPG, sq and rnp in private homes; taking a PGP/MIME message apart.
+//! - [`fault_proxy`]: an LMTP/SMTP proxy that injects next-hop faults.
+//! - [`tmpfs`]: a small file system that can fill up (root only).
 //!
 //! Ground rules (see also `/work/shared/reference/postfix-lmtp-milter.md` §6.1 and §9):
 //! - Every peer is a private instance on 127.0.0.1 with its own temp dir and its own ports, so
@@ -10,15 +20,20 @@
 //! - A missing peer binary skips the test (note on stderr), or fails it when `CI=true`:
 //!   see [`require`].
 
-// Each test binary compiles this module but uses only part of it.
-#![allow(dead_code)]
-// The workspace warns on `unreachable_pub`; in a test-only module `pub` is the natural API.
-#![allow(unreachable_pub)]
+// `new()` here makes a private instance (a home directory, a temporary root), not a neutral
+// value, so `Default` would read wrong.
+#![allow(clippy::new_without_default)]
 
+pub mod fault_proxy;
 pub mod lmtp;
+pub mod maildir;
 pub mod peers;
 pub mod pgp;
 pub mod sealgate;
+pub mod tmpfs;
+
+pub use maildir::Maildir;
+pub use sealgate::Sealgate;
 
 use std::collections::HashSet;
 use std::fs;
@@ -68,7 +83,7 @@ pub fn find_bin(bin: &str) -> Option<PathBuf> {
 /// that forgot [`require`] still fails with a clear message.
 pub fn bin_path(bin: &str) -> PathBuf {
     find_bin(bin).unwrap_or_else(|| {
-        panic!("peer binary `{bin}` not found in $PATH or sbin dirs (call common::require first)")
+        panic!("peer binary `{bin}` not found in $PATH or sbin dirs (call testkit::require first)")
     })
 }
 
@@ -76,7 +91,7 @@ pub fn bin_path(bin: &str) -> PathBuf {
 /// with `CI=true` panics (CI must install every peer); otherwise prints a note to stderr and
 /// returns `false` so the test can `return` early:
 /// ```ignore
-/// if !common::require("dovecot") { return; }
+/// if !testkit::require("dovecot") { return; }
 /// ```
 pub fn require(bin: &str) -> bool {
     require_all(&[bin])
@@ -253,7 +268,7 @@ pub fn read_lossy(path: &Path) -> String {
 
 /// True when `TEST_FULL_LOAD=1` asks the load and abuse tests for their full-size versions
 /// (1,000 connections, a 2 GiB message, minutes of slow drip); otherwise they run reduced
-/// versions that fit in a CI run. [`sealgate::Sealgate::spawn`] strips every `SEALGATE_*`
+/// versions that fit in a CI run. [`Sealgate::spawn`] strips every `SEALGATE_*`
 /// variable from the child's environment, so sealgate never sees this one.
 pub fn full_load() -> bool {
     std::env::var("TEST_FULL_LOAD").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))

@@ -4,8 +4,6 @@
 //! Each test has its own key store (`SEALGATE_KEYSTORE`) and its own `GNUPGHOME`, so they
 //! run in parallel.
 
-mod common;
-
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -133,7 +131,7 @@ struct Gpg {
 impl Gpg {
     fn new() -> Gpg {
         // Short path under /tmp: gpg-agent's socket path is limited to 107 bytes.
-        let home = common::temp_dir("sg-gpg-");
+        let home = testkit::temp_dir("sg-gpg-");
         fs::set_permissions(home.path(), fs::Permissions::from_mode(0o700)).expect("chmod 700");
         Gpg { home }
     }
@@ -231,7 +229,7 @@ fn assert_one_line(stderr: &str) {
 
 #[test]
 fn gnupg_keys_import_list_show_remove() {
-    if !common::require_all(&["gpg", "gpgconf"]) {
+    if !testkit::require_all(&["gpg", "gpgconf"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -327,7 +325,7 @@ fn gnupg_keys_import_list_show_remove() {
 
 #[test]
 fn gnupg_secret_keys_are_refused() {
-    if !common::require_all(&["gpg", "gpgconf"]) {
+    if !testkit::require_all(&["gpg", "gpgconf"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -349,7 +347,7 @@ fn gnupg_secret_keys_are_refused() {
 
 #[test]
 fn gnupg_primary_only_key_is_refused() {
-    if !common::require_all(&["gpg", "gpgconf"]) {
+    if !testkit::require_all(&["gpg", "gpgconf"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -378,7 +376,7 @@ fn gnupg_primary_only_key_is_refused() {
 
 #[test]
 fn gnupg_sha1_bound_key_is_refused_until_re_signed() {
-    if !common::require_all(&["gpg", "gpgconf"]) {
+    if !testkit::require_all(&["gpg", "gpgconf"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -422,7 +420,7 @@ fn gnupg_sha1_bound_key_is_refused_until_re_signed() {
 
 #[test]
 fn gnupg_elgamal_key_is_refused() {
-    if !common::require_all(&["gpg", "gpgconf"]) {
+    if !testkit::require_all(&["gpg", "gpgconf"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -443,7 +441,7 @@ fn gnupg_elgamal_key_is_refused() {
 
 #[test]
 fn sq_generated_cert_is_accepted() {
-    if !common::require("sq") {
+    if !testkit::require("sq") {
         return;
     }
     let work = tempfile::tempdir().expect("tempdir");

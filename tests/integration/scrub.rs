@@ -8,14 +8,12 @@
 //! stored copy back over IMAP, and compares: everything below Postfix's own Received field
 //! must be the sent message minus exactly the scrubbed fields.
 
-mod common;
-
 use std::fs;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
-use common::sealgate::Sealgate;
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
+use testkit::sealgate::Sealgate;
 
 /// Deadline for a delivery to show up in Postfix's log (it takes well under a second).
 const WAIT: Duration = Duration::from_secs(60);
@@ -26,7 +24,7 @@ const HELO: &str = "myclient.example.net";
 /// Postfix's `myhostname` in the harness: the only host whose Received header counts.
 const TRUSTED_MTA: &str = "mx.example.org";
 
-/// The SASL user (Dovecot's static passdb accepts any user with [`common::peers::DOVECOT_PASSWORD`]).
+/// The SASL user (Dovecot's static passdb accepts any user with [`testkit::peers::DOVECOT_PASSWORD`]).
 const USER: &str = "alice@example.org";
 
 /// The recipient.
@@ -95,7 +93,7 @@ impl Stack {
     /// Starts the peers; `env` is added to sealgate's environment. `None` when a peer binary
     /// is missing (the test then returns; `CI=true` panics instead).
     fn start(env: &[(&str, &str)]) -> Option<Stack> {
-        if !common::require_all(&["postfix", "dovecot", "swaks", "python3", "openssl"]) {
+        if !testkit::require_all(&["postfix", "dovecot", "swaks", "python3", "openssl"]) {
             return None;
         }
         let cert = TestCert::generate(TRUSTED_MTA);
@@ -108,21 +106,21 @@ impl Stack {
         ];
         full_env.extend_from_slice(env);
         let sealgate = Sealgate::spawn(&full_env);
-        let submission_port = common::free_port();
+        let submission_port = testkit::free_port();
         let postfix = Postfix::start(
             PostfixConfig::default()
                 .with_lmtp_transport(sealgate.port())
                 .with_starttls(&cert)
                 .with_submission(submission_port, auth_port),
         );
-        common::wait_for_port(submission_port);
+        testkit::wait_for_port(submission_port);
         Some(Stack {
             postfix,
             submission_port,
             sealgate,
             dovecot,
             _cert: cert,
-            files: common::temp_dir("sealgate-scrub-msg-"),
+            files: testkit::temp_dir("sealgate-scrub-msg-"),
         })
     }
 
@@ -170,7 +168,7 @@ impl Stack {
                 "--auth-user",
                 USER,
                 "--auth-password",
-                common::peers::DOVECOT_PASSWORD,
+                testkit::peers::DOVECOT_PASSWORD,
             ],
         );
         assert!(out.contains("TLS started"), "{out}");
@@ -192,7 +190,7 @@ impl Stack {
             status_of(line),
             Some("sent"),
             "{line}\nsealgate log tail:\n{}",
-            common::tail(&self.sealgate.log(), 20)
+            testkit::tail(&self.sealgate.log(), 20)
         );
         let relay = format!("relay=127.0.0.1[127.0.0.1]:{}", self.sealgate.port());
         assert!(line.contains(&relay), "not via sealgate: {line}");

@@ -5,18 +5,14 @@
 //! than NAME_MAX is a permanent 550; a sender's `X-Sealgate-Encrypted` field survives on no
 //! copy.
 
-mod common;
-
-use std::path::{Path, PathBuf};
-
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{Gpg, armored_part, expected_inner};
-use common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::pgp::{Gpg, armored_part, expected_inner};
+use testkit::{Maildir, Sealgate};
 
 /// A sealgate with a key store, a Maildir and a secure mailbox file in temporary directories.
 struct Setup {
     keys: tempfile::TempDir,
-    mail: tempfile::TempDir,
+    mail: Maildir,
     secure: tempfile::TempDir,
 }
 
@@ -26,13 +22,13 @@ impl Setup {
         std::fs::write(secure.path().join("mailboxes"), "boss@example.org\n").expect("write");
         Setup {
             keys: tempfile::tempdir().expect("tempdir"),
-            mail: tempfile::tempdir().expect("tempdir"),
+            mail: Maildir::new(),
             secure,
         }
     }
 
     fn spawn(&self) -> Sealgate {
-        let next_hop = format!("maildir:{}", self.mail.path().display());
+        let next_hop = self.mail.next_hop();
         let keystore = self.keys.path().display().to_string();
         let mailboxes = self.secure.path().join("mailboxes").display().to_string();
         Sealgate::spawn(&[
@@ -45,29 +41,12 @@ impl Setup {
 
     /// The Maildir folders that exist, by name.
     fn folders(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.mail.path())
-            .expect("read Maildir root")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        self.mail.folders()
     }
 
     fn stored(&self, folder: &str) -> Vec<Vec<u8>> {
-        messages(&self.mail.path().join(folder))
+        self.mail.messages(folder)
     }
-}
-
-fn messages(folder: &Path) -> Vec<Vec<u8>> {
-    let Ok(entries) = std::fs::read_dir(folder.join("new")) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("entry").path()).collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| std::fs::read(p).expect("read"))
-        .collect()
 }
 
 /// One transaction, one recipient: the final reply.
@@ -94,8 +73,8 @@ fn message(token: &str) -> Vec<u8> {
 
 /// The `X-Sealgate-Encrypted` fields of a stored copy's header block (any case).
 fn markers(stored: &[u8]) -> Vec<String> {
-    let (block, _) = common::pgp::split_message(stored);
-    common::pgp::header_fields(block)
+    let (block, _) = testkit::pgp::split_message(stored);
+    testkit::pgp::header_fields(block)
         .into_iter()
         .map(|f| String::from_utf8_lossy(&f).into_owned())
         .filter(|f| f.to_ascii_lowercase().starts_with("x-sealgate-encrypted"))
@@ -104,15 +83,15 @@ fn markers(stored: &[u8]) -> Vec<String> {
 
 #[test]
 fn every_spelling_of_a_key_holder_gets_her_key_and_her_folder() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let gpg = Gpg::new();
     gpg.generate("Alice <alice@example.org>", "future-default", "default");
     gpg.generate("Bea <bea@bücher.example>", "future-default", "default");
     let setup = Setup::new();
-    common::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("alice@example.org"));
-    common::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("bea@bücher.example"));
+    testkit::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("alice@example.org"));
+    testkit::sealgate::keys_import_ok(setup.keys.path(), &gpg.export("bea@bücher.example"));
     let sealgate = setup.spawn();
     let alice = gpg.fingerprint("alice@example.org");
     let bea = gpg.fingerprint("bea@bücher.example");

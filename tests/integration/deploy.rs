@@ -6,17 +6,15 @@
 //! `sealgate-milter.socket`), imports keys the way README tells an operator, and checks what
 //! Postfix's log and Dovecot's mailboxes say.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, status_of, swaks};
-use common::pgp::{Gpg, armored_part};
 use sealgate::config::env_file;
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, status_of, swaks};
+use testkit::pgp::{Gpg, armored_part};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -179,7 +177,7 @@ fn environment(places: &Places, extra: &[(String, String)]) -> Vec<(String, Stri
     }
     env.push((
         "SEALGATE_METRICS_LISTEN".into(),
-        format!("127.0.0.1:{}", common::free_port()),
+        format!("127.0.0.1:{}", testkit::free_port()),
     ));
     env.push(("NO_COLOR".into(), "1".into()));
     env
@@ -245,7 +243,7 @@ impl Service {
     fn start(places: &Places, env: &[(String, String)], units: &[SocketUnit]) -> Service {
         // The package's postinst creates the store with its manifest (`sealgate keys init`);
         // without it the service's check-config refuses the store as unknown.
-        let (ok, out) = common::run(
+        let (ok, out) = testkit::run(
             Command::new(env!("CARGO_BIN_EXE_sealgate"))
                 .args(["keys", "init"])
                 .env_clear()
@@ -254,7 +252,7 @@ impl Service {
         );
         assert!(ok, "keys init (as postinst): {out}");
         let pre = unit_command("ExecStartPre", places);
-        let (ok, out) = common::run(
+        let (ok, out) = testkit::run(
             Command::new(&pre[0])
                 .args(&pre[1..])
                 .env_clear()
@@ -269,7 +267,7 @@ impl Service {
         let start = unit_command("ExecStart", places);
         let log = places
             .keys
-            .with_file_name(format!("sealgate-{}.log", common::free_port()));
+            .with_file_name(format!("sealgate-{}.log", testkit::free_port()));
         let file = fs::File::create(&log).expect("create the sealgate log");
         if units.is_empty() {
             // No socket unit: sealgate binds its listeners itself.
@@ -287,13 +285,13 @@ impl Service {
                 log,
                 sockets: Vec::new(),
             };
-            let ready = common::poll_until(common::STARTUP_TIMEOUT, || {
+            let ready = testkit::poll_until(testkit::STARTUP_TIMEOUT, || {
                 service.log().contains("listening protocol=lmtp")
             });
             assert!(ready, "sealgate did not start:\n{}", service.log());
             return service;
         }
-        let mut cmd = Command::new(common::bin_path("systemd-socket-activate"));
+        let mut cmd = Command::new(testkit::bin_path("systemd-socket-activate"));
         for unit in units {
             // systemd unlinks a stale socket file before it binds; so does this.
             let _ = fs::remove_file(&unit.listen);
@@ -319,7 +317,7 @@ impl Service {
         for unit in units {
             let path = Path::new(&unit.listen);
             assert!(
-                common::poll_until(common::STARTUP_TIMEOUT, || fs::symlink_metadata(path)
+                testkit::poll_until(testkit::STARTUP_TIMEOUT, || fs::symlink_metadata(path)
                     .is_ok_and(|m| m.file_type().is_socket())),
                 "systemd-socket-activate did not create {}",
                 unit.listen
@@ -335,12 +333,12 @@ impl Service {
         // The first connection starts sealgate (it binds before it listens: retry a refusal).
         let first = &units[0].listen;
         assert!(
-            common::poll_until(common::STARTUP_TIMEOUT, || {
+            testkit::poll_until(testkit::STARTUP_TIMEOUT, || {
                 std::os::unix::net::UnixStream::connect(first).is_ok()
             }),
             "{first} never accepted a connection"
         );
-        let ready = common::poll_until(common::STARTUP_TIMEOUT, || {
+        let ready = testkit::poll_until(testkit::STARTUP_TIMEOUT, || {
             service.log().contains("sealgate ") && service.log().contains("starting")
         });
         assert!(ready, "sealgate did not start:\n{}", service.log());
@@ -348,7 +346,7 @@ impl Service {
     }
 
     fn log(&self) -> String {
-        common::read_lossy(&self.log)
+        testkit::read_lossy(&self.log)
     }
 
     /// Stops sealgate (SIGKILL: the worst case); the socket files stay, nobody listens.
@@ -357,7 +355,7 @@ impl Service {
         let _ = self.child.wait();
         for socket in &self.sockets {
             assert!(
-                common::poll_until(common::STARTUP_TIMEOUT, || {
+                testkit::poll_until(testkit::STARTUP_TIMEOUT, || {
                     std::os::unix::net::UnixStream::connect(socket).is_err()
                 }),
                 "{} still accepts after sealgate was killed",
@@ -433,7 +431,7 @@ fn send(port: u16, to: &str, extra: &[&str]) -> (bool, String) {
 fn wait_for_count(postfix: &Postfix, rcpt: &str, status: &str, n: usize) -> Vec<String> {
     let to = format!("to=<{rcpt}>");
     let mut found = Vec::new();
-    let done = common::poll_until(WAIT, || {
+    let done = testkit::poll_until(WAIT, || {
         found = postfix
             .log()
             .lines()
@@ -445,7 +443,7 @@ fn wait_for_count(postfix: &Postfix, rcpt: &str, status: &str, n: usize) -> Vec<
     assert!(
         done,
         "waited for {n} status={status} lines for {rcpt}:\n{}",
-        common::tail(&postfix.log(), common::LOG_TAIL_LINES)
+        testkit::tail(&postfix.log(), testkit::LOG_TAIL_LINES)
     );
     found
 }
@@ -487,7 +485,7 @@ fn assert_encrypted_for(gpg: &Gpg, stored: &[u8], token: &str) {
 }
 
 fn peers_present() -> bool {
-    common::require_all(&[
+    testkit::require_all(&[
         "postfix",
         "dovecot",
         "swaks",
@@ -503,7 +501,7 @@ fn lmtp_transport_as_shipped() {
     if !peers_present() {
         return;
     }
-    let dir = common::temp_dir("sealgate-deploy-");
+    let dir = testkit::temp_dir("sealgate-deploy-");
     let gpg = Gpg::new();
     gpg.generate("bob@example.org", "rsa2048", "encrypt");
     let dovecot = Dovecot::start_with_users(&["alice@example.org", "bob@example.org"]);
@@ -551,7 +549,7 @@ fn lmtp_transport_as_shipped() {
             .any(|m| String::from_utf8_lossy(m).contains("token-deploy-lmtp-2"))
     );
     assert!(
-        common::poll_until(WAIT, || postfix.queue_is_empty()),
+        testkit::poll_until(WAIT, || postfix.queue_is_empty()),
         "queue not empty"
     );
     assert_clean_maillog(&postfix);
@@ -567,10 +565,10 @@ fn lmtp_transport_bound_by_sealgate_as_root() {
         return;
     }
     if !is_root() {
-        common::peer_missing("root (Postfix and the socket owner check need it)");
+        testkit::peer_missing("root (Postfix and the socket owner check need it)");
         return;
     }
-    let dir = common::temp_dir("sealgate-deploy-");
+    let dir = testkit::temp_dir("sealgate-deploy-");
     let dovecot = Dovecot::start_with_users(&["alice@example.org"]);
     let postfix = Postfix::start(PostfixConfig {
         main_cf: postfix_lines(&shipped("packaging/postfix/lmtp-transport.main.cf")),
@@ -594,9 +592,9 @@ fn lmtp_transport_bound_by_sealgate_as_root() {
     assert!(ok, "swaks: {out}");
     postfix.wait_for_status("alice@example.org", "sent", WAIT);
     dovecot.wait_for_inbox("alice@example.org", 1, WAIT);
-    common::signal(i64::from(service.child.id()), "TERM");
+    testkit::signal(i64::from(service.child.id()), "TERM");
     assert!(
-        common::poll_until(WAIT, || !socket.exists()),
+        testkit::poll_until(WAIT, || !socket.exists()),
         "sealgate left its socket:\n{}",
         service.log()
     );
@@ -630,11 +628,11 @@ fn content_filter_as_shipped() {
     if !peers_present() {
         return;
     }
-    let dir = common::temp_dir("sealgate-deploy-");
+    let dir = testkit::temp_dir("sealgate-deploy-");
     let gpg = Gpg::new();
     gpg.generate("carol@example.org", "rsa2048", "encrypt");
     let dovecot = Dovecot::start();
-    let reinject_port = common::free_port();
+    let reinject_port = testkit::free_port();
     let filter_main = shipped("packaging/postfix/content-filter.main.cf");
     let mut main_cf = postfix_lines(&filter_main);
     // The site's existing delivery to Dovecot, which the content_filter sits before.
@@ -671,7 +669,7 @@ fn content_filter_as_shipped() {
         "carol@example.org",
         &["--body", &body_arg],
     );
-    assert!(ok, "swaks: {}", common::tail(&out, 10));
+    assert!(ok, "swaks: {}", testkit::tail(&out, 10));
     // Once into sealgate, once (reinjected) into Dovecot; never bounced.
     wait_for_count(&postfix, "carol@example.org", "sent", 2);
     let carol = dovecot.wait_for_inbox("carol@example.org", 1, WAIT);
@@ -702,9 +700,9 @@ fn milter_as_shipped_port_25_only() {
     if !peers_present() {
         return;
     }
-    let dir = common::temp_dir("sealgate-deploy-");
+    let dir = testkit::temp_dir("sealgate-deploy-");
     let dovecot = Dovecot::start_with_sasl();
-    let submission = common::free_port();
+    let submission = testkit::free_port();
     let milter_main = shipped("packaging/postfix/milter.main.cf");
     let mut main_cf = postfix_lines(&milter_main);
     main_cf.extend(postfix_lines(&shipped(
@@ -722,7 +720,7 @@ fn milter_as_shipped_port_25_only() {
     // listens yet) end before systemd-socket-activate creates the socket, whose owner and mode
     // are set a moment after its creation (see REWRITES).
     assert!(
-        common::poll_until(WAIT, || postfix.log().contains("disconnect from")),
+        testkit::poll_until(WAIT, || postfix.log().contains("disconnect from")),
         "{}",
         postfix.log()
     );
@@ -761,7 +759,7 @@ fn milter_as_shipped_port_25_only() {
             "--auth-user",
             "alice@example.org",
             "--auth-password",
-            common::peers::DOVECOT_PASSWORD,
+            testkit::peers::DOVECOT_PASSWORD,
             "--body",
             "token-m-3",
         ],
@@ -785,13 +783,13 @@ fn milter_as_shipped_port_25_only() {
 /// authenticated submission stored scrubbed (no HELO, client address or User-Agent).
 #[test]
 fn secure_domains_and_submission_as_shipped() {
-    if !peers_present() || !common::require("openssl") {
+    if !peers_present() || !testkit::require("openssl") {
         return;
     }
-    let dir = common::temp_dir("sealgate-deploy-");
-    let cert = common::peers::TestCert::generate("mx.example.org");
+    let dir = testkit::temp_dir("sealgate-deploy-");
+    let cert = testkit::peers::TestCert::generate("mx.example.org");
     let dovecot = Dovecot::start_with_sasl();
-    let submission = common::free_port();
+    let submission = testkit::free_port();
     let secure_main = shipped("packaging/postfix/secure-domains.main.cf");
     let mut main_cf = postfix_lines(&shipped("packaging/postfix/lmtp-transport.main.cf"));
     main_cf.extend(postfix_lines(&secure_main));
@@ -847,7 +845,7 @@ fn secure_domains_and_submission_as_shipped() {
             "--auth-user",
             "alice@example.org",
             "--auth-password",
-            common::peers::DOVECOT_PASSWORD,
+            testkit::peers::DOVECOT_PASSWORD,
             "--header",
             "User-Agent: marker-agent/1.0",
             "--body",
@@ -1036,13 +1034,13 @@ fn readme_snippets_are_the_shipped_files() {
 /// `scripts/run` starts it (no arguments, defaults), and the second block on its port.
 #[test]
 fn readme_try_it_by_hand_runs_as_written() {
-    if !common::require_all(&["gpg", "swaks", "bash"]) {
+    if !testkit::require_all(&["gpg", "swaks", "bash"]) {
         return;
     }
-    let dir = common::temp_dir("sealgate-try-");
+    let dir = testkit::temp_dir("sealgate-try-");
     let gpg = Gpg::new();
     gpg.generate("you@example.org", "rsa2048", "encrypt");
-    let port = common::free_port();
+    let port = testkit::free_port();
     let bin = env!("CARGO_BIN_EXE_sealgate");
     let rewrite = |block: String| {
         block
@@ -1051,7 +1049,7 @@ fn readme_try_it_by_hand_runs_as_written() {
     };
     let gnupg_home = gpg.home().display().to_string();
     let shell = |script: &str| {
-        common::run(
+        testkit::run(
             Command::new("bash")
                 .args(["-e", "-c", script])
                 .current_dir(dir.path())
@@ -1074,12 +1072,12 @@ fn readme_try_it_by_hand_runs_as_written() {
         .stderr(file)
         .spawn()
         .expect("start sealgate");
-    let up = common::poll_until(common::STARTUP_TIMEOUT, || common::port_accepts(port));
+    let up = testkit::poll_until(testkit::STARTUP_TIMEOUT, || testkit::port_accepts(port));
     let (ok, out) = shell(&rewrite(readme_block("<!-- try-by-hand: send -->")));
     let _ = sealgate.kill();
     let _ = sealgate.wait();
-    assert!(up, "sealgate did not start: {}", common::read_lossy(&log));
-    assert!(ok, "the send block: {out}\n{}", common::read_lossy(&log));
+    assert!(up, "sealgate did not start: {}", testkit::read_lossy(&log));
+    assert!(ok, "the send block: {out}\n{}", testkit::read_lossy(&log));
     let new = dir.path().join("mail/you@example.org/new");
     let stored: Vec<PathBuf> = fs::read_dir(&new)
         .expect("mail/you@example.org/new")
@@ -1105,12 +1103,12 @@ fn readme_try_it_by_hand_runs_as_written() {
 /// first (one validation path); the file stays.
 #[test]
 fn a_file_at_the_listen_path_stops_check_config_and_start() {
-    let dir = common::temp_dir("sealgate-deploy-");
+    let dir = testkit::temp_dir("sealgate-deploy-");
     let path = dir.path().join("lmtp");
     fs::write(&path, "precious").expect("write");
     let listen = format!("unix:{}", path.display());
     for verb in ["check-config", "run"] {
-        let (ok, out) = common::run(
+        let (ok, out) = testkit::run(
             Command::new(env!("CARGO_BIN_EXE_sealgate"))
                 .arg(verb)
                 .current_dir(dir.path())
@@ -1131,7 +1129,7 @@ fn a_file_at_the_listen_path_stops_check_config_and_start() {
 /// mailbox file, a key store that cannot be created, a secure domain without a trusted MTA.
 #[test]
 fn check_config_refuses_what_the_service_refuses() {
-    let dir = common::temp_dir("sealgate-deploy-");
+    let dir = testkit::temp_dir("sealgate-deploy-");
     let file = dir.path().join("file");
     fs::write(&file, "x").expect("write");
     let keystore_under_file = file.join("keys").display().to_string();
@@ -1195,9 +1193,9 @@ fn usage_error_is_short_and_help_lists_keys() {
 /// a wrong setting) is counted per message and logged once per host.
 #[test]
 fn untrusted_first_received_is_counted_and_logged_once_per_host() {
-    let mail = common::temp_dir("sealgate-deploy-");
+    let mail = testkit::temp_dir("sealgate-deploy-");
     let next_hop = format!("maildir:{}", mail.path().display());
-    let sealgate = common::sealgate::Sealgate::spawn(&[
+    let sealgate = testkit::sealgate::Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),
         ("SEALGATE_TRUSTED_MTA", "mx.example.org"),
     ]);
@@ -1214,7 +1212,7 @@ fn untrusted_first_received_is_counted_and_logged_once_per_host() {
         "third.example.org",
         "mx.example.org",
     ] {
-        let mut client = common::lmtp::Client::connect(sealgate.port());
+        let mut client = testkit::lmtp::Client::connect(sealgate.port());
         let replies = client.deliver("a@example.net", &["u@example.org"], message(by).as_bytes());
         assert!(replies.iter().all(|r| r.code == 250), "{replies:?}");
     }
@@ -1237,14 +1235,14 @@ fn untrusted_first_received_is_counted_and_logged_once_per_host() {
 /// a SIGPIPE death), not with a panic.
 #[test]
 fn keys_list_into_a_closed_pipe_exits_quietly() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
-    let dir = common::temp_dir("sealgate-deploy-");
+    let dir = testkit::temp_dir("sealgate-deploy-");
     let keys = dir.path().join("keys");
     let gpg = Gpg::new();
     gpg.generate("pipe@example.org", "rsa2048", "encrypt");
-    common::sealgate::keys_import_ok(&keys, &gpg.export("pipe@example.org"));
+    testkit::sealgate::keys_import_ok(&keys, &gpg.export("pipe@example.org"));
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
     let output = Command::new(env!("CARGO_BIN_EXE_sealgate"))

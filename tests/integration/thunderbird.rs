@@ -11,16 +11,15 @@
 //! thunderbird/librnp.so`, then an installed Thunderbird's `/usr/lib/thunderbird/librnp.so`.
 //! Missing, it skips the test, or fails it with `CI=true`.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{armored_part, expected_inner, header_fields, is_content_field, split_message};
-use common::sealgate::{Sealgate, keys_import_ok};
 use serde_json::Value;
+use testkit::Maildir;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::pgp::{armored_part, expected_inner, header_fields, is_content_field, split_message};
+use testkit::sealgate::{Sealgate, keys_import_ok};
 
 /// The ctypes driver of librnp.
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/thunderbird/librnp.py");
@@ -42,9 +41,9 @@ fn librnp_candidates() -> Vec<PathBuf> {
 }
 
 /// Thunderbird's librnp.so, or `None` (after a note on stderr) when it is missing; with
-/// `CI=true` a missing library panics, like a missing peer binary in [`common::require`].
+/// `CI=true` a missing library panics, like a missing peer binary in [`testkit::require`].
 fn require_librnp() -> Option<PathBuf> {
-    if !common::require("python3") {
+    if !testkit::require("python3") {
         return None;
     }
     let candidates = librnp_candidates();
@@ -52,7 +51,7 @@ fn require_librnp() -> Option<PathBuf> {
         return Some(found.clone());
     }
     let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-    common::peer_missing(&format!(
+    testkit::peer_missing(&format!(
         "Thunderbird's librnp.so not found (looked at {}); `scripts/thunderbird-librnp` \
          fetches it, `scripts/test` runs that",
         looked.join(", ")
@@ -91,7 +90,7 @@ impl Thunderbird {
     fn new(librnp: PathBuf) -> Thunderbird {
         Thunderbird {
             librnp,
-            profiles: common::temp_dir("sealgate-thunderbird-"),
+            profiles: testkit::temp_dir("sealgate-thunderbird-"),
         }
     }
 
@@ -103,8 +102,8 @@ impl Thunderbird {
 
     /// Runs the driver with `args` after the library path; its stdout as JSON.
     fn driver(&self, args: &[&OsStr]) -> Value {
-        let (ok, out) = common::run(
-            Command::new(common::bin_path("python3"))
+        let (ok, out) = testkit::run(
+            Command::new(testkit::bin_path("python3"))
                 .arg(DRIVER)
                 .arg(&self.librnp)
                 .args(args),
@@ -188,17 +187,6 @@ fn corpus(name: &str) -> Vec<u8> {
     .expect("corpus message")
 }
 
-/// The one message stored in `mail`'s Maildir for `rcpt`.
-fn only_stored(mail: &Path, rcpt: &str) -> Vec<u8> {
-    let new = mail.join(rcpt).join("new");
-    let paths: Vec<PathBuf> = std::fs::read_dir(&new)
-        .unwrap_or_else(|e| panic!("{}: {e}", new.display()))
-        .map(|e| e.expect("entry").path())
-        .collect();
-    assert_eq!(paths.len(), 1, "messages stored for {rcpt}");
-    std::fs::read(&paths[0]).expect("read the stored message")
-}
-
 #[test]
 fn thunderbird_librnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
     let Some(librnp) = require_librnp() else {
@@ -226,10 +214,10 @@ fn thunderbird_librnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
     }
 
     let keys = tempfile::tempdir().expect("tempdir");
-    let mail = tempfile::tempdir().expect("tempdir");
+    let mail = Maildir::new();
     keys_import_ok(keys.path(), &tess.certificate);
     keys_import_ok(keys.path(), &rob.certificate);
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let next_hop = mail.next_hop();
     let keystore = keys.path().display().to_string();
     let sealgate = Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),
@@ -269,7 +257,7 @@ fn thunderbird_librnp_decrypts_its_own_cv25519_and_rsa3072_keys() {
 
         for (user, rcpt, key) in users {
             let context = format!("{name} for {rcpt}");
-            let stored = only_stored(mail.path(), rcpt);
+            let stored = mail.only_message(rcpt);
             let outer: Vec<String> = header_fields(split_message(&stored).0)
                 .iter()
                 .filter(|f| is_content_field(f))

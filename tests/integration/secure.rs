@@ -6,13 +6,11 @@
 //! Postfix's log shows as `status=bounced`: the log is the oracle for per-recipient outcomes,
 //! IMAP the oracle for what was stored.
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
-use common::sealgate::Sealgate;
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
+use testkit::sealgate::Sealgate;
 
 /// Deadline for a delivery or a bounce to show up (they take well under a second).
 const WAIT: Duration = Duration::from_secs(60);
@@ -45,7 +43,7 @@ impl Stack {
         env: &[(&str, &str)],
         postfix: impl FnOnce(PostfixConfig) -> PostfixConfig,
     ) -> Option<Stack> {
-        if !common::require_all(&["postfix", "dovecot", "swaks", "python3", "openssl"]) {
+        if !testkit::require_all(&["postfix", "dovecot", "swaks", "python3", "openssl"]) {
             return None;
         }
         let cert = TestCert::generate(TRUSTED_MTA);
@@ -112,7 +110,7 @@ impl Stack {
             Some(status),
             "outcome #{n} for {rcpt}: expected status={status}, got:\n{line}\nsealgate log \
              tail:\n{}",
-            common::tail(&self.sealgate.log(), 20)
+            testkit::tail(&self.sealgate.log(), 20)
         );
         let relay = format!("relay=127.0.0.1[127.0.0.1]:{}", self.sealgate.port());
         assert!(line.contains(&relay), "not via sealgate: {line}");
@@ -143,7 +141,7 @@ impl Stack {
             inbox.len(),
             n,
             "{user}'s INBOX; Dovecot log tail:\n{}",
-            common::tail(&self.dovecot.log(), 20)
+            testkit::tail(&self.dovecot.log(), 20)
         );
         inbox
     }
@@ -300,7 +298,7 @@ fn secure_address_over_tls_1_1_is_bounced() {
             std::io::stderr(),
             "note: this OpenSSL cannot negotiate TLS 1.1 even at security level 0; TLS 1.1 \
              not tested (see tls_1_2_is_refused_when_the_minimum_is_tls_1_3). swaks:\n{}",
-            common::tail(&out, 10)
+            testkit::tail(&out, 10)
         );
         return;
     }
@@ -313,7 +311,7 @@ fn secure_address_over_tls_1_1_is_bounced() {
         log.lines()
             .any(|l| l.contains("TLS connection established") && l.contains("TLSv1.1")),
         "{}",
-        common::tail(&log, 20)
+        testkit::tail(&log, 20)
     );
     assert_eq!(stack.stored("user@example.org"), 0);
 }
@@ -363,7 +361,7 @@ fn forged_tls_received_header_below_the_real_one_is_ignored() {
     ) else {
         return;
     };
-    let dir = common::temp_dir("sealgate-secure-msg-");
+    let dir = testkit::temp_dir("sealgate-secure-msg-");
     let message = dir.path().join("forged.eml");
     fs::write(
         &message,
@@ -465,7 +463,7 @@ fn mixed_recipients_without_tls_only_the_normal_one_is_delivered() {
     assert!(
         !log.contains("status=deferred"),
         "{}",
-        common::tail(&log, 20)
+        testkit::tail(&log, 20)
     );
 }
 
@@ -481,7 +479,7 @@ const WATCHER_RELOADED: &str = "secure mailbox list reloaded";
 /// SIGHUP (and logged the reload), plaintext is delivered.
 #[test]
 fn secure_mailbox_file_is_reloaded_on_sighup() {
-    let lists = common::temp_dir("sealgate-lists-");
+    let lists = testkit::temp_dir("sealgate-lists-");
     let file = lists.path().join("tls-only");
     fs::write(&file, "# TLS-only mailboxes\nvip@example.org\n").expect("write mailbox file");
     let file_env = file.display().to_string();
@@ -508,14 +506,14 @@ fn secure_mailbox_file_is_reloaded_on_sighup() {
     let before = count_lines(&stack.sealgate, SIGHUP_RELOADED);
     fs::write(&file, "# TLS-only mailboxes\nsomebody-else@example.org\n")
         .expect("rewrite mailbox file");
-    common::signal(i64::from(stack.sealgate.child.id()), "HUP");
-    let reloaded = common::poll_until(WAIT, || {
+    testkit::signal(i64::from(stack.sealgate.child.id()), "HUP");
+    let reloaded = testkit::poll_until(WAIT, || {
         count_lines(&stack.sealgate, SIGHUP_RELOADED) > before
     });
     assert!(
         reloaded,
         "no {SIGHUP_RELOADED:?} log line within {WAIT:?} after SIGHUP; log tail:\n{}",
-        common::tail(&stack.sealgate.log(), 30)
+        testkit::tail(&stack.sealgate.log(), 30)
     );
 
     stack.send("vip@example.org", &["--body", "token-vip-3"]);
@@ -529,7 +527,7 @@ fn secure_mailbox_file_is_reloaded_on_sighup() {
 /// interval, `SEALGATE_KEYSTORE_RELOAD`, 10 s by default).
 #[test]
 fn secure_mailbox_file_change_is_picked_up_without_sighup() {
-    let lists = common::temp_dir("sealgate-lists-");
+    let lists = testkit::temp_dir("sealgate-lists-");
     let file = lists.path().join("tls-only");
     fs::write(&file, "somebody-else@example.org\n").expect("write mailbox file");
     let file_env = file.display().to_string();
@@ -546,14 +544,14 @@ fn secure_mailbox_file_change_is_picked_up_without_sighup() {
         "somebody-else@example.org\nvip@example.org  # now TLS-only\n",
     )
     .expect("rewrite mailbox file");
-    let reloaded = common::poll_until(WAIT, || {
+    let reloaded = testkit::poll_until(WAIT, || {
         count_lines(&stack.sealgate, WATCHER_RELOADED) > before
     });
     assert!(
         reloaded,
         "no {WATCHER_RELOADED:?} log line within {WAIT:?} after the file changed; log \
          tail:\n{}",
-        common::tail(&stack.sealgate.log(), 30)
+        testkit::tail(&stack.sealgate.log(), 30)
     );
 
     stack.send("vip@example.org", &["--body", "token-watch-2"]);

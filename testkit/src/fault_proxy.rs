@@ -1,13 +1,9 @@
-//! A fault-injecting LMTP/SMTP proxy for `tests/faults.rs`: it sits between sealgate and its
-//! next hop (Dovecot's LMTP or Postfix's reinjection smtpd), relays the conversation command
-//! by command, and on request breaks one transaction in a chosen way. It also records what it
-//! did, so the test can tell an injected 5xx from a real one and knows which copies the next
-//! hop may have stored without sealgate hearing about it (the at-least-once window).
-//!
-//! Not declared in `common/mod.rs`: only `tests/faults.rs` uses it (`#[path]`).
-
-// A test-only module: `pub` is its natural API; faults.rs uses only part of it.
-#![allow(unreachable_pub, dead_code)]
+//! A fault-injecting LMTP/SMTP proxy for the zero-loss test (`tests/integration/faults.rs`):
+//! it sits between sealgate and its next hop (Dovecot's LMTP or Postfix's reinjection smtpd),
+//! relays the conversation command by command, and on request breaks one transaction in a
+//! chosen way. It also records what it did, so the test can tell an injected 5xx from a real
+//! one and knows which copies the next hop may have stored without sealgate hearing about it
+//! (the at-least-once window).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -20,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use sealgate_protocol::{EnhancedCode, Reply, ReplyDecoder};
 
-use crate::common::{STARTUP_TIMEOUT, poll_until};
+use crate::{STARTUP_TIMEOUT, poll_until};
 
 /// How long the proxy waits for sealgate's next command or DATA bytes.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);

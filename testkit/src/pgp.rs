@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{bin_path, temp_dir};
+use crate::{bin_path, temp_dir};
 
 /// Runs `cmd` with `stdin` fed in; returns (success, stdout, stderr).
 fn run_with_input(cmd: &mut Command, stdin: &[u8]) -> (bool, Vec<u8>, String) {

@@ -1,7 +1,8 @@
 //! The files under `packaging/` stay in line with the code and pass their tools' checks:
 //! - `sealgate.env` and the man page's ENVIRONMENT section list exactly `config::VARIABLES`
-//!   (both are generated: `UPDATE_PACKAGING=1 cargo test --test packaging` rewrites them,
-//!   keeping the env file's uncommented settings and everything outside the generated parts);
+//!   (both are generated: `UPDATE_PACKAGING=1 cargo test --test integration packaging::`
+//!   rewrites them, keeping the env file's uncommented settings and everything outside the
+//!   generated parts);
 //! - the env file's settings pass `sealgate check-config`, read as systemd and as sh read them;
 //! - the man page renders with groff without warnings;
 //! - `systemd-analyze verify` accepts the units, `systemd-analyze security` rates the service;
@@ -9,8 +10,6 @@
 //!   valid JSON whose queries are valid PromQL over metrics sealgate defines;
 //! - `postconf` knows every parameter in the Postfix snippets;
 //! - the Debian maintainer scripts are valid sh.
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,7 +20,7 @@ use sealgate::config::{VARIABLES, Variable};
 
 /// The line after which `sealgate.env` is generated.
 const ENV_MARKER: &str =
-    "# ---- Every variable, in `sealgate --help` order (tests/packaging.rs keeps it so) ----";
+    "# ---- Every variable, in `sealgate --help` order (tests/integration/packaging.rs) ----";
 
 /// The man page's generated part: from the line starting with this ...
 const MAN_BEGIN: &str = ".\\\" BEGIN GENERATED ENVIRONMENT";
@@ -58,8 +57,8 @@ fn check_generated(path: &Path, actual: &str, expected: &str) -> String {
         .unwrap_or_else(|| actual.lines().count().min(expected.lines().count()));
     panic!(
         "{} is out of date with config::VARIABLES (first difference at line {}: {:?} should be \
-         {:?}); regenerate it with `UPDATE_PACKAGING=1 cargo test --test packaging` and review \
-         the diff",
+         {:?}); regenerate it with `UPDATE_PACKAGING=1 cargo test --test integration \
+         packaging::` and review the diff",
         path.display(),
         line + 1,
         actual.lines().nth(line).unwrap_or("<end>"),
@@ -211,7 +210,7 @@ fn env_file_settings_pass_check_config() {
 
     // As systemd's EnvironmentFile= reads it: the NAME=value lines, nothing else. The paths
     // need not exist: check-config reads no file and binds nothing.
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new(bin)
             .arg("check-config")
             .env_clear()
@@ -225,7 +224,7 @@ fn env_file_settings_pass_check_config() {
     assert_check_config_takes(&output, &settings);
 
     // As an admin checks it by hand (README, sealgate(8)): sourced by sh.
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new("sh")
             .args([
                 "-c",
@@ -319,7 +318,7 @@ fn man_page_documents_every_variable() {
 
 #[test]
 fn man_page_renders_without_warnings() {
-    if !common::require("groff") {
+    if !testkit::require("groff") {
         return;
     }
     let out = Command::new("groff")
@@ -333,7 +332,7 @@ fn man_page_renders_without_warnings() {
         "groff: {warnings}"
     );
     // And as man(1) formats it (with its own checks, as `man -l` would).
-    if common::find_bin("man").is_some() {
+    if testkit::find_bin("man").is_some() {
         let out = Command::new("man")
             .args(["--warnings", "-l", "-Tutf8"])
             .arg(packaging("sealgate.8"))
@@ -371,14 +370,14 @@ fn units_in(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn systemd_analyze_verifies_the_units() {
-    if !common::require("systemd-analyze") {
+    if !testkit::require("systemd-analyze") {
         return;
     }
-    let dir = common::temp_dir("sealgate-units-");
+    let dir = testkit::temp_dir("sealgate-units-");
     let units = units_in(dir.path());
     // Unknown keys and the like are only warnings (exit 0): any output fails the test. The
     // man page is checked installed, by scripts/test-deb.
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new("systemd-analyze")
             .args(["verify", "--man=no"])
             .args(&units),
@@ -391,14 +390,14 @@ fn systemd_analyze_verifies_the_units() {
 
 #[test]
 fn systemd_analyze_security_rates_the_service_ok() {
-    if !common::require("systemd-analyze") {
+    if !testkit::require("systemd-analyze") {
         return;
     }
-    let dir = common::temp_dir("sealgate-units-");
+    let dir = testkit::temp_dir("sealgate-units-");
     let units = units_in(dir.path());
     // --offline works without a running systemd (v250+); --threshold is in tenths: fail
     // above 2.0 ("OK" ends at 4.9), so a weakened sandbox shows.
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new("systemd-analyze")
             .args(["security", "--offline=true", "--no-pager", "--threshold=20"])
             .arg(&units[0]),
@@ -407,7 +406,7 @@ fn systemd_analyze_security_rates_the_service_ok() {
         .lines()
         .find(|l| l.contains("Overall exposure level"))
         .unwrap_or_else(|| panic!("no exposure level in:\n{output}"));
-    common::figure(level.trim_start_matches(|c: char| !c.is_ascii_alphabetic()));
+    testkit::figure(level.trim_start_matches(|c: char| !c.is_ascii_alphabetic()));
     assert!(ok, "exposure above 2.0:\n{output}");
 }
 
@@ -415,16 +414,16 @@ fn systemd_analyze_security_rates_the_service_ok() {
 
 #[test]
 fn alert_rules_pass_promtool() {
-    if !common::require("promtool") {
+    if !testkit::require("promtool") {
         return;
     }
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new("promtool")
             .args(["check", "rules"])
             .arg(packaging("prometheus/sealgate-alerts.yml")),
     );
     assert!(ok, "promtool check rules:\n{output}");
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new("promtool")
             .args(["test", "rules", "sealgate-alerts.test.yml"])
             .current_dir(packaging("prometheus")),
@@ -516,10 +515,10 @@ fn alerts_and_dashboard_use_only_defined_metrics() {
 /// fields out (with Grafana's variables replaced), promtool checks them as recording rules.
 #[test]
 fn grafana_dashboard_queries_are_valid_promql() {
-    if !common::require_all(&["python3", "promtool"]) {
+    if !testkit::require_all(&["python3", "promtool"]) {
         return;
     }
-    let dir = common::temp_dir("sealgate-grafana-");
+    let dir = testkit::temp_dir("sealgate-grafana-");
     let rules = dir.path().join("dashboard-rules.yml");
     let script = r#"
 import json, sys
@@ -549,14 +548,14 @@ with open(sys.argv[2], "w") as out:
         out.write("      - record: dashboard:query%d\n        expr: %s\n" % (i, json.dumps(expr)))
 print(len(exprs))
 "#;
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new("python3")
             .args(["-c", script])
             .arg(packaging("grafana/sealgate.json"))
             .arg(&rules),
     );
     assert!(ok, "the dashboard:\n{output}");
-    let (ok, output) = common::run(
+    let (ok, output) = testkit::run(
         Command::new("promtool")
             .args(["check", "rules"])
             .arg(&rules),
@@ -570,7 +569,7 @@ print(len(exprs))
 /// `-o` overrides: a typo in a snippet shows up here.
 #[test]
 fn postfix_snippets_use_only_known_parameters() {
-    if !common::require("postconf") {
+    if !testkit::require("postconf") {
         return;
     }
     let snippets: Vec<PathBuf> = fs::read_dir(packaging("postfix"))
@@ -584,7 +583,7 @@ fn postfix_snippets_use_only_known_parameters() {
     assert!(mains.len() >= 4, "{snippets:?}");
     for main in mains {
         let master = PathBuf::from(main.to_string_lossy().replace(".main.cf", ".master.cf"));
-        let dir = common::temp_dir("sealgate-postconf-");
+        let dir = testkit::temp_dir("sealgate-postconf-");
         fs::copy(main, dir.path().join("main.cf")).expect("copy main.cf");
         if master.exists() {
             fs::copy(&master, dir.path().join("master.cf")).expect("copy master.cf");
@@ -592,7 +591,7 @@ fn postfix_snippets_use_only_known_parameters() {
             fs::write(dir.path().join("master.cf"), "").expect("write master.cf");
         }
         for args in [["-n"], ["-M"]] {
-            let out = Command::new(common::bin_path("postconf"))
+            let out = Command::new(testkit::bin_path("postconf"))
                 .arg("-c")
                 .arg(dir.path())
                 .args(args)
@@ -615,7 +614,7 @@ fn maintainer_scripts_are_valid_sh() {
         let text = read(&path);
         assert!(text.starts_with("#!/bin/sh\n"), "{name}: #!/bin/sh");
         assert!(text.contains("#DEBHELPER#"), "{name}: #DEBHELPER# token");
-        let (ok, output) = common::run(Command::new("sh").arg("-n").arg(&path));
+        let (ok, output) = testkit::run(Command::new("sh").arg("-n").arg(&path));
         assert!(ok, "{name}: {output}");
     }
 }
@@ -637,9 +636,9 @@ impl Activated {
         let notify =
             std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
         notify
-            .set_read_timeout(Some(common::STARTUP_TIMEOUT))
+            .set_read_timeout(Some(testkit::STARTUP_TIMEOUT))
             .expect("timeout");
-        let mut cmd = Command::new(common::bin_path("systemd-socket-activate"));
+        let mut cmd = Command::new(testkit::bin_path("systemd-socket-activate"));
         for address in listen {
             cmd.arg("-l").arg(address);
         }
@@ -684,7 +683,7 @@ impl Activated {
     fn wait(mut self) -> (Option<i32>, String) {
         use std::io::Read as _;
         let mut status = None;
-        let exited = common::poll_until(common::STARTUP_TIMEOUT, || {
+        let exited = testkit::poll_until(testkit::STARTUP_TIMEOUT, || {
             status = self.child.try_wait().expect("try_wait");
             status.is_some()
         });
@@ -721,12 +720,12 @@ fn first_line(stream: &mut impl std::io::Read) -> String {
 #[test]
 fn socket_activation_serves_the_passed_sockets_and_notifies_systemd() {
     use std::io::Write as _;
-    if !common::require("systemd-socket-activate") {
+    if !testkit::require("systemd-socket-activate") {
         return;
     }
-    let dir = common::temp_dir("sealgate-activation-");
+    let dir = testkit::temp_dir("sealgate-activation-");
     let lmtp = dir.path().join("lmtp");
-    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let metrics = format!("127.0.0.1:{}", testkit::free_port());
     // Named out of order: the names, not the positions, decide.
     let sealgate = Activated::start(
         dir.path(),
@@ -740,7 +739,7 @@ fn socket_activation_serves_the_passed_sockets_and_notifies_systemd() {
     // systemd-socket-activate binds (the file appears) before it listens: until then a
     // connection is refused, so the first successful connect is the synchronisation point.
     let mut connected = None;
-    common::wait_until("the activation socket", common::STARTUP_TIMEOUT, || {
+    testkit::wait_until("the activation socket", testkit::STARTUP_TIMEOUT, || {
         connected = std::os::unix::net::UnixStream::connect(&lmtp).ok();
         connected.is_some()
     });
@@ -748,7 +747,7 @@ fn socket_activation_serves_the_passed_sockets_and_notifies_systemd() {
     // The first connection starts sealgate, which then answers it.
     let mut client = connected.expect("connected");
     client
-        .set_read_timeout(Some(common::STARTUP_TIMEOUT))
+        .set_read_timeout(Some(testkit::STARTUP_TIMEOUT))
         .expect("timeout");
     let greeting = first_line(&mut client);
     assert!(greeting.starts_with("220 "), "greeting: {greeting:?}");
@@ -760,12 +759,12 @@ fn socket_activation_serves_the_passed_sockets_and_notifies_systemd() {
     let mut http = std::net::TcpStream::connect(&metrics).expect("connect metrics");
     http.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
         .expect("GET");
-    http.set_read_timeout(Some(common::STARTUP_TIMEOUT))
+    http.set_read_timeout(Some(testkit::STARTUP_TIMEOUT))
         .expect("timeout");
     let status = first_line(&mut http);
     assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
 
-    common::signal(i64::from(sealgate.child.id()), "TERM");
+    testkit::signal(i64::from(sealgate.child.id()), "TERM");
     let stopping = sealgate.notification();
     assert!(stopping.starts_with("STOPPING=1"), "{stopping:?}");
     let (code, log) = sealgate.wait();
@@ -781,7 +780,7 @@ type Settings = fn(&Path) -> Vec<(&'static str, String)>;
 
 #[test]
 fn socket_activation_refuses_sockets_the_configuration_does_not_name() {
-    if !common::require("systemd-socket-activate") {
+    if !testkit::require("systemd-socket-activate") {
         return;
     }
     // (descriptor name, the variable the refusal names, sealgate's settings)
@@ -801,7 +800,7 @@ fn socket_activation_refuses_sockets_the_configuration_does_not_name() {
         }),
     ];
     for (name, variable, env) in cases {
-        let dir = common::temp_dir("sealgate-activation-");
+        let dir = testkit::temp_dir("sealgate-activation-");
         let socket = dir.path().join("socket");
         let sealgate = Activated::start(
             dir.path(),
@@ -811,7 +810,7 @@ fn socket_activation_refuses_sockets_the_configuration_does_not_name() {
         );
         // Connecting starts sealgate; refused until the socket listens (see above).
         let mut activating = None;
-        common::wait_until("the activation socket", common::STARTUP_TIMEOUT, || {
+        testkit::wait_until("the activation socket", testkit::STARTUP_TIMEOUT, || {
             activating = std::os::unix::net::UnixStream::connect(&socket).ok();
             activating.is_some()
         });
@@ -825,7 +824,8 @@ fn socket_activation_refuses_sockets_the_configuration_does_not_name() {
 
 /// The system calls in a `systemd-analyze syscall-filter` group, nested groups expanded.
 fn syscall_group(group: &str) -> std::collections::BTreeSet<String> {
-    let (ok, output) = common::run(Command::new("systemd-analyze").args(["syscall-filter", group]));
+    let (ok, output) =
+        testkit::run(Command::new("systemd-analyze").args(["syscall-filter", group]));
     assert!(ok, "systemd-analyze syscall-filter {group}: {output}");
     let mut calls = std::collections::BTreeSet::new();
     for line in output.lines().skip(1) {
@@ -872,26 +872,26 @@ fn allowed_syscalls() -> std::collections::BTreeSet<String> {
 /// unit's `SystemCallFilter=`, or under systemd it would get EPERM.
 #[test]
 fn sealgate_needs_no_system_call_the_unit_filters() {
-    if !common::require_all(&["strace", "systemd-analyze", "sq"]) {
+    if !testkit::require_all(&["strace", "systemd-analyze", "sq"]) {
         return;
     }
     use std::io::Write as _;
-    let dir = common::temp_dir("sealgate-strace-");
+    let dir = testkit::temp_dir("sealgate-strace-");
     let keys = dir.path().join("keys");
-    let cert = common::pgp::Sq::new().generate("alice", "Alice <alice@example.org>", "cv25519");
-    let (ok, out) = common::sealgate::keys_import_with(&keys, &cert, |cmd| {
+    let cert = testkit::pgp::Sq::new().generate("alice", "Alice <alice@example.org>", "cv25519");
+    let (ok, out) = testkit::sealgate::keys_import_with(&keys, &cert, |cmd| {
         cmd.env_clear().env("SEALGATE_KEYSTORE", &keys);
     });
     assert!(ok, "keys import: {out}");
 
-    let port = common::free_port();
-    let metrics = common::free_port();
+    let port = testkit::free_port();
+    let metrics = testkit::free_port();
     let trace = dir.path().join("trace");
     let notify = std::os::unix::net::UnixDatagram::bind(dir.path().join("notify")).expect("bind");
     notify
-        .set_read_timeout(Some(common::STARTUP_TIMEOUT))
+        .set_read_timeout(Some(testkit::STARTUP_TIMEOUT))
         .expect("timeout");
-    let mut strace = Command::new(common::bin_path("strace"))
+    let mut strace = Command::new(testkit::bin_path("strace"))
         .args(["-f", "-qq", "-o"])
         .arg(&trace)
         .arg(env!("CARGO_BIN_EXE_sealgate"))
@@ -914,7 +914,7 @@ fn sealgate_needs_no_system_call_the_unit_filters() {
     let n = notify.recv(&mut buf).expect("READY=1 from sealgate");
     assert!(buf[..n].starts_with(b"READY=1"));
 
-    let mut client = common::lmtp::Client::connect(port);
+    let mut client = testkit::lmtp::Client::connect(port);
     client.expect("LHLO test", "250");
     let message = b"From: bob@example.net\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
     for rcpt in ["alice@example.org", "carol@example.org"] {
@@ -926,7 +926,7 @@ fn sealgate_needs_no_system_call_the_unit_filters() {
         let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics)).expect("metrics");
         http.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
             .expect("GET");
-        http.set_read_timeout(Some(common::STARTUP_TIMEOUT))
+        http.set_read_timeout(Some(testkit::STARTUP_TIMEOUT))
             .expect("timeout");
         assert!(first_line(&mut http).starts_with("HTTP/1.1 200"), "{path}");
     }
@@ -934,11 +934,11 @@ fn sealgate_needs_no_system_call_the_unit_filters() {
     let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id()))
         .expect("strace's children");
     let pid: i64 = children.trim().parse().expect("one child");
-    common::signal(pid, "HUP");
-    let mut client = common::lmtp::Client::connect(port);
+    testkit::signal(pid, "HUP");
+    let mut client = testkit::lmtp::Client::connect(port);
     client.expect("QUIT", "221");
-    common::signal(pid, "TERM");
-    let exited = common::poll_until(common::STARTUP_TIMEOUT, || {
+    testkit::signal(pid, "TERM");
+    let exited = testkit::poll_until(testkit::STARTUP_TIMEOUT, || {
         strace.try_wait().expect("try_wait").is_some()
     });
     if !exited {

@@ -3,14 +3,11 @@
 //! content_filter with SMTP reinjection. Postfix's own log is the oracle for per-recipient
 //! outcomes.
 
-mod common;
-
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
-use common::sealgate::Sealgate;
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, swaks};
+use testkit::{Maildir, Sealgate};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -24,13 +21,9 @@ fn lmtp_transport_to(sealgate: &Sealgate) -> PostfixConfig {
     }
 }
 
-fn count_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| d.count())
-}
-
 #[test]
 fn postfix_to_dovecot_through_sealgate_per_recipient_outcomes() {
-    if !common::require_all(&["postfix", "dovecot", "swaks"]) {
+    if !testkit::require_all(&["postfix", "dovecot", "swaks"]) {
         return;
     }
     let dovecot = Dovecot::start_with_users(&["alice@example.org", "bob@example.org"]);
@@ -79,11 +72,11 @@ fn postfix_to_dovecot_through_sealgate_per_recipient_outcomes() {
 
 #[test]
 fn postfix_to_maildir_through_sealgate() {
-    if !common::require_all(&["postfix", "swaks"]) {
+    if !testkit::require_all(&["postfix", "swaks"]) {
         return;
     }
-    let mail = tempfile::tempdir().expect("tempdir");
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let mail = Maildir::new();
+    let next_hop = mail.next_hop();
     let sealgate = Sealgate::spawn(&[("SEALGATE_NEXT_HOP", &next_hop)]);
     let postfix = Postfix::start(lmtp_transport_to(&sealgate));
     let port = postfix.smtp_port.to_string();
@@ -103,15 +96,9 @@ fn postfix_to_maildir_through_sealgate() {
     postfix.wait_for_status("carol@example.org", "sent", WAIT);
     postfix.wait_for_status("dave@example.org", "sent", WAIT);
     for user in ["carol@example.org", "dave@example.org"] {
-        let new = mail.path().join(user).join("new");
-        assert_eq!(count_files(&new), 1, "{user}");
-        let path = std::fs::read_dir(&new)
-            .expect("new/")
-            .next()
-            .expect("one file")
-            .expect("entry")
-            .path();
-        let text = std::fs::read_to_string(path).expect("message");
+        let mut stored = mail.messages(user);
+        assert_eq!(stored.len(), 1, "{user}");
+        let text = String::from_utf8(stored.remove(0)).expect("message");
         assert!(text.contains("token-maildir-81"));
         assert!(text.contains(&format!("Delivered-To: {user}\r\n")));
         // Postfix's own Received header came through untouched.
@@ -119,20 +106,20 @@ fn postfix_to_maildir_through_sealgate() {
             text.contains("by mx.example.org (Postfix) with ESMTP id"),
             "{text}"
         );
-        assert_eq!(count_files(&mail.path().join(user).join("tmp")), 0);
+        assert!(mail.tmp_is_empty(user));
     }
 }
 
 /// Postfix's smtp-source as the LMTP client: 200 messages over 5 sessions, all stored.
 #[test]
 fn smtp_source_200_messages_over_5_sessions() {
-    if !common::require("smtp-source") {
+    if !testkit::require("smtp-source") {
         return;
     }
-    let mail = tempfile::tempdir().expect("tempdir");
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let mail = Maildir::new();
+    let next_hop = mail.next_hop();
     let sealgate = Sealgate::spawn(&[("SEALGATE_NEXT_HOP", &next_hop)]);
-    let output = Command::new(common::bin_path("smtp-source"))
+    let output = Command::new(testkit::bin_path("smtp-source"))
         .args([
             "-L",
             "-m",
@@ -156,24 +143,24 @@ fn smtp_source_200_messages_over_5_sessions() {
         "smtp-source: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(count_files(&mail.path().join("load@example.org/new")), 200);
+    assert_eq!(mail.paths("load@example.org").len(), 200);
     let log = sealgate.log();
     let stored = log
         .lines()
         .filter(|l| l.contains("recipient outcome") && l.contains("code=250"))
         .count();
-    assert_eq!(stored, 200, "{}", common::tail(&log, 20));
+    assert_eq!(stored, 200, "{}", testkit::tail(&log, 20));
 }
 
 /// After-queue content_filter: Postfix → sealgate → reinjection smtpd → Dovecot, and the
 /// reinjected message is not filtered again.
 #[test]
 fn content_filter_with_reinjection_and_no_loop() {
-    if !common::require_all(&["postfix", "dovecot", "swaks"]) {
+    if !testkit::require_all(&["postfix", "dovecot", "swaks"]) {
         return;
     }
     let dovecot = Dovecot::start();
-    let reinject_port = common::free_port();
+    let reinject_port = testkit::free_port();
     let sealgate = Sealgate::spawn(&[(
         "SEALGATE_NEXT_HOP",
         &format!("smtp:127.0.0.1:{reinject_port}"),

@@ -5,19 +5,17 @@
 //! The exposition is parsed here by hand (name, labels, value per sample line), so the test
 //! does not trust the library that wrote it.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::{Postfix, PostfixConfig, swaks};
-use common::sealgate::Sealgate;
 use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
 use sequoia_openpgp::serialize::{Serialize, SerializeInto};
+use testkit::lmtp::{Client, assert_codes};
+use testkit::peers::{Postfix, PostfixConfig, swaks};
+use testkit::sealgate::Sealgate;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -94,10 +92,10 @@ fn scrape(sealgate: &Sealgate) -> (Scrape, String) {
 
 /// Runs `promtool check metrics` on the exposition. Missing promtool skips (fails with CI).
 fn promtool_accepts(exposition: &str) {
-    if !common::require("promtool") {
+    if !testkit::require("promtool") {
         return;
     }
-    let mut child = Command::new(common::bin_path("promtool"))
+    let mut child = Command::new(testkit::bin_path("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -133,7 +131,7 @@ fn import_key(store: &Path, address: &str) {
         .armored()
         .to_vec()
         .expect("armor");
-    common::sealgate::keys_import_ok(store, &armored);
+    testkit::sealgate::keys_import_ok(store, &armored);
 }
 
 /// Puts an expired certificate for `address` straight into the cert-d directory `store`
@@ -208,7 +206,7 @@ fn stored_octets(root: &Path, sender: &str) -> u64 {
 /// message adds, and nothing else moves.
 #[test]
 fn every_outcome_moves_its_counter_exactly() {
-    let work = common::temp_dir("sealgate-metrics-");
+    let work = testkit::temp_dir("sealgate-metrics-");
     let keys = work.path().join("keys");
     let mail = work.path().join("mail");
     import_key(&keys, "alice@example.org");
@@ -392,7 +390,7 @@ fn every_outcome_moves_its_counter_exactly() {
     promtool_accepts(&exposition);
 
     // The session has ended: the gauge is back to 0.
-    common::wait_until("sealgate_sessions_active{protocol=lmtp} == 0", WAIT, || {
+    testkit::wait_until("sealgate_sessions_active{protocol=lmtp} == 0", WAIT, || {
         scrape(&sealgate)
             .0
             .get("sealgate_sessions_active", &[("protocol", "lmtp")])
@@ -413,9 +411,9 @@ fn every_outcome_moves_its_counter_exactly() {
 /// closes); a message while it is down is tempfailed and counted as a connect error.
 #[test]
 fn readiness_follows_the_next_hop() {
-    let port = common::free_port();
+    let port = testkit::free_port();
     let next_hop = format!("lmtp:127.0.0.1:{port}");
-    let work = common::temp_dir("sealgate-ready-");
+    let work = testkit::temp_dir("sealgate-ready-");
     let keystore = work.path().join("keys").display().to_string();
     let sealgate = Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),
@@ -470,17 +468,17 @@ fn readiness_follows_the_next_hop() {
 
     // Up: 200 within the probe cache time.
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the next hop");
-    common::wait_until("/readyz 200", WAIT, || {
+    testkit::wait_until("/readyz 200", WAIT, || {
         sealgate.http_get("/readyz").0 == 200
     });
     // Down again: 503.
     drop(listener);
-    common::wait_until("/readyz 503", WAIT, || {
+    testkit::wait_until("/readyz 503", WAIT, || {
         sealgate.http_get("/readyz").0 == 503
     });
     // And back.
     let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind");
-    common::wait_until("/readyz 200 again", WAIT, || {
+    testkit::wait_until("/readyz 200 again", WAIT, || {
         sealgate.http_get("/readyz").0 == 200
     });
     drop(client);
@@ -517,11 +515,11 @@ fn version_names_the_build() {
 /// appears nowhere in sealgate's log.
 #[test]
 fn json_log_lines_carry_postfixs_queue_id() {
-    if !common::require_all(&["postfix", "swaks"]) {
+    if !testkit::require_all(&["postfix", "swaks"]) {
         return;
     }
     const RCPT: &str = "carol@example.org";
-    let mail = common::temp_dir("sealgate-json-mail-");
+    let mail = testkit::temp_dir("sealgate-json-mail-");
     let next_hop = format!("maildir:{}", mail.path().display());
     let sealgate = Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),

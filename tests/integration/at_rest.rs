@@ -12,20 +12,18 @@
 //! markers. The keyless recipient's stored copy must contain them (so the search can find
 //! them); the keyed recipient's copy must not.
 
-mod common;
-
 use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, SystemTime};
 
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
-use common::{figure, random_hex, temp_dir, wait_until};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::sealgate::Sealgate;
+use testkit::{figure, random_hex, temp_dir, wait_until};
 
 const KEYED: &str = "alice@example.org";
 const KEYLESS: &str = "bob@example.org";
@@ -381,7 +379,7 @@ fn import_key(keys: &Path, tmp: &Path, home: &Path) {
         .generate()
         .expect("generate a certificate");
     let armored = cert.armored().to_vec().expect("armor the certificate");
-    let (ok, out) = common::sealgate::keys_import_with(keys, &armored, |cmd| {
+    let (ok, out) = testkit::sealgate::keys_import_with(keys, &armored, |cmd| {
         cmd.current_dir(home).env("TMPDIR", tmp).env("HOME", home);
     });
     assert!(ok, "keys import: {out}");
@@ -601,7 +599,7 @@ fn crash_after_a_message(
     let replies = client.deliver("a@example.net", &[KEYLESS], message.as_bytes());
     assert_codes(&replies[0], "250", "message before the crash");
     let mut sealgate = sealgate;
-    common::signal(i64::from(sealgate.child.id()), "QUIT");
+    testkit::signal(i64::from(sealgate.child.id()), "QUIT");
     let mut status = None;
     wait_until(
         "sealgate to die of SIGQUIT",

@@ -4,16 +4,14 @@
 //! quoting of values in text mode; a next hop (a real Dovecot) that goes down and comes back
 //! logged once at WARN each way, with the cause.
 
-mod common;
-
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::peers::Dovecot;
-use common::sealgate::Sealgate;
 use sealgate::ops::redact::{AddressLog, token};
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::peers::Dovecot;
+use testkit::sealgate::Sealgate;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -75,7 +73,7 @@ fn one_summary_line_per_message_with_hashed_addresses() {
     let (cert, _) = CertBuilder::general_purpose(Some("<alice@example.org>"))
         .generate()
         .expect("generate");
-    common::sealgate::keys_import_ok(keys.path(), &cert.armored().to_vec().expect("armor"));
+    testkit::sealgate::keys_import_ok(keys.path(), &cert.armored().to_vec().expect("armor"));
     let fingerprint = cert.fingerprint().to_hex();
     let next_hop = format!("maildir:{}", mail.path().display());
     let keystore = keys.path().display().to_string();
@@ -165,7 +163,7 @@ fn one_summary_line_per_message_with_hashed_addresses() {
 
 #[test]
 fn a_next_hop_going_down_and_up_is_logged_once_each_way() {
-    if !common::require("dovecot") {
+    if !testkit::require("dovecot") {
         return;
     }
     let mut dovecot = Dovecot::start();

@@ -2,14 +2,58 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use super::{LOG_TAIL_LINES, STARTUP_TIMEOUT, poll_until, signal, tail, temp_dir};
+use crate::{LOG_TAIL_LINES, STARTUP_TIMEOUT, poll_until, signal, tail, temp_dir};
+
+/// The sealgate executable cargo built for this test or bench run. Cargo names it in
+/// `CARGO_BIN_EXE_sealgate` when it runs a test or bench target; a test binary started by hand
+/// looks where cargo puts it, beside its own `deps/` directory (`target/<profile>/sealgate`).
+/// Panics when neither exists.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_sealgate") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the path of this test binary");
+    let mut dir = exe
+        .parent()
+        .expect("the test binary's directory")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("sealgate");
+    assert!(
+        path.is_file(),
+        "no sealgate binary at {} (run the tests with cargo, which builds it)",
+        path.display()
+    );
+    path
+}
+
+/// A command running [`binary`], hermetic: without the `SEALGATE_*` variables of the test's own
+/// environment (a developer's shell cannot change the test) and with `SEALGATE_ENV_FILE` at
+/// /dev/null (`sealgate keys` would otherwise read the host's /etc/sealgate/sealgate.env).
+pub fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    remove_sealgate_env(&mut cmd);
+    cmd.env("SEALGATE_ENV_FILE", "/dev/null");
+    cmd
+}
+
+/// Removes every `SEALGATE_*` variable of this process's environment from `cmd`'s.
+fn remove_sealgate_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SEALGATE_") {
+            cmd.env_remove(&key);
+        }
+    }
+}
 
 /// How long [`Sealgate::terminate`] waits for a graceful exit after SIGTERM.
 const TERMINATE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,7 +82,7 @@ pub struct Sealgate {
 }
 
 impl Sealgate {
-    /// Spawns the sealgate binary (`CARGO_BIN_EXE_sealgate`) with `env` added to the test's
+    /// Spawns the sealgate binary ([`binary`]) with `env` added to the test's
     /// environment, and waits (up to 20 s) until it logs that its LMTP listener (unless
     /// `SEALGATE_LMTP_LISTEN=off`) and its milter listener (if `SEALGATE_MILTER_LISTEN` is set)
     /// are bound.
@@ -81,19 +125,19 @@ impl Sealgate {
             ensure_manifest(&store);
         }
         let mut cmd = match user {
-            None => Command::new(env!("CARGO_BIN_EXE_sealgate")),
+            None => Command::new(binary()),
             Some((user, group)) => {
                 use std::os::unix::fs::PermissionsExt as _;
                 std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
                     .expect("chmod the working directory");
-                let mut cmd = Command::new(super::bin_path("setpriv"));
+                let mut cmd = Command::new(crate::bin_path("setpriv"));
                 cmd.args([
                     &format!("--reuid={user}"),
                     &format!("--regid={group}"),
                     "--clear-groups",
                     "--",
-                    env!("CARGO_BIN_EXE_sealgate"),
                 ]);
+                cmd.arg(binary());
                 cmd
             }
         };
@@ -101,11 +145,7 @@ impl Sealgate {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SEALGATE_") {
-                cmd.env_remove(&key);
-            }
-        }
+        remove_sealgate_env(&mut cmd);
         let defaults = [
             ("RUST_LOG", "info"),
             ("SEALGATE_LMTP_LISTEN", "127.0.0.1:0"),
@@ -286,20 +326,31 @@ impl Sealgate {
     /// Sends SIGTERM and waits (up to 20 s) for the process to exit; returns its exit status.
     /// Panics with the log tail if it does not exit in time (it is then killed).
     pub fn terminate(mut self) -> ExitStatus {
+        self.stop()
+    }
+
+    /// [`Sealgate::terminate`] keeping the handle, so that [`Sealgate::log`] can be read
+    /// afterwards: it then holds every line the process wrote (the output is read to its end,
+    /// for up to 2 s after the exit).
+    pub fn stop(&mut self) -> ExitStatus {
         signal(i64::from(self.child.id()), "TERM");
         let mut status = None;
         poll_until(TERMINATE_TIMEOUT, || {
             status = self.child.try_wait().ok().flatten();
             status.is_some()
         });
-        status.unwrap_or_else(|| {
+        let Some(status) = status else {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!(
                 "sealgate did not exit within {TERMINATE_TIMEOUT:?} after SIGTERM; log tail:\n{}",
                 tail(&self.log(), LOG_TAIL_LINES)
             )
-        })
+        };
+        poll_until(Duration::from_secs(2), || {
+            self.open_streams.load(Ordering::Acquire) == 0
+        });
+        status
     }
 
     fn snapshot(&self) -> Vec<String> {
@@ -413,16 +464,9 @@ pub fn keys_import_with(
     cert: &[u8],
     configure: impl FnOnce(&mut Command),
 ) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealgate"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SEALGATE_") {
-            cmd.env_remove(&key);
-        }
-    }
+    let mut cmd = command();
     cmd.args(["keys", "import", "-"])
         .env("SEALGATE_KEYSTORE", store)
-        // Hermetic: not the host's /etc/sealgate/sealgate.env.
-        .env("SEALGATE_ENV_FILE", "/dev/null")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -7,18 +7,14 @@
 //! - a raw socket sending malformed, truncated, oversized, unknown and out-of-order packets,
 //!   each followed by a good session: the milter survives every one and logs each ending.
 
-mod common;
-
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use common::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
-use common::sealgate::Sealgate;
 use sealgate_protocol::milter::consts::{
     SMFIC_HELO, SMFIC_MAIL, SMFIC_RCPT, SMFIF_CHGHDRS, SMFIF_SETSYMLIST, SMFIM_ENVFROM,
     SMFIM_ENVRCPT, SMFIP_NOBODY,
@@ -27,6 +23,8 @@ use sealgate_protocol::milter::{Command, Family, Response, ResponseDecoder};
 use sequoia_openpgp::Cert;
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::Serialize;
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, TestCert, status_of, swaks};
+use testkit::sealgate::Sealgate;
 
 /// Deadline for a delivery, a log line or the milter's reaction.
 const WAIT: Duration = Duration::from_secs(60);
@@ -68,7 +66,7 @@ impl Stack {
 
     /// Like [`Stack::start`], with `env` added to sealgate's environment.
     fn start_with(env: &[(&str, &str)]) -> Option<Stack> {
-        if !common::require_all(&["postfix", "swaks", "openssl"]) {
+        if !testkit::require_all(&["postfix", "swaks", "openssl"]) {
             return None;
         }
         let cert = TestCert::generate(TRUSTED_MTA);
@@ -112,13 +110,13 @@ impl Stack {
 
     /// Messages stored in sealgate's Maildir for `mailbox`.
     fn stored(&self, mailbox: &str) -> Vec<Vec<u8>> {
-        maildir_messages(&self.sealgate.dir.path().join("mail").join(mailbox))
+        testkit::maildir::messages(&self.sealgate.dir.path().join("mail").join(mailbox))
     }
 
     /// Waits until `mailbox` holds `n` messages and returns them.
     fn wait_stored(&self, mailbox: &str, n: usize) -> Vec<Vec<u8>> {
         let mut stored = Vec::new();
-        let done = common::poll_until(WAIT, || {
+        let done = testkit::poll_until(WAIT, || {
             stored = self.stored(mailbox);
             stored.len() >= n
         });
@@ -126,8 +124,8 @@ impl Stack {
             done,
             "{mailbox}: {} of {n} messages stored; maillog tail:\n{}\nsealgate log tail:\n{}",
             stored.len(),
-            common::tail(&self.postfix.log(), 30),
-            common::tail(&self.sealgate.log(), 30)
+            testkit::tail(&self.postfix.log(), 30),
+            testkit::tail(&self.sealgate.log(), 30)
         );
         stored
     }
@@ -157,16 +155,6 @@ fn milter_config(sealgate: &Sealgate) -> PostfixConfig {
         ))
         .with_main_cf("milter_default_action = tempfail")
         .with_main_cf("milter_protocol = 6")
-}
-
-/// The messages in a Maildir folder's `new/`, in file name order.
-fn maildir_messages(folder: &Path) -> Vec<Vec<u8>> {
-    let Ok(entries) = fs::read_dir(folder.join("new")) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    paths.iter().filter_map(|p| fs::read(p).ok()).collect()
 }
 
 /// The server's reply to the client line containing `sent` in a swaks transcript: the next
@@ -230,7 +218,7 @@ fn secure_address_without_tls_is_refused_at_rcpt() {
         "RCPT without TLS: {reply}\n{out}"
     );
     assert!(!out.contains("-> DATA"), "swaks went on to DATA:\n{out}");
-    let line = common::poll_until(WAIT, || stack.postfix.log().contains("milter-reject: RCPT"));
+    let line = testkit::poll_until(WAIT, || stack.postfix.log().contains("milter-reject: RCPT"));
     assert!(line, "maillog:\n{}", stack.postfix.log());
     stack
         .sealgate
@@ -245,7 +233,7 @@ fn secure_address_without_tls_is_refused_at_rcpt() {
 /// bounce is sent after it (issue 11 §3).
 #[test]
 fn quoted_spellings_of_a_secure_address_are_refused_at_rcpt() {
-    let list = common::temp_dir("sealgate-secure-list-");
+    let list = testkit::temp_dir("sealgate-secure-list-");
     let file = list.path().join("mailboxes");
     fs::write(&file, "boss@example.org\n").expect("write the mailbox list");
     let file = file.display().to_string();
@@ -326,7 +314,7 @@ fn mixed_recipients_only_the_secure_one_is_refused() {
 /// case and however often it occurs; the other fields stay in order.
 #[test]
 fn authenticated_submission_loses_tracking_headers_in_the_milter() {
-    if !common::require_all(&["postfix", "dovecot", "swaks", "python3", "openssl"]) {
+    if !testkit::require_all(&["postfix", "dovecot", "swaks", "python3", "openssl"]) {
         return;
     }
     let cert = TestCert::generate(TRUSTED_MTA);
@@ -337,7 +325,7 @@ fn authenticated_submission_loses_tracking_headers_in_the_milter() {
         ("SEALGATE_MILTER_LISTEN", "127.0.0.1:0"),
     ]);
     assert!(sealgate.lmtp_addr.is_empty());
-    let submission_port = common::free_port();
+    let submission_port = testkit::free_port();
     let postfix = Postfix::start(
         milter_config(&sealgate)
             .with_main_cf(format!(
@@ -347,9 +335,9 @@ fn authenticated_submission_loses_tracking_headers_in_the_milter() {
             .with_starttls(&cert)
             .with_submission(submission_port, auth_port),
     );
-    common::wait_for_port(submission_port);
+    testkit::wait_for_port(submission_port);
 
-    let files = common::temp_dir("sealgate-milter-msg-");
+    let files = testkit::temp_dir("sealgate-milter-msg-");
     let user = "alice@example.org";
     let rcpt = "bob@example.org";
     let message = format!(
@@ -385,7 +373,7 @@ fn authenticated_submission_loses_tracking_headers_in_the_milter() {
         "--auth-user",
         user,
         "--auth-password",
-        common::peers::DOVECOT_PASSWORD,
+        testkit::peers::DOVECOT_PASSWORD,
         "--data",
         &data,
         "--no-data-fixup",
@@ -417,7 +405,7 @@ fn authenticated_submission_loses_tracking_headers_in_the_milter() {
         names,
         ["From", "To", "Subject", "X-Mailer-Info"],
         "stored headers:\n{headers}\nsealgate log:\n{}",
-        common::tail(&sealgate.log(), 20)
+        testkit::tail(&sealgate.log(), 20)
     );
     assert!(body.contains("X-Mailer: in the body, stays"), "{body}");
     sealgate.wait_for_log("headers scrubbed", WAIT);
@@ -457,10 +445,10 @@ fn plant(keys: &Path, cert: &Cert) {
 /// keys, header deletion for authenticated mail, ABORT and several messages per connection.
 #[test]
 fn miltertest_session_script() {
-    if !common::require("miltertest") {
+    if !testkit::require("miltertest") {
         return;
     }
-    let keys = common::temp_dir("sealgate-milter-keys-");
+    let keys = testkit::temp_dir("sealgate-milter-keys-");
     plant(keys.path(), &expired_cert("expired@example.org"));
     let keystore = keys.path().display().to_string();
     let sealgate = Sealgate::spawn(&[
@@ -470,8 +458,8 @@ fn miltertest_session_script() {
         ("SEALGATE_KEYSTORE", &keystore),
     ]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/milter/session.lua");
-    let (ok, out) = common::run(
-        Process::new(common::bin_path("miltertest"))
+    let (ok, out) = testkit::run(
+        Process::new(testkit::bin_path("miltertest"))
             .arg("-D")
             .arg(format!("port={}", sealgate.milter_port()))
             .arg("-s")
@@ -481,7 +469,7 @@ fn miltertest_session_script() {
         ok && out.contains("all milter checks passed"),
         "miltertest {} failed:\n{out}\nsealgate log tail:\n{}",
         script.display(),
-        common::tail(&sealgate.log(), 40)
+        testkit::tail(&sealgate.log(), 40)
     );
     let log = sealgate.log();
     assert!(log.contains("headers scrubbed"), "{log}");
@@ -780,7 +768,7 @@ fn milter_runs_alone_and_stops_on_sigterm() {
 /// Both listeners off is a configuration error (exit 78), reported before binding.
 #[test]
 fn lmtp_and_milter_both_off_is_refused() {
-    let (ok, out) = common::run(
+    let (ok, out) = testkit::run(
         Process::new(env!("CARGO_BIN_EXE_sealgate"))
             .arg("check-config")
             .env("SEALGATE_LMTP_LISTEN", "off")
@@ -800,7 +788,7 @@ fn milter_on_a_unix_socket() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixStream;
 
-    let dir = common::temp_dir("sealgate-milter-sock-");
+    let dir = testkit::temp_dir("sealgate-milter-sock-");
     let path = dir.path().join("milter");
     let listen = format!("unix:{}", path.display());
     let sealgate = Sealgate::spawn(&[

@@ -2,23 +2,21 @@
 //! timeouts, connection limit and graceful shutdown. sealgate runs as the real binary,
 //! delivering into a Maildir in a temporary directory.
 
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::{Maildir, Sealgate};
 
 struct Server {
     sealgate: Sealgate,
-    mail: tempfile::TempDir,
+    mail: Maildir,
 }
 
 impl Server {
     fn start(env: &[(&str, &str)]) -> Server {
-        let mail = tempfile::tempdir().expect("tempdir");
-        let next_hop = format!("maildir:{}", mail.path().display());
+        let mail = Maildir::new();
+        let next_hop = mail.next_hop();
         let mut all = vec![("SEALGATE_NEXT_HOP", next_hop.as_str())];
         all.extend_from_slice(env);
         Server {
@@ -31,26 +29,10 @@ impl Server {
         Client::connect(self.sealgate.port())
     }
 
-    /// The messages stored for `rcpt`, in no particular order.
+    /// The messages stored for `rcpt`, in file name order.
     fn stored(&self, rcpt: &str) -> Vec<Vec<u8>> {
-        maildir_messages(&self.mail.path().join(rcpt))
+        self.mail.messages(rcpt)
     }
-}
-
-fn maildir_messages(folder: &Path) -> Vec<Vec<u8>> {
-    let Ok(entries) = std::fs::read_dir(folder.join("new")) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("dir entry").path()).collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| std::fs::read(p).expect("read message"))
-        .collect()
-}
-
-fn tmp_is_empty(folder: &Path) -> bool {
-    std::fs::read_dir(folder.join("tmp")).map_or(true, |mut d| d.next().is_none())
 }
 
 const MESSAGE: &[u8] = b"From: a@example.net\r\nSubject: hi\r\n\r\nhello\r\n";
@@ -235,7 +217,7 @@ fn oversize_message_is_drained_then_refused() {
     // The session survives and nothing was stored, not even a temporary file.
     client.expect("NOOP", "250");
     assert!(server.stored("big@example.org").is_empty());
-    assert!(tmp_is_empty(&server.mail.path().join("big@example.org")));
+    assert!(server.mail.tmp_is_empty("big@example.org"));
 }
 
 #[test]
@@ -338,9 +320,11 @@ fn data_timeout_aborts_the_transaction() {
     client.send(b"Subject: never finished\r\n\r\npartial");
     assert_codes(&client.reply(), "421 4.4.2", "data timeout");
     assert!(client.is_closed());
-    let folder = server.mail.path().join("slow@example.org");
     assert!(server.stored("slow@example.org").is_empty());
-    assert!(tmp_is_empty(&folder), "a partial message was left in tmp/");
+    assert!(
+        server.mail.tmp_is_empty("slow@example.org"),
+        "a partial message was left in tmp/"
+    );
 }
 
 #[test]
@@ -362,7 +346,7 @@ fn peer_closing_mid_data_stores_nothing_and_server_goes_on() {
         .sealgate
         .wait_for_log("DATA interrupted", Duration::from_secs(10));
     assert!(server.stored("cut@example.org").is_empty());
-    assert!(tmp_is_empty(&server.mail.path().join("cut@example.org")));
+    assert!(server.mail.tmp_is_empty("cut@example.org"));
 }
 
 #[test]
@@ -428,7 +412,7 @@ fn unix_socket_listener() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let (ok, out) = common::peers::swaks(&[
+    let (ok, out) = testkit::peers::swaks(&[
         "--protocol",
         "LMTP",
         "--socket",
@@ -440,7 +424,7 @@ fn unix_socket_listener() {
     ]);
     assert!(ok, "{out}");
     assert_eq!(
-        maildir_messages(&dir.path().join("mail/u@example.org")).len(),
+        testkit::maildir::messages(&dir.path().join("mail/u@example.org")).len(),
         1
     );
     drop(sealgate);
@@ -448,7 +432,7 @@ fn unix_socket_listener() {
 
 #[test]
 fn invalid_configuration_stops_before_binding() {
-    let port = common::free_port();
+    let port = testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .env("SEALGATE_LMTP_LISTEN", &listen)
@@ -467,8 +451,8 @@ fn invalid_configuration_stops_before_binding() {
         .expect("run sealgate");
     assert_eq!(check.status.code(), Some(78));
     // In a directory of its own, with a key store made by `sealgate keys init`.
-    let work = common::temp_dir("check-config-");
-    common::sealgate::ensure_manifest(&work.path().join("keys"));
+    let work = testkit::temp_dir("check-config-");
+    testkit::sealgate::ensure_manifest(&work.path().join("keys"));
     let good = std::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .arg("check-config")
         .current_dir(work.path())

@@ -5,17 +5,16 @@
 //! `sealgate check-config`. Also: a relative SEALGATE_KEYSTORE as in README's demo,
 //! `sealgate keys` reading the package's env file, and a second certificate for an address.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{Gpg, armored_part};
-use common::sealgate::{Sealgate, ensure_manifest, keys_import_ok};
+use testkit::lmtp::{Client, assert_codes};
+use testkit::maildir;
+use testkit::pgp::{Gpg, armored_part};
+use testkit::sealgate::{Sealgate, ensure_manifest, keys_import_ok};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -44,16 +43,6 @@ fn only_entry(store: &Path) -> PathBuf {
     }
     assert_eq!(entries.len(), 1, "{entries:?}");
     entries.remove(0)
-}
-
-/// Messages stored for `rcpt` in the Maildir `mail`.
-fn stored(mail: &Path, rcpt: &str) -> Vec<Vec<u8>> {
-    let Ok(entries) = fs::read_dir(mail.join(rcpt).join("new")) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    paths.iter().map(|p| fs::read(p).expect("read")).collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -124,11 +113,11 @@ fn check_config(store: &Path) -> (Option<i32>, String) {
 /// resolve the path once, to the same absolute directory, and log it.
 #[test]
 fn relative_keystore_as_in_the_readme_demo() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let alice = gpg_with_key("alice@example.org");
-    let mail = common::temp_dir("mail-");
+    let mail = testkit::temp_dir("mail-");
     let next_hop = format!("maildir:{}", mail.path().display());
     let sealgate = Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),
@@ -165,7 +154,7 @@ fn relative_keystore_as_in_the_readme_demo() {
     let (ok, listed) = run(&["list"], b"");
     assert!(ok && listed.contains("<alice@example.org>"), "{listed}");
 
-    common::wait_until("the server to see alice's key", WAIT, || {
+    testkit::wait_until("the server to see alice's key", WAIT, || {
         sealgate
             .log()
             .lines()
@@ -174,7 +163,7 @@ fn relative_keystore_as_in_the_readme_demo() {
     let mut client = Client::connect(sealgate.port());
     let replies = client.deliver("sender@example.net", &["alice@example.org"], MESSAGE);
     assert_codes(&replies[0], "250", "alice");
-    let copies = stored(mail.path(), "alice@example.org");
+    let copies = maildir::messages(&mail.path().join("alice@example.org"));
     assert_eq!(copies.len(), 1);
     assert_encrypted_for(&copies[0], &alice);
 }
@@ -204,7 +193,7 @@ fn damage(entry: &Path, how: Damage) {
 /// metrics, the log and check-config name the file.
 #[test]
 fn a_bad_entry_at_start_tempfails_every_recipient() {
-    if !common::require_all(&["gpg", "setpriv"]) {
+    if !testkit::require_all(&["gpg", "setpriv"]) {
         return;
     }
     let root = rustix_is_root();
@@ -214,7 +203,7 @@ fn a_bad_entry_at_start_tempfails_every_recipient() {
             eprintln!("note: not root, cannot make a root-only entry; case skipped");
             continue;
         }
-        let base = common::temp_dir("bad-at-start-");
+        let base = testkit::temp_dir("bad-at-start-");
         fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         let store = base.path().join("keys");
         let mail = base.path().join("mail");
@@ -267,8 +256,8 @@ fn a_bad_entry_at_start_tempfails_every_recipient() {
             metric(&sealgate, "sealgate_keystore_unknown_total") >= 2.0,
             "{how:?}"
         );
-        assert!(stored(&mail, "alice@example.org").is_empty());
-        assert!(stored(&mail, "bob@example.org").is_empty());
+        assert!(maildir::messages(&mail.join("alice@example.org")).is_empty());
+        assert!(maildir::messages(&mail.join("bob@example.org")).is_empty());
 
         if !matches!(how, Damage::RootOnly) {
             let (code, out) = check_config(&store);
@@ -284,12 +273,12 @@ fn a_bad_entry_at_start_tempfails_every_recipient() {
 /// knows the entry is alice's, so bob (no key) is still answered.
 #[test]
 fn a_bad_entry_after_a_good_start_keeps_its_last_good_certificate() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let alice = gpg_with_key("alice@example.org");
     for how in [Damage::Truncated, Damage::Garbage] {
-        let base = common::temp_dir("bad-later-");
+        let base = testkit::temp_dir("bad-later-");
         let store = base.path().join("keys");
         let mail = base.path().join("mail");
         keys_import_ok(&store, &alice.export("alice@example.org"));
@@ -303,7 +292,7 @@ fn a_bad_entry_after_a_good_start_keeps_its_last_good_certificate() {
         ]);
         assert_eq!(sealgate.http_get("/readyz").0, 200);
         damage(&entry, how);
-        common::wait_until("/readyz to report the bad entry", WAIT, || {
+        testkit::wait_until("/readyz to report the bad entry", WAIT, || {
             let (status, body) = sealgate.http_get("/readyz");
             status == 503 && body.contains(&*entry.display().to_string())
         });
@@ -324,7 +313,7 @@ fn a_bad_entry_after_a_good_start_keeps_its_last_good_certificate() {
         );
         assert_codes(&replies[0], "250", "alice");
         assert_codes(&replies[1], "250", "bob");
-        let copies = stored(&mail, "alice@example.org");
+        let copies = maildir::messages(&mail.join("alice@example.org"));
         assert_eq!(copies.len(), 1, "{how:?}");
         assert_encrypted_for(&copies[0], &alice);
     }
@@ -335,12 +324,12 @@ fn a_bad_entry_after_a_good_start_keeps_its_last_good_certificate() {
 /// and at DATA when it happens after their RCPT; alice's last good certificate is still used.
 #[test]
 fn an_emptied_store_tempfails_instead_of_plaintext() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let alice = gpg_with_key("alice@example.org");
     for replace_directory in [false, true] {
-        let base = common::temp_dir("emptied-");
+        let base = testkit::temp_dir("emptied-");
         let store = base.path().join("keys");
         let mail = base.path().join("mail");
         keys_import_ok(&store, &alice.export("alice@example.org"));
@@ -374,7 +363,7 @@ fn an_emptied_store_tempfails_instead_of_plaintext() {
                 }
             }
         }
-        common::wait_until("/readyz to report the missing manifest", WAIT, || {
+        testkit::wait_until("/readyz to report the missing manifest", WAIT, || {
             let (status, body) = sealgate.http_get("/readyz");
             status == 503 && body.contains(".sealgate-manifest")
         });
@@ -385,9 +374,12 @@ fn an_emptied_store_tempfails_instead_of_plaintext() {
         let bob_reply = client.reply();
         assert_codes(&alice_reply, "250", "alice (last good certificate)");
         assert_unknown(&bob_reply, "bob@example.org", ".sealgate-manifest");
-        assert_encrypted_for(&stored(&mail, "alice@example.org")[0], &alice);
+        assert_encrypted_for(
+            &maildir::messages(&mail.join("alice@example.org"))[0],
+            &alice,
+        );
         assert!(
-            stored(&mail, "bob@example.org").is_empty(),
+            maildir::messages(&mail.join("bob@example.org")).is_empty(),
             "no plaintext for bob"
         );
 
@@ -407,11 +399,11 @@ fn an_emptied_store_tempfails_instead_of_plaintext() {
 /// environment wins over it.
 #[test]
 fn keys_commands_read_the_env_file() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let dave = gpg_with_key("dave@example.org");
-    let base = common::temp_dir("env-file-");
+    let base = testkit::temp_dir("env-file-");
     let store = base.path().join("store from env file");
     let env_file = base.path().join("sealgate.env");
     fs::write(
@@ -484,12 +476,12 @@ fn keys_commands_read_the_env_file() {
 /// key decrypts it.
 #[test]
 fn a_second_certificate_for_an_address_is_encrypted_to_as_well() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let old = gpg_with_key("erin@example.org");
     let new = gpg_with_key("erin@example.org");
-    let base = common::temp_dir("second-cert-");
+    let base = testkit::temp_dir("second-cert-");
     let store = base.path().join("keys");
     let mail = base.path().join("mail");
     keys_import_ok(&store, &old.export("erin@example.org"));
@@ -517,7 +509,7 @@ fn a_second_certificate_for_an_address_is_encrypted_to_as_well() {
     let mut client = Client::connect(sealgate.port());
     let replies = client.deliver("sender@example.net", &["erin@example.org"], MESSAGE);
     assert_codes(&replies[0], "250", "erin");
-    let copies = stored(&mail, "erin@example.org");
+    let copies = maildir::messages(&mail.join("erin@example.org"));
     assert_eq!(copies.len(), 1);
     for gpg in [&old, &new] {
         assert_encrypted_for(&copies[0], gpg);

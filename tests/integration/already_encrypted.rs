@@ -3,17 +3,15 @@
 //! authEnveloped, DER in base64, also streamed with indefinite lengths). Each reaches a keyed
 //! recipient through the LMTP server and is stored byte for byte as sent; large ones also
 //! show that genuine ciphertext never trips the verifier's randomness test. The forged forms
-//! of `corpus/encrypted/not` are in `tests/encryption.rs` (stored encrypted, decrypting to
+//! of `corpus/encrypted/not` are in `encryption.rs` (stored encrypted, decrypting to
 //! the original).
-
-mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::lmtp::{Client, assert_codes};
-use common::pgp::{Gpg, Sq};
-use common::sealgate::Sealgate;
+use testkit::lmtp::{Client, assert_codes};
+use testkit::pgp::{Gpg, Sq};
+use testkit::{Maildir, Sealgate};
 
 /// Large enough that every verifier block and partial length is exercised, small enough to
 /// keep the test quick on two shared cores.
@@ -80,7 +78,7 @@ fn openssl_message(subject: &str, tool_output: &[u8]) -> Vec<u8> {
 }
 
 fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(common::bin_path("openssl"))
+    let mut child = Command::new(testkit::bin_path("openssl"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -115,7 +113,7 @@ fn entity(size: usize) -> Vec<u8> {
 
 #[test]
 fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
-    if !common::require_all(&["gpg", "sq", "openssl"]) {
+    if !testkit::require_all(&["gpg", "sq", "openssl"]) {
         return;
     }
     let gpg = Gpg::new();
@@ -204,10 +202,10 @@ fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
     }
 
     let keys = tempfile::tempdir().expect("tempdir");
-    let mail = tempfile::tempdir().expect("tempdir");
-    let (ok, out) = common::sealgate::keys_import(keys.path(), &alice);
+    let mail = Maildir::new();
+    let (ok, out) = testkit::sealgate::keys_import(keys.path(), &alice);
     assert!(ok, "keys import: {out}");
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let next_hop = mail.next_hop();
     let keystore = keys.path().display().to_string();
     let sealgate = Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),
@@ -220,13 +218,9 @@ fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
         let reply = &client.deliver("carol@example.net", &["alice@example.org"], message)[0];
         assert_codes(reply, "250", name);
         client.expect("RSET", "250");
-        let folder = mail.path().join("alice@example.org").join("new");
-        let files: Vec<_> = std::fs::read_dir(&folder)
-            .expect("new/")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        assert_eq!(files.len(), 1, "{name}");
-        let stored = std::fs::read(&files[0]).expect("stored");
+        let mut stored = mail.messages("alice@example.org");
+        assert_eq!(stored.len(), 1, "{name}");
+        let stored = stored.remove(0);
         assert!(
             stored.ends_with(message),
             "{name}: not stored as sent ({} octets stored, {} sent)",
@@ -249,16 +243,16 @@ fn genuine_messages_from_gpg_sq_and_openssl_pass_through_byte_exact() {
 /// and `sealgate_unverified_encrypted_total{reason}`; ordinary mail counts for neither.
 #[test]
 fn forged_look_alikes_are_encrypted_logged_and_counted() {
-    if !common::require("gpg") {
+    if !testkit::require("gpg") {
         return;
     }
     let gpg = Gpg::new();
     gpg.generate("Alice <alice@example.org>", "future-default", "default");
     let keys = tempfile::tempdir().expect("tempdir");
-    let mail = tempfile::tempdir().expect("tempdir");
-    let (ok, out) = common::sealgate::keys_import(keys.path(), &gpg.export("alice@example.org"));
+    let mail = Maildir::new();
+    let (ok, out) = testkit::sealgate::keys_import(keys.path(), &gpg.export("alice@example.org"));
     assert!(ok, "keys import: {out}");
-    let next_hop = format!("maildir:{}", mail.path().display());
+    let next_hop = mail.next_hop();
     let keystore = keys.path().display().to_string();
     let sealgate = Sealgate::spawn(&[
         ("SEALGATE_NEXT_HOP", &next_hop),
@@ -288,11 +282,7 @@ fn forged_look_alikes_are_encrypted_logged_and_counted() {
         assert_codes(reply, "250", file);
         client.expect("RSET", "250");
     }
-    let folder = mail.path().join("alice@example.org").join("new");
-    let stored: Vec<Vec<u8>> = std::fs::read_dir(&folder)
-        .expect("new/")
-        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
-        .collect();
+    let stored = mail.messages("alice@example.org");
     assert_eq!(stored.len(), cases.len() + 1);
     for copy in &stored {
         let text = String::from_utf8_lossy(copy);

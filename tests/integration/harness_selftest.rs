@@ -1,20 +1,27 @@
-//! Self-test of the integration-test harness (`tests/common`): real Postfix and Dovecot
+//! Self-test of the integration-test harness (`testkit`): real Postfix and Dovecot
 //! instances, without sealgate. If these fail, fix the harness or the machine before looking
 //! at sealgate's own tests.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::peers::{Dovecot, Postfix, PostfixConfig, swaks};
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, swaks};
 
 /// Upper bound for a delivery that should take well under a second.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The harness runs the binary cargo built for this test run (testkit cannot use
+/// `env!("CARGO_BIN_EXE_sealgate")` itself: cargo sets it only for the package's own tests).
+#[test]
+fn testkit_runs_the_binary_cargo_built() {
+    let expected = std::fs::canonicalize(env!("CARGO_BIN_EXE_sealgate")).expect("the binary");
+    let found = std::fs::canonicalize(testkit::sealgate::binary()).expect("testkit's binary");
+    assert_eq!(found, expected);
+}
+
 /// LMTP straight into Dovecot, read back over IMAP.
 #[test]
 fn dovecot_lmtp_delivery_is_readable_over_imap() {
-    if !common::require_all(&["dovecot", "swaks", "python3"]) {
+    if !testkit::require_all(&["dovecot", "swaks", "python3"]) {
         return;
     }
     let started = Instant::now();
@@ -53,7 +60,7 @@ fn dovecot_lmtp_delivery_is_readable_over_imap() {
 /// delivers to known ones.
 #[test]
 fn dovecot_with_users_rejects_unknown_recipient() {
-    if !common::require_all(&["dovecot", "swaks", "python3"]) {
+    if !testkit::require_all(&["dovecot", "swaks", "python3"]) {
         return;
     }
     let started = Instant::now();
@@ -94,7 +101,7 @@ fn dovecot_with_users_rejects_unknown_recipient() {
 /// SMTP into Postfix, which hands the mail to Dovecot over LMTP (no sealgate in between).
 #[test]
 fn postfix_delivers_to_dovecot_over_lmtp() {
-    if !common::require_all(&["postfix", "postqueue", "dovecot", "swaks", "python3"]) {
+    if !testkit::require_all(&["postfix", "postqueue", "dovecot", "swaks", "python3"]) {
         return;
     }
     let started = Instant::now();
@@ -136,7 +143,7 @@ fn postfix_delivers_to_dovecot_over_lmtp() {
         text.contains("by mx.example.org (Postfix)"),
         "no Postfix Received header:\n{text}"
     );
-    common::wait_until("Postfix queue to drain", DELIVERY_TIMEOUT, || {
+    testkit::wait_until("Postfix queue to drain", DELIVERY_TIMEOUT, || {
         postfix.queue_is_empty()
     });
     eprintln!(
