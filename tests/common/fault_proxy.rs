@@ -4,7 +4,8 @@
 //! did, so the test can tell an injected 5xx from a real one and knows which copies the next
 //! hop may have stored without sealgate hearing about it (the at-least-once window).
 //!
-//! Not declared in `common/mod.rs`: only `tests/faults.rs` uses it (`#[path]`).
+//! Not declared in `common/mod.rs`: only `tests/faults.rs` and `tests/logs.rs` use it
+//! (`#[path]`).
 
 // A test-only module: `pub` is its natural API; faults.rs uses only part of it.
 #![allow(unreachable_pub, dead_code)]
@@ -75,6 +76,8 @@ pub struct Record {
     /// Connections from sealgate, and those closed at once because the next hop was down.
     pub sessions: usize,
     pub upstream_down: usize,
+    /// MAIL commands answered with the [`FaultProxy::close_sessions_with`] reply.
+    pub closed_with_reply: usize,
     /// Transactions whose DATA ended with every final reply relayed.
     pub completed: usize,
 }
@@ -91,6 +94,8 @@ struct Shared {
     conns: Mutex<HashMap<u64, Vec<TcpStream>>>,
     next_conn: AtomicU64,
     accepting: AtomicBool,
+    /// While set, the reply to every MAIL, after which the session is closed.
+    closing: Mutex<Option<Reply>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,6 +135,7 @@ impl FaultProxy {
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(0),
                 accepting: AtomicBool::new(false),
+                closing: Mutex::new(None),
             }),
             acceptor: Mutex::new(None),
         };
@@ -140,6 +146,14 @@ impl FaultProxy {
     /// The next transaction that reaches MAIL gets `fault`.
     pub fn arm(&self, fault: Fault) {
         lock(&self.shared.armed).push_back(fault);
+    }
+
+    /// From now on (until called with `None`), every MAIL is answered with `reply` instead of
+    /// being forwarded, and both connections are closed: what Dovecot does to an open session
+    /// when it shuts down (`421 4.3.2 <host> Shutting down`). Greeting and LHLO still come
+    /// from the next hop.
+    pub fn close_sessions_with(&self, reply: Option<Reply>) {
+        *lock(&self.shared.closing) = reply;
     }
 
     /// Forgets faults armed but not yet applied.
@@ -395,6 +409,12 @@ impl Relay<'_> {
             };
             match verb(&line).as_str() {
                 "MAIL" => {
+                    let closing = lock(&self.shared.closing).clone();
+                    if let Some(reply) = closing {
+                        self.record().closed_with_reply += 1;
+                        self.client.send_reply(&reply)?;
+                        return Ok(());
+                    }
                     let fault = self
                         .shared
                         .armed
