@@ -995,7 +995,7 @@ fn content_filter_over_tcp_bound_by_sealgate_as_its_user() {
 
 /// The milter deployment, verbatim, beside the LMTP transport: with sealgate down, the
 /// port-25 smtpd tempfails (milter_default_action) while the submission service still takes
-/// mail, which is delivered once sealgate is back.
+/// mail, which is delivered once sealgate is back; then port 25 takes mail again.
 #[test]
 fn milter_as_shipped_port_25_only() {
     if !peers_present() {
@@ -1076,6 +1076,14 @@ fn milter_as_shipped_port_25_only() {
             .iter()
             .any(|m| String::from_utf8_lossy(m).contains("token-m-3"))
     );
+    // Up again: port 25 takes mail again (its milter reconnects per session).
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "alice@example.org",
+        &["--body", "token-m-4"],
+    );
+    assert!(ok, "port 25 with sealgate up again: {out}");
+    wait_for_count(&postfix, "alice@example.org", "sent", 3);
     assert_clean_maillog(&postfix);
 }
 
