@@ -78,6 +78,17 @@ impl Failure {
         }
     }
 
+    /// The connection is gone: broken, timed out, or the server said so with `421` (Dovecot
+    /// does on shutdown and after five idle minutes). On a pooled connection that says nothing
+    /// about a fresh one.
+    fn is_closed_connection(&self) -> bool {
+        match self {
+            Failure::Lost(_) | Failure::TimedOut(_) => true,
+            Failure::Refused(reply) => reply.code == 421,
+            Failure::Connect(_) => false,
+        }
+    }
+
     /// The metrics label; `None` for a refusal that is not one (never happens: refusals are
     /// non-positive replies).
     fn error(&self) -> Option<NextHopError> {
@@ -161,8 +172,10 @@ impl Client {
         }
     }
 
-    /// A connection reached the point of a working LHLO/EHLO: logged at WARN if the next hop
-    /// was down, with what it had been.
+    /// The next hop answered a whole transaction (final replies, or refusals of its
+    /// recipients or DATA other than `421`): logged at WARN if it was down, with what it had
+    /// been. Not at LHLO: a server that greets and then answers `421` (Dovecot shutting down)
+    /// is still down.
     fn came_up(&self) {
         let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cause) = down.take() {
@@ -188,7 +201,7 @@ impl Client {
                 Err(failure) => Err(failure),
             };
             match result {
-                Err(Failure::Lost(_) | Failure::TimedOut(_)) if reused => {
+                Err(failure) if reused && failure.is_closed_connection() => {
                     attempt = self.connect().await;
                 }
                 Err(failure) => {
@@ -265,7 +278,6 @@ impl Client {
         if reply.code != 250 {
             return Err(Failure::Connect(format!("{hello} answered {reply}")));
         }
-        self.came_up();
         for line in reply.lines.iter().skip(1) {
             let keyword = line
                 .split_whitespace()
@@ -311,11 +323,11 @@ impl Client {
             }
             batch.extend_from_slice(b"DATA\r\n");
             self.send(&mut conn, &batch).await?;
-            let mail_reply = self.read_reply(&mut conn).await?;
+            let mail_reply = closing(self.read_reply(&mut conn).await?)?;
             for _ in &rcpts {
-                rcpt_replies.push(self.read_reply(&mut conn).await?);
+                rcpt_replies.push(closing(self.read_reply(&mut conn).await?)?);
             }
-            data_reply = self.read_reply(&mut conn).await?;
+            data_reply = closing(self.read_reply(&mut conn).await?)?;
             if !mail_reply.is_positive() {
                 return Err(Failure::Refused(mail_reply));
             }
@@ -327,16 +339,17 @@ impl Client {
             }
             for rcpt in &rcpts {
                 self.send(&mut conn, rcpt.as_bytes()).await?;
-                rcpt_replies.push(self.read_reply(&mut conn).await?);
+                rcpt_replies.push(closing(self.read_reply(&mut conn).await?)?);
             }
             if !rcpt_replies.iter().any(Reply::is_positive) {
                 rcpt_replies.iter().for_each(|r| self.count_reply(r));
+                self.came_up();
                 let replies = rcpt_replies.into_iter().map(relayable).collect();
                 self.reset(conn).await;
                 return Ok(super::Delivery::Done(replies));
             }
             self.send(&mut conn, b"DATA\r\n").await?;
-            data_reply = self.read_reply(&mut conn).await?;
+            data_reply = closing(self.read_reply(&mut conn).await?)?;
         }
 
         let accepted: Vec<usize> = (0..recipients.len())
@@ -347,6 +360,7 @@ impl Client {
             if !accepted.is_empty() {
                 self.count_reply(&data_reply);
             }
+            self.came_up();
             let replies = rcpt_replies
                 .into_iter()
                 .map(|r| {
@@ -415,6 +429,16 @@ impl Client {
             Ok(Err(err)) => Err(Failure::Lost(format!("{what}: {}", err.kind()))),
             Err(_) => Err(Failure::TimedOut(format!("{what} timed out"))),
         }
+    }
+}
+
+/// A `421` before DATA: the server is closing the connection, so no further reply will come
+/// (reading on would report "closed by the next hop" instead of the server's own reason).
+fn closing(reply: Reply) -> Result<Reply, Failure> {
+    if reply.code == 421 {
+        Err(Failure::Refused(reply))
+    } else {
+        Ok(reply)
     }
 }
 
@@ -528,6 +552,9 @@ impl Delivery {
         }
         for reply in &got {
             self.client.count_reply(reply);
+        }
+        if lost.is_none() && got.iter().all(|r| r.code != 421) {
+            self.client.came_up();
         }
         for (n, &i) in self.accepted.iter().enumerate() {
             let reply = if self.client.lmtp {

@@ -71,6 +71,8 @@ pub struct Record {
     /// Connections from sealgate, and those closed at once because the next hop was down.
     pub sessions: usize,
     pub upstream_down: usize,
+    /// MAIL commands answered with the [`FaultProxy::close_sessions_with`] reply.
+    pub closed_with_reply: usize,
     /// Transactions whose DATA ended with every final reply relayed.
     pub completed: usize,
 }
@@ -87,6 +89,8 @@ struct Shared {
     conns: Mutex<HashMap<u64, Vec<TcpStream>>>,
     next_conn: AtomicU64,
     accepting: AtomicBool,
+    /// While set, the reply to every MAIL, after which the session is closed.
+    closing: Mutex<Option<Reply>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,6 +130,7 @@ impl FaultProxy {
                 conns: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(0),
                 accepting: AtomicBool::new(false),
+                closing: Mutex::new(None),
             }),
             acceptor: Mutex::new(None),
         };
@@ -136,6 +141,14 @@ impl FaultProxy {
     /// The next transaction that reaches MAIL gets `fault`.
     pub fn arm(&self, fault: Fault) {
         lock(&self.shared.armed).push_back(fault);
+    }
+
+    /// From now on (until called with `None`), every MAIL is answered with `reply` instead of
+    /// being forwarded, and both connections are closed: what Dovecot does to an open session
+    /// when it shuts down (`421 4.3.2 <host> Shutting down`). Greeting and LHLO still come
+    /// from the next hop.
+    pub fn close_sessions_with(&self, reply: Option<Reply>) {
+        *lock(&self.shared.closing) = reply;
     }
 
     /// Forgets faults armed but not yet applied.
@@ -391,6 +404,12 @@ impl Relay<'_> {
             };
             match verb(&line).as_str() {
                 "MAIL" => {
+                    let closing = lock(&self.shared.closing).clone();
+                    if let Some(reply) = closing {
+                        self.record().closed_with_reply += 1;
+                        self.client.send_reply(&reply)?;
+                        return Ok(());
+                    }
                     let fault = self
                         .shared
                         .armed

@@ -2,14 +2,19 @@
 //! `packaging/sealgate.env` and the units from the tree, applies them to a private Postfix and
 //! Dovecot with only the mechanical rewrites listed in [`REWRITES`], loads the env file the way
 //! systemd's `EnvironmentFile=` does, runs the unit's `ExecStartPre` and starts its `ExecStart`
-//! under `systemd-socket-activate` with the sockets of `sealgate.socket` (and
-//! `sealgate-milter.socket`), imports keys the way README tells an operator, and checks what
-//! Postfix's log and Dovecot's mailboxes say.
+//! as the unit's `User=`/`Group=` (created as `packaging/debian/postinst` creates it when
+//! missing; `setpriv` changes to it as systemd does, without a new process), under
+//! `systemd-socket-activate` with the sockets of `sealgate.socket` (and
+//! `sealgate-milter.socket`) or binding its listener itself, imports keys the way README tells
+//! an operator (as root, then the service user reads them), and checks what Postfix's log and
+//! Dovecot's mailboxes say. The deployment tests need root (Postfix, Dovecot, the user); with
+//! `CI=true` a run without root fails.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use sealgate::config::env_file;
@@ -35,7 +40,7 @@ const REWRITES: &[(&str, &str, &str)] = &[
     (
         "/var/lib/sealgate/keys",
         "<temp dir>/keys",
-        "the key store (systemd's StateDirectory= would create it)",
+        "the key store, made as postinst makes it (owner sealgate, mode 0700, `keys init`)",
     ),
     (
         "127.0.0.1:10026",
@@ -45,7 +50,17 @@ const REWRITES: &[(&str, &str, &str)] = &[
     (
         "/usr/bin/sealgate",
         "<CARGO_BIN_EXE_sealgate>",
-        "the binary under test (the unit's ExecStartPre and ExecStart)",
+        "the binary under test (the unit's ExecStartPre and ExecStart, postinst's keys init)",
+    ),
+    (
+        "/etc/sealgate/sealgate.env",
+        "<temp dir>/sealgate.env",
+        "the env file (rewritten), which `sealgate keys` reads through SEALGATE_ENV_FILE",
+    ),
+    (
+        "127.0.0.1:10024",
+        "127.0.0.1:<free port>",
+        "the TCP LMTP listener of content-filter.main.cf's TCP variant",
     ),
     (
         "master.cf chroot column y",
@@ -72,11 +87,6 @@ const REWRITES: &[(&str, &str, &str)] = &[
         "a throw-away certificate",
         "secure-domains.main.cf offers STARTTLS, which needs one (the site has its own)",
     ),
-    (
-        "User=sealgate",
-        "root",
-        "no sealgate user on a test machine; as root, sealgate reads the key store all the same",
-    ),
 ];
 
 /// What Postfix must never log with a shipped deployment (issue 12's findings).
@@ -94,6 +104,8 @@ struct Places {
     dovecot_run: PathBuf,
     keys: PathBuf,
     reinject_port: u16,
+    env_file: PathBuf,
+    lmtp_port: u16,
 }
 
 impl Places {
@@ -105,6 +117,8 @@ impl Places {
             self.keys.display().to_string(),
             format!("127.0.0.1:{}", self.reinject_port),
             env!("CARGO_BIN_EXE_sealgate").to_string(),
+            self.env_file.display().to_string(),
+            format!("127.0.0.1:{}", self.lmtp_port),
         ];
         REWRITES
             .iter()
@@ -231,8 +245,44 @@ fn id_of(flag: &str, name: &str) -> u32 {
         .unwrap_or_else(|_| panic!("no such user or group {name}"))
 }
 
+/// The unit's `User=`, `Group=`, `NoNewPrivileges=` and `CapabilityBoundingSet=` as
+/// `setpriv` arguments: what systemd applies before it executes `ExecStartPre` and
+/// `ExecStart`. `setpriv` executes the command in its own process, so the PID stays the one
+/// `systemd-socket-activate` announced in `LISTEN_PID`.
+fn as_unit_user(user: &ServiceUser) -> Vec<String> {
+    let mut args = vec![
+        testkit::bin_path("setpriv").display().to_string(),
+        format!("--reuid={}", user.name),
+        format!("--regid={}", user.group),
+        "--init-groups".to_string(),
+    ];
+    if unit_value("NoNewPrivileges") == "yes" {
+        args.push("--no-new-privs".into());
+    }
+    if unit_value("CapabilityBoundingSet").is_empty() {
+        args.push("--bounding-set=-all".into());
+    }
+    args.push("--".into());
+    args
+}
+
+/// The user ID process `pid` runs as (its real and effective IDs must agree).
+fn uid_of(pid: u32) -> u32 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let ids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("Uid: line")
+        .split_whitespace()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    assert!(ids.iter().all(|&id| id == ids[0]), "mixed uids {ids:?}");
+    ids[0]
+}
+
 /// sealgate as `sealgate.service` with its socket units runs it: `ExecStartPre` must pass,
-/// then `ExecStart` under `systemd-socket-activate`, which starts it at the first connection.
+/// then `ExecStart` under `systemd-socket-activate`, which starts it at the first connection;
+/// both as the unit's user. Without socket units sealgate binds its listeners itself.
 struct Service {
     child: Child,
     log: PathBuf,
@@ -240,31 +290,50 @@ struct Service {
 }
 
 impl Service {
+    /// As the unit runs it: as its `User=`.
     fn start(places: &Places, env: &[(String, String)], units: &[SocketUnit]) -> Service {
-        // The package's postinst creates the store with its manifest (`sealgate keys init`);
-        // without it the service's check-config refuses the store as unknown.
-        let (ok, out) = testkit::run(
-            Command::new(env!("CARGO_BIN_EXE_sealgate"))
-                .args(["keys", "init"])
-                .env_clear()
-                .env("SEALGATE_ENV_FILE", "/dev/null")
-                .env("SEALGATE_KEYSTORE", &places.keys),
+        let user = service_user();
+        let service = Service::start_with(places, env, units, &as_unit_user(&user));
+        assert_eq!(
+            uid_of(service.child.id()),
+            user.uid,
+            "sealgate does not run as the unit's User={}",
+            user.name
         );
-        assert!(ok, "keys init (as postinst): {out}");
-        let pre = unit_command("ExecStartPre", places);
+        service
+    }
+
+    /// As README's "without systemd" start: as root.
+    fn start_as_root(places: &Places, env: &[(String, String)]) -> Service {
+        Service::start_with(places, env, &[], &[])
+    }
+
+    /// `wrapper`: the command line that `ExecStartPre` and `ExecStart` run under.
+    fn start_with(
+        places: &Places,
+        env: &[(String, String)],
+        units: &[SocketUnit],
+        wrapper: &[String],
+    ) -> Service {
+        let wrapped = |key: &str| -> Vec<String> {
+            let mut command = wrapper.to_vec();
+            command.extend(unit_command(key, places));
+            command
+        };
+        let pre = wrapped("ExecStartPre");
         let (ok, out) = testkit::run(
             Command::new(&pre[0])
                 .args(&pre[1..])
                 .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .envs(env.iter().map(|(k, v)| (k, v))),
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .current_dir("/"),
         );
         assert!(
             ok,
             "ExecStartPre (check-config) refused the shipped settings:\n{out}"
         );
 
-        let start = unit_command("ExecStart", places);
+        let start = wrapped("ExecStart");
         let log = places
             .keys
             .with_file_name(format!("sealgate-{}.log", testkit::free_port()));
@@ -275,6 +344,7 @@ impl Service {
                 .args(&start[1..])
                 .env_clear()
                 .envs(env.iter().map(|(k, v)| (k, v)))
+                .current_dir("/")
                 .stdin(Stdio::null())
                 .stdout(file.try_clone().expect("dup log"))
                 .stderr(file)
@@ -304,6 +374,8 @@ impl Service {
         }
         let child = cmd
             .args(&start)
+            .env_clear()
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
@@ -372,9 +444,10 @@ impl Drop for Service {
     }
 }
 
-/// Imports `cert` the way README tells an operator (`sudo sealgate keys import - <
-/// alice.asc`: the store named by the package's env file), as root (see [`REWRITES`]; the
-/// env file's store is the rewritten `places.keys`).
+/// Imports `cert` the way README tells an operator: `sudo sealgate keys import - <
+/// alice.asc`, as root, which reads the store from the env file (see [`REWRITES`]) and hands
+/// what it wrote to the service user; then every file of the store is that user's, for the
+/// service to read.
 fn import_key(places: &Places, cert: &[u8]) {
     let readme = shipped("README.md");
     let line = readme
@@ -388,8 +461,7 @@ fn import_key(places: &Places, cert: &[u8]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
         .args(["keys", "import", "-"])
         .env_clear()
-        .env("SEALGATE_ENV_FILE", "/dev/null")
-        .env("SEALGATE_KEYSTORE", &places.keys)
+        .env("SEALGATE_ENV_FILE", &places.env_file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -409,6 +481,31 @@ fn import_key(places: &Places, cert: &[u8]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let user = service_user();
+    for path in files_under(&places.keys) {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = fs::symlink_metadata(&path).expect("stat a store file");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (user.uid, user.gid),
+            "{} is not the service user's after keys import as root",
+            path.display()
+        );
+    }
+}
+
+/// Every file and directory below `dir`, `dir` included.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < found.len() {
+        if fs::symlink_metadata(&found[i]).is_ok_and(|m| m.is_dir()) {
+            let entries = fs::read_dir(&found[i]).expect("read a store directory");
+            found.extend(entries.map(|e| e.expect("directory entry").path()));
+        }
+        i += 1;
+    }
+    found
 }
 
 fn send(port: u16, to: &str, extra: &[&str]) -> (bool, String) {
@@ -460,16 +557,137 @@ fn assert_clean_maillog(postfix: &Postfix) {
     }
 }
 
-fn places(postfix: &Postfix, dovecot: &Dovecot, dir: &Path, reinject_port: u16) -> Places {
-    let keys = dir.join("keys");
-    fs::create_dir(&keys).expect("create the key store");
-    fs::set_permissions(&keys, fs::Permissions::from_mode(0o700)).expect("chmod keys");
-    Places {
+/// Where this run's private instances are, with the package installed as postinst installs
+/// it (the service user, the key store with its manifest). `reinject_port` and `lmtp_port`:
+/// what the content_filter's 127.0.0.1:10026 and 127.0.0.1:10024 become (0: unused).
+fn places(
+    postfix: &Postfix,
+    dovecot: &Dovecot,
+    dir: &Path,
+    reinject_port: u16,
+    lmtp_port: u16,
+) -> Places {
+    let places = Places {
         queue: postfix.dir.path().join("queue"),
         dovecot_run: dovecot.dir.path().join("run"),
-        keys,
+        keys: dir.join("keys"),
         reinject_port,
+        env_file: dir.join("sealgate.env"),
+        lmtp_port,
+    };
+    // The operator's /etc/sealgate/sealgate.env, as the package ships it: `sealgate keys`
+    // needs only the store from it (a snippet's settings reach the service by `environment`).
+    fs::write(
+        &places.env_file,
+        places.apply(&shipped("packaging/sealgate.env")),
+    )
+    .expect("write the env file");
+    install_as_postinst(&places);
+    places
+}
+
+/// The unit's `User=` and `Group=`, by name and by ID.
+struct ServiceUser {
+    name: String,
+    group: String,
+    uid: u32,
+    gid: u32,
+}
+
+/// The unit's `KEY=` value.
+fn unit_value(key: &str) -> String {
+    let unit = shipped("packaging/sealgate.service");
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("sealgate.service: no {key}="))
+        .to_string()
+}
+
+/// The lines of postinst from the one starting with `first` (trimmed) to the first after it
+/// that is `last` (trimmed), as one shell snippet.
+fn postinst_block(first: &str, last: &str) -> String {
+    let postinst = shipped("packaging/debian/postinst");
+    let lines: Vec<&str> = postinst.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(first))
+        .unwrap_or_else(|| panic!("postinst: no line starting with {first:?}"));
+    let len = lines[start..]
+        .iter()
+        .position(|l| l.trim() == last)
+        .unwrap_or_else(|| panic!("postinst: no {last:?} after {first:?}"));
+    lines[start..=start + len].join("\n")
+}
+
+/// The unit's user, created by postinst's own lines when missing (once per test process:
+/// parallel tests must not race to create it).
+fn service_user() -> ServiceUser {
+    static CREATED: Mutex<()> = Mutex::new(());
+    let name = unit_value("User");
+    let group = unit_value("Group");
+    {
+        let _once = CREATED.lock().unwrap_or_else(PoisonError::into_inner);
+        let block = postinst_block(&format!("if ! getent passwd {name}"), "fi");
+        let (ok, out) = testkit::run(Command::new("sh").args(["-e", "-c", &block]));
+        assert!(ok, "postinst's user creation:\n{block}\n{out}");
     }
+    ServiceUser {
+        uid: id_of("-u", &name),
+        gid: id_of("-g", &group),
+        name,
+        group,
+    }
+}
+
+/// The command of postinst that starts with `prefix` (trimmed), with its `\\` continuation
+/// lines.
+fn postinst_command(prefix: &str) -> String {
+    let postinst = shipped("packaging/debian/postinst");
+    let mut lines = postinst
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(prefix));
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        match line.trim().strip_suffix('\\') {
+            Some(part) => command.push_str(part),
+            None => {
+                command.push_str(line.trim());
+                break;
+            }
+        }
+    }
+    assert!(
+        !command.is_empty(),
+        "postinst: no command starting with {prefix:?}"
+    );
+    command
+}
+
+/// What postinst does for the key store: the directory owned by the service user, mode 0700
+/// (its `install -d`, as systemd's StateDirectory= would), then its `keys init` command as
+/// it stands there (rewritten), which runs as that user.
+fn install_as_postinst(places: &Places) {
+    let user = service_user();
+    let install = postinst_command("install -d -o");
+    assert!(
+        install.contains(&format!("-o {} -g {} -m 0700", user.name, user.group)),
+        "postinst creates the state directories otherwise than this test: {install}"
+    );
+    fs::create_dir(&places.keys).expect("create the key store");
+    std::os::unix::fs::chown(&places.keys, Some(user.uid), Some(user.gid))
+        .expect("chown the key store");
+    fs::set_permissions(&places.keys, fs::Permissions::from_mode(0o700)).expect("chmod keys");
+    let init = postinst_command("SEALGATE_ENV_FILE=/dev/null");
+    let command = init
+        .split(" >/dev/null")
+        .next()
+        .filter(|c| c.contains("runuser -u") && c.contains("keys init"))
+        .unwrap_or_else(|| {
+            panic!("postinst's keys init is not `... runuser -u ... keys init`: {init}")
+        });
+    let command = places.apply(command);
+    let (ok, out) = testkit::run(Command::new("sh").args(["-e", "-c", &command]));
+    assert!(ok, "postinst's keys init:\n{command}\n{out}");
 }
 
 fn assert_encrypted_for(gpg: &Gpg, stored: &[u8], token: &str) {
@@ -484,6 +702,8 @@ fn assert_encrypted_for(gpg: &Gpg, stored: &[u8], token: &str) {
     );
 }
 
+/// The peers, and root: Postfix and Dovecot switch to their users, and sealgate runs as the
+/// unit's user, created as postinst creates it.
 fn peers_present() -> bool {
     testkit::require_all(&[
         "postfix",
@@ -491,7 +711,14 @@ fn peers_present() -> bool {
         "swaks",
         "gpg",
         "systemd-socket-activate",
-    ])
+        "setpriv",
+        "runuser",
+        "adduser",
+    ]) && (is_root()
+        || testkit::peer_missing(
+            "root: the deployment tests run Postfix and Dovecot and start sealgate as the \
+             unit's User=sealgate (created as postinst creates it when missing)",
+        ))
 }
 
 /// The preferred deployment, verbatim: keyless delivered, keyed stored encrypted, unknown
@@ -509,7 +736,7 @@ fn lmtp_transport_as_shipped() {
         main_cf: postfix_lines(&shipped("packaging/postfix/lmtp-transport.main.cf")),
         master_cf: master_lines(&shipped("packaging/postfix/lmtp-transport.master.cf"), 0),
     });
-    let places = places(&postfix, &dovecot, dir.path(), 0);
+    let places = places(&postfix, &dovecot, dir.path(), 0, 0);
     import_key(&places, &gpg.export("bob@example.org"));
     let env = environment(&places, &[]);
     let units = [socket_unit("packaging/sealgate.socket", &places)];
@@ -564,19 +791,15 @@ fn lmtp_transport_bound_by_sealgate_as_root() {
     if !peers_present() {
         return;
     }
-    if !is_root() {
-        testkit::peer_missing("root (Postfix and the socket owner check need it)");
-        return;
-    }
     let dir = testkit::temp_dir("sealgate-deploy-");
     let dovecot = Dovecot::start_with_users(&["alice@example.org"]);
     let postfix = Postfix::start(PostfixConfig {
         main_cf: postfix_lines(&shipped("packaging/postfix/lmtp-transport.main.cf")),
         master_cf: master_lines(&shipped("packaging/postfix/lmtp-transport.master.cf"), 0),
     });
-    let places = places(&postfix, &dovecot, dir.path(), 0);
+    let places = places(&postfix, &dovecot, dir.path(), 0, 0);
     let env = environment(&places, &[]);
-    let service = Service::start(&places, &env, &[]);
+    let service = Service::start_as_root(&places, &env);
     let socket = places.queue.join("private/sealgate-lmtp");
     let meta = fs::symlink_metadata(&socket).expect("sealgate's socket");
     let private = fs::metadata(places.queue.join("private")).expect("private/");
@@ -647,7 +870,7 @@ fn content_filter_as_shipped() {
             reinject_port,
         ),
     });
-    let places = places(&postfix, &dovecot, dir.path(), reinject_port);
+    let places = places(&postfix, &dovecot, dir.path(), reinject_port, 0);
     import_key(&places, &gpg.export("carol@example.org"));
     let env = environment(&places, &snippet_settings(&filter_main));
     let units = [socket_unit("packaging/sealgate.socket", &places)];
@@ -692,9 +915,85 @@ fn content_filter_as_shipped() {
     assert_clean_maillog(&postfix);
 }
 
+/// The content_filter over TCP, as content-filter.main.cf's header tells the operator (its
+/// SEALGATE_LMTP_LISTEN and content_filter lines for TCP, sealgate.socket disabled), with
+/// sealgate binding its listener itself as the unit's user: Postfix delivers through it, a
+/// keyed recipient's copy is encrypted with the key imported as root.
+#[test]
+fn content_filter_over_tcp_bound_by_sealgate_as_its_user() {
+    if !peers_present() {
+        return;
+    }
+    let dir = testkit::temp_dir("sealgate-deploy-");
+    let gpg = Gpg::new();
+    gpg.generate("carol@example.org", "rsa2048", "encrypt");
+    let dovecot = Dovecot::start();
+    let reinject_port = testkit::free_port();
+    let lmtp_port = testkit::free_port();
+    let filter_main = shipped("packaging/postfix/content-filter.main.cf");
+    // The header's TCP variant, word for word (a line break may fall inside it).
+    let header = filter_main
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let header = header.split_whitespace().collect::<Vec<_>>().join(" ");
+    let tcp_listen = "SEALGATE_LMTP_LISTEN=127.0.0.1:10024";
+    let tcp_filter = "content_filter = sealgate:inet:127.0.0.1:10024";
+    for variant in [tcp_listen, tcp_filter, "disable sealgate.socket"] {
+        assert!(
+            header.contains(variant),
+            "content-filter.main.cf no longer says {variant:?}: {header}"
+        );
+    }
+    let mut main_cf: Vec<String> = postfix_lines(&filter_main)
+        .into_iter()
+        .map(|l| {
+            if l.starts_with("content_filter =") {
+                tcp_filter.to_string()
+            } else {
+                l
+            }
+        })
+        .collect();
+    main_cf.push(format!(
+        "virtual_transport = lmtp:inet:127.0.0.1:{}",
+        dovecot.lmtp_port
+    ));
+    let postfix = Postfix::start(PostfixConfig {
+        main_cf: main_cf
+            .iter()
+            .map(|l| l.replace("127.0.0.1:10024", &format!("127.0.0.1:{lmtp_port}")))
+            .collect(),
+        master_cf: master_lines(
+            &shipped("packaging/postfix/content-filter.master.cf"),
+            reinject_port,
+        ),
+    });
+    let places = places(&postfix, &dovecot, dir.path(), reinject_port, lmtp_port);
+    import_key(&places, &gpg.export("carol@example.org"));
+    let mut settings = snippet_settings(&filter_main);
+    let (key, value) = tcp_listen.split_once('=').expect("NAME=value");
+    settings.push((key.to_string(), value.to_string()));
+    let env = environment(&places, &settings);
+    let _service = Service::start(&places, &env, &[]);
+
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "dave@example.org,carol@example.org",
+        &["--body", "token-deploy-tcp"],
+    );
+    assert!(ok, "swaks: {out}");
+    let dave = dovecot.wait_for_inbox("dave@example.org", 1, WAIT);
+    assert!(String::from_utf8_lossy(&dave[0]).contains("token-deploy-tcp"));
+    let carol = dovecot.wait_for_inbox("carol@example.org", 1, WAIT);
+    assert_encrypted_for(&gpg, &carol[0], "token-deploy-tcp");
+    assert_clean_maillog(&postfix);
+}
+
 /// The milter deployment, verbatim, beside the LMTP transport: with sealgate down, the
 /// port-25 smtpd tempfails (milter_default_action) while the submission service still takes
-/// mail, which is delivered once sealgate is back.
+/// mail, which is delivered once sealgate is back; then port 25 takes mail again.
 #[test]
 fn milter_as_shipped_port_25_only() {
     if !peers_present() {
@@ -724,7 +1023,7 @@ fn milter_as_shipped_port_25_only() {
         "{}",
         postfix.log()
     );
-    let places = places(&postfix, &dovecot, dir.path(), 0);
+    let places = places(&postfix, &dovecot, dir.path(), 0, 0);
     let env = environment(&places, &snippet_settings(&milter_main));
     let units = [
         socket_unit("packaging/sealgate.socket", &places),
@@ -775,6 +1074,14 @@ fn milter_as_shipped_port_25_only() {
             .iter()
             .any(|m| String::from_utf8_lossy(m).contains("token-m-3"))
     );
+    // Up again: port 25 takes mail again (its milter reconnects per session).
+    let (ok, out) = send(
+        postfix.smtp_port,
+        "alice@example.org",
+        &["--body", "token-m-4"],
+    );
+    assert!(ok, "port 25 with sealgate up again: {out}");
+    wait_for_count(&postfix, "alice@example.org", "sent", 3);
     assert_clean_maillog(&postfix);
 }
 
@@ -801,7 +1108,7 @@ fn secure_domains_and_submission_as_shipped() {
     }
     .with_submission(submission, dovecot.auth_port.expect("SASL port"));
     let postfix = Postfix::start(config);
-    let places = places(&postfix, &dovecot, dir.path(), 0);
+    let places = places(&postfix, &dovecot, dir.path(), 0, 0);
     let env = environment(&places, &snippet_settings(&secure_main));
     let units = [socket_unit("packaging/sealgate.socket", &places)];
     let _service = Service::start(&places, &env, &units);

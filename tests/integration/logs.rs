@@ -1,16 +1,19 @@
 //! Logs an operator can follow (issue 12, finding 10), read from sealgate's own output:
 //! one summary line per message (queue ID, sender, Message-ID token, size, each recipient's
 //! code, outcome and key fingerprint) with addresses as `SEALGATE_LOG_ADDRESSES` says; logfmt
-//! quoting of values in text mode; a next hop (a real Dovecot) that goes down and comes back
-//! logged once at WARN each way, with the cause.
+//! quoting of values in text mode; a next hop (a real Dovecot) that goes down and comes back,
+//! or answers `421` as Dovecot does while it shuts down, logged once at WARN each way, with
+//! the cause.
 
 use std::time::Duration;
 
 use sealgate::ops::redact::{AddressLog, token};
+use sealgate_protocol::{EnhancedCode, Reply};
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;
+use testkit::fault_proxy::FaultProxy;
 use testkit::lmtp::{Client, assert_codes};
-use testkit::peers::Dovecot;
+use testkit::peers::{Dovecot, Postfix, PostfixConfig, swaks};
 use testkit::sealgate::Sealgate;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -206,4 +209,99 @@ fn a_next_hop_going_down_and_up_is_logged_once_each_way() {
     let log = sealgate.log();
     assert_eq!(log.matches("next hop is up again").count(), 1, "{log}");
     assert_eq!(log.matches("next hop is down").count(), 1, "{log}");
+}
+
+/// A next hop answering `421` (what Dovecot answers an open session while it shuts down,
+/// here said by a proxy in front of the real Dovecot, on every session): Postfix's message is
+/// deferred with that reply, sealgate logs one WARN naming it when the trouble starts and one
+/// when the next hop works again, and after that the message is delivered, none lost.
+#[test]
+fn a_next_hop_answering_421_is_logged_once_each_way_and_the_mail_delivered_after() {
+    if !testkit::require_all(&["dovecot", "postfix", "swaks"]) {
+        return;
+    }
+    let dovecot = Dovecot::start();
+    let proxy = FaultProxy::start(
+        testkit::free_port(),
+        dovecot.lmtp_port,
+        true,
+        Duration::from_secs(60),
+        1,
+    );
+    let next_hop = format!("lmtp:127.0.0.1:{}", proxy.port);
+    let sealgate = Sealgate::spawn(&[("SEALGATE_NEXT_HOP", next_hop.as_str())]);
+    let postfix = Postfix::start(PostfixConfig {
+        main_cf: vec![format!(
+            "virtual_transport = lmtp:inet:{}",
+            sealgate.lmtp_addr
+        )],
+        master_cf: Vec::new(),
+    });
+    let send = |to: &str, token: &str| {
+        let port = postfix.smtp_port.to_string();
+        let (ok, out) = swaks(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--from",
+            "sender@example.net",
+            "--to",
+            to,
+            "--body",
+            token,
+        ]);
+        assert!(ok, "swaks: {out}");
+    };
+    // A delivery first, so that sealgate holds a pooled connection when the trouble starts.
+    send("early@example.org", "token-421-early");
+    postfix.wait_for_status("early@example.org", "sent", WAIT);
+
+    proxy.close_sessions_with(Some(Reply::new(
+        421,
+        EnhancedCode::new(4, 3, 2),
+        "vm Shutting down",
+    )));
+    send("late@example.org", "token-421-late");
+    let deferred = postfix.wait_for_status("late@example.org", "deferred", WAIT);
+    assert!(deferred.contains("421 4.3.2"), "{deferred}");
+    let down = sealgate.wait_for_log("next hop is down", WAIT);
+    assert!(down.contains(" WARN "), "{down}");
+    let cause = field(&fields(&down), "cause")
+        .unwrap_or_default()
+        .to_string();
+    assert!(cause.contains("421 4.3.2 vm Shutting down"), "{down}");
+    // Postfix retries (every second or two here) meanwhile; still one line.
+    let tries = proxy.record().closed_with_reply;
+    testkit::wait_until("Postfix's retries to reach the next hop", WAIT, || {
+        proxy.record().closed_with_reply >= tries + 2
+    });
+    assert_eq!(
+        sealgate.log().matches("next hop is down").count(),
+        1,
+        "{}",
+        sealgate.log()
+    );
+
+    proxy.close_sessions_with(None);
+    postfix.flush();
+    postfix.wait_for_status("late@example.org", "sent", WAIT);
+    assert!(
+        !postfix.log().contains("status=bounced"),
+        "{}",
+        postfix.log()
+    );
+    let inbox = dovecot.wait_for_inbox("late@example.org", 1, WAIT);
+    assert!(String::from_utf8_lossy(&inbox[0]).contains("token-421-late"));
+    let up = sealgate.wait_for_log("next hop is up again", WAIT);
+    assert!(up.contains(" WARN "), "{up}");
+    let was = field(&fields(&up), "was").unwrap_or_default().to_string();
+    assert!(was.contains("421 4.3.2"), "{up}");
+    let log = sealgate.log();
+    assert_eq!(log.matches("next hop is down").count(), 1, "{log}");
+    assert_eq!(log.matches("next hop is up again").count(), 1, "{log}");
+    assert!(
+        testkit::poll_until(WAIT, || postfix.queue_is_empty()),
+        "queue not empty"
+    );
 }
