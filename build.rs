@@ -1,6 +1,10 @@
 //! Build information for `sealgate --version` and `sealgate_build_info`: the git commit
 //! (`BUILD_GIT_COMMIT`, "unknown" outside a git checkout or without git) and the compiler
 //! (`BUILD_RUSTC_VERSION`).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code reads its own knobs (CI, TEST_*) and the harness environment; .clippy.toml guards the service code"
+)]
 
 use std::path::Path;
 use std::process::Command;

@@ -35,6 +35,10 @@
 //! `cargo test --all-targets` runs this binary too, unoptimised and without arguments; it then
 //! does the `--quick` run, with one small encryption scenario and a short baseline instead of
 //! the encryption group. Linux only: reads `/proc/<pid>/status` and `/proc/<pid>/stat`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code reads its own knobs (CI, TEST_*) and the harness environment; .clippy.toml guards the service code"
+)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -84,6 +84,10 @@ fn quiet_on_broken_pipe() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
         if message.contains("Broken pipe") {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "inside a panic hook there is no way back to main's ExitCode"
+            )]
             std::process::exit(128 + 13);
         }
         default(info);

@@ -148,9 +148,7 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
 /// `SEALGATE_ENV_FILE`, else the package's when it exists) under the environment, which
 /// wins.
 fn service_config() -> Result<Config, String> {
-    let environment: BTreeMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let environment = config::environment();
     let file = match environment.get(config::ENV_FILE) {
         Some(path) => Some(PathBuf::from(path)),
         None => Some(PathBuf::from(config::DEFAULT_ENV_FILE)).filter(|p| p.exists()),

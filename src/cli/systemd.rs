@@ -189,6 +189,10 @@ fn same_addr(configured: SocketAddr, actual: SocketAddr) -> bool {
 ///
 /// # Errors
 /// The socket could not be created or the datagram not sent.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "NOTIFY_SOCKET is the service manager's protocol, not a setting"
+)]
 pub(crate) fn notify(state: &str) -> io::Result<bool> {
     notify_to(std::env::var_os("NOTIFY_SOCKET"), state)
 }

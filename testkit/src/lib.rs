@@ -19,7 +19,10 @@
 //! - Every process is stopped on `Drop`, which also runs while a failed test unwinds.
 //! - A missing peer binary skips the test (note on stderr), or fails it when `CI=true`:
 //!   see [`require`].
-
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code reads its own knobs (CI, TEST_*) and the harness environment; .clippy.toml guards the service code"
+)]
 // `new()` here makes a private instance (a home directory, a temporary root), not a neutral
 // value, so `Default` would read wrong.
 #![allow(clippy::new_without_default)]
