@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::delivery::NextHop;
-use crate::lmtp::session::Shared;
+use crate::lmtp;
 use crate::milter;
 use crate::ops::metrics::Metrics;
 use crate::ops::{http, metrics};
@@ -134,15 +134,19 @@ pub async fn run(
     let next_hop = NextHop::new(&config, Arc::clone(&metrics));
     let pipeline = pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics));
     metrics.declare(&pipeline.stage_names(), next_hop.kind());
-    let shared = Arc::new(Shared {
+    let config = Arc::new(config);
+    let pipeline = Arc::new(pipeline);
+    let milter = Arc::new(milter::Context {
+        config: Arc::clone(&config),
+        pipeline: Arc::clone(&pipeline),
+        metrics: Arc::clone(&metrics),
+        secure,
+    });
+    let shared = Arc::new(lmtp::Context {
         pipeline,
         next_hop,
         config,
         metrics,
-    });
-    let milter = Arc::new(milter::Context {
-        shared: Arc::clone(&shared),
-        secure,
     });
     // One shutdown signal, fanned out to every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

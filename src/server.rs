@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ListenAddr};
-use crate::lmtp::session::{self, Shared};
+use crate::lmtp::{self, session};
 use crate::milter;
 
 /// A bound listening socket.
@@ -165,7 +165,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 #[derive(Clone)]
 pub enum Protocol {
     /// LMTP sessions ([`session::serve`]).
-    Lmtp(Arc<Shared>),
+    Lmtp(Arc<lmtp::Context>),
     /// Milter sessions ([`milter::serve`]).
     Milter(Arc<milter::Context>),
 }
@@ -182,14 +182,18 @@ impl Protocol {
     fn config(&self) -> &Config {
         match self {
             Protocol::Lmtp(shared) => &shared.config,
-            Protocol::Milter(context) => &context.shared.config,
+            Protocol::Milter(context) => &context.config,
         }
     }
 }
 
 /// Accepts LMTP sessions until `shutdown` completes, then lets open transactions finish
 /// within the grace period; idle sessions get 421 at once.
-pub async fn serve(listener: Listener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: Listener,
+    shared: Arc<lmtp::Context>,
+    shutdown: impl Future<Output = ()>,
+) {
     serve_protocol(listener, Protocol::Lmtp(shared), shutdown).await;
 }
 

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use sealgate_protocol::{EnhancedCode, Reply};
 
 use crate::delivery::Delivery;
-use crate::lmtp::session::Shared;
+use crate::lmtp::Context;
 use crate::message::address;
 use crate::message::received;
 use crate::ops::metrics::RecipientOutcome;
@@ -46,7 +46,7 @@ impl Answer {
 
 /// The message in flight for one transaction.
 pub struct Fanout<'a> {
-    shared: &'a Shared,
+    shared: &'a Context,
     envelope: &'a Envelope,
     recipients: &'a [Recipient],
     state: State,
@@ -91,7 +91,7 @@ impl<'a> Fanout<'a> {
     /// Starts a message for `recipients` (the transaction's accepted RCPTs, in order), to go
     /// through `shared`'s pipeline to its next hop.
     pub fn new(
-        shared: &'a Shared,
+        shared: &'a Context,
         envelope: &'a Envelope,
         recipients: &'a [Recipient],
     ) -> Fanout<'a> {

@@ -3,3 +3,22 @@
 
 pub mod fanout;
 pub mod session;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::delivery::NextHop;
+use crate::ops::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+/// What LMTP sessions share: built once by `app::run`, read by every session and fan-out.
+pub struct Context {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The stages every message goes through (the milter runs the same RCPT checks).
+    pub pipeline: Arc<Pipeline>,
+    /// Where messages go.
+    pub next_hop: NextHop,
+    /// What is counted.
+    pub metrics: Arc<Metrics>,
+}

@@ -16,27 +16,14 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
-use crate::config::Config;
-use crate::delivery::NextHop;
+use crate::lmtp::Context;
 use crate::lmtp::fanout::{Answer, Fanout};
-use crate::ops::metrics::{MessageOutcome, Metrics, SessionProtocol};
+use crate::ops::metrics::{MessageOutcome, SessionProtocol};
 use crate::ops::redact::AddressLog;
-use crate::pipeline::{Envelope, Pipeline, Recipient};
+use crate::pipeline::{Envelope, Recipient};
 
 /// Bytes asked of the socket per read; also the size of one DATA chunk.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Everything a session needs, shared by all sessions.
-pub struct Shared {
-    /// The validated configuration.
-    pub config: Config,
-    /// The stages every message goes through.
-    pub pipeline: Pipeline,
-    /// Where messages go.
-    pub next_hop: NextHop,
-    /// What is counted.
-    pub metrics: Arc<Metrics>,
-}
 
 /// Who the client is; lives for the whole connection.
 struct ConnState {
@@ -65,7 +52,7 @@ enum Next {
 
 /// Serves one LMTP connection until QUIT, EOF, a timeout or shutdown. Errors end as a reply to
 /// the client or a closed connection, never as a panic.
-pub async fn serve<S>(io: S, peer: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>)
+pub async fn serve<S>(io: S, peer: String, shared: Arc<Context>, shutdown: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -98,7 +85,7 @@ where
 
 struct Session<S> {
     io: S,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     input: BytesMut,
     output: BytesMut,
     lines: LineDecoder,

@@ -30,12 +30,11 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::ScrubMode;
-use crate::lmtp::session::Shared;
+use crate::config::{Config, ScrubMode};
 use crate::message::address;
-use crate::ops::metrics::{RecipientOutcome, SessionProtocol};
+use crate::ops::metrics::{Metrics, RecipientOutcome, SessionProtocol};
 use crate::pipeline::scrub;
-use crate::pipeline::{CopyKind, Envelope, Recipient};
+use crate::pipeline::{CopyKind, Envelope, Pipeline, Recipient};
 use crate::store::secure::{SecureAddresses, TlsEvidence, tls_verdict};
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
@@ -65,11 +64,15 @@ static WARNED_NO_CHGHDRS: AtomicBool = AtomicBool::new(false);
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// What milter sessions share: the LMTP side's configuration and pipeline (whose RCPT checks
-/// the milter runs too), and the secure addresses.
+/// What milter sessions share: the configuration, the pipeline (whose RCPT checks the milter
+/// runs too: the LMTP side holds the same one), the counters and the secure addresses.
 pub struct Context {
-    /// Configuration, pipeline and next hop.
-    pub shared: Arc<Shared>,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The stages; the milter asks their RCPT-time checks.
+    pub pipeline: Arc<Pipeline>,
+    /// What is counted.
+    pub metrics: Arc<Metrics>,
     /// The secure (TLS-only) addresses.
     pub secure: Arc<SecureAddresses>,
 }
@@ -88,7 +91,7 @@ where
         client = tracing::field::Empty,
         id = tracing::field::Empty
     );
-    let config = &context.shared.config;
+    let config = &context.config;
     let mut session = Session {
         io,
         frames: FrameDecoder::new(config.milter_max_frame),
@@ -102,7 +105,7 @@ where
         shutdown,
         draining: false,
     };
-    let _active = context.shared.metrics.session(SessionProtocol::Milter);
+    let _active = context.metrics.session(SessionProtocol::Milter);
     async move {
         debug!("milter session opened");
         match session.run().await {
@@ -264,7 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads more input. Shutdown ends a session between messages at once; inside a message
     /// it lets the message finish.
     async fn read_more(&mut self) -> Result<(), End> {
-        let wait = self.context.shared.config.milter_timeout;
+        let wait = self.context.config.milter_timeout;
         self.input.reserve(READ_CHUNK);
         loop {
             tokio::select! {
@@ -296,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.output.is_empty() {
             return Ok(());
         }
-        let wait = self.context.shared.config.milter_timeout;
+        let wait = self.context.config.milter_timeout;
         let result = timeout(wait, async {
             self.io.write_all(&self.output).await?;
             self.io.flush().await
@@ -485,7 +488,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.msg.is_some() {
             return Err(End::OutOfOrder("MAIL inside a message".into()));
         }
-        let config = &self.context.shared.config;
+        let config = &self.context.config;
         let macros = std::mem::take(&mut self.pending);
         let macro_value = |name: &str| {
             macros
@@ -528,7 +531,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.in_message("RCPT", &[Phase::Envelope], Phase::Envelope)?;
         let macros = self.take_macros();
         let context = Arc::clone(&self.context);
-        let config = &context.shared.config;
+        let config = &context.config;
         let address = match args.first() {
             Some(arg) => bare_address(arg),
             None => macros
@@ -544,7 +547,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let queue_id = msg.envelope.queue_id.as_deref().unwrap_or("-");
         let client = self.conn.client.as_deref().unwrap_or("-");
         let log = config.log_addresses;
-        let metrics = &context.shared.metrics;
+        let metrics = &context.metrics;
         if context.secure.classify(&address).is_some() {
             let min = config.tls_min_version;
             if let Err(reply) = tls_verdict(&address, &evidence, min) {
@@ -561,11 +564,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             debug!(rcpt = %log.show(&address), queue_id, %evidence, "TLS-only address: accepted");
         }
         let mut rcpt = Recipient::new(address);
-        match context
-            .shared
-            .pipeline
-            .check_recipient(&msg.envelope, &mut rcpt)
-        {
+        match context.pipeline.check_recipient(&msg.envelope, &mut rcpt) {
             Ok(()) => self.respond(Response::Continue),
             Err(reply) => {
                 let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, false);
@@ -584,7 +583,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn header(&mut self, name: String) -> Result<(), End> {
         self.in_message("HEADER", &[Phase::Envelope, Phase::Headers], Phase::Headers)?;
-        let listed = &self.context.shared.config.scrub_headers;
+        let listed = &self.context.config.scrub_headers;
         if let Some(msg) = self.msg.as_mut() {
             let lower = name.to_ascii_lowercase();
             let marker = lower.eq_ignore_ascii_case(scrub::MARKER);
@@ -703,7 +702,6 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::delivery::NextHop;
     use crate::ops::metrics::Metrics;
     use crate::store::keys::KeyStore;
 
@@ -746,13 +744,14 @@ mod tests {
         let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
         let secure = Arc::new(SecureAddresses::new(config.secure_domains.clone(), None).unwrap());
         let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
-        let shared = Arc::new(Shared {
-            pipeline: crate::pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics)),
-            next_hop: NextHop::new(&config, Arc::clone(&metrics)),
-            config,
+        let pipeline = crate::pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics));
+        let context = Context {
+            config: Arc::new(config),
+            pipeline: Arc::new(pipeline),
             metrics,
-        });
-        (Arc::new(Context { shared, secure }), dir)
+            secure,
+        };
+        (Arc::new(context), dir)
     }
 
     fn plant_expired(keys: &std::path::Path, address: &str) {
@@ -1107,7 +1106,7 @@ mod tests {
             for (headers, version, cipher) in &cases {
                 for address in [SECURE, "boss@vault.example.net", NORMAL] {
                     // LMTP: RCPT checks, then the plan once the header block is in.
-                    let pipeline = &context.shared.pipeline;
+                    let pipeline = &context.pipeline;
                     let envelope = Envelope::default();
                     let mut rcpt = Recipient::new(address.to_string());
                     pipeline.check_recipient(&envelope, &mut rcpt).unwrap();
@@ -1144,7 +1143,6 @@ mod tests {
         let address = "nokey@example.org";
         let mut rcpt = Recipient::new(address.to_string());
         let lmtp = context
-            .shared
             .pipeline
             .check_recipient(&Envelope::default(), &mut rcpt)
             .unwrap_err();
@@ -1173,7 +1171,6 @@ mod tests {
                 // What an LMTP RCPT gets for the same recipient.
                 let mut rcpt = Recipient::new(address.to_string());
                 let lmtp = context
-                    .shared
                     .pipeline
                     .check_recipient(&Envelope::default(), &mut rcpt);
                 let reply = mta.rcpt(address).await;
