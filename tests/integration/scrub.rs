@@ -152,7 +152,11 @@ impl Stack {
         ];
         args.extend_from_slice(extra);
         let (ok, out) = swaks(&args);
-        assert!(ok, "swaks {args:?} was not accepted by Postfix:\n{out}");
+        assert!(
+            ok,
+            "swaks {args:?} was not accepted by Postfix:\n{out}\nmaillog tail:\n{}",
+            testkit::tail(&self.postfix.log(), 40)
+        );
         out
     }
 
