@@ -9,6 +9,7 @@
 //! - [`delivery`]: the next hop (Dovecot LMTP, SMTP reinjection or Maildir);
 //! - [`store`]: recipients' keys and the secure addresses, kept in memory and reloaded;
 //! - [`ops`]: metrics, the HTTP probes, how addresses appear in logs;
+//! - [`net`]: socket addresses (listen and connect);
 //! - [`config`]: the `SEALGATE_*` settings, parsed once; [`app`] wires it all together.
 //!
 //! The library exists for the binary, the integration tests and the benchmarks; it makes no
@@ -22,6 +23,7 @@ pub mod fuzzing;
 pub mod lmtp;
 pub mod message;
 pub mod milter;
+pub mod net;
 pub mod openpgp;
 pub mod ops;
 pub mod pipeline;

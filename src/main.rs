@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use sealgate::config::{Config, ListenAddr, LogFormat, VARIABLES};
+use sealgate::config::{Config, LogFormat, VARIABLES};
+use sealgate::net::Address;
 use sealgate::server::Listener;
 use sealgate::store::keys::KeyStore;
 use sealgate::store::secure::SecureAddresses;
@@ -170,7 +171,7 @@ fn preflight(config: &Config) -> Result<(), String> {
         ("SEALGATE_MILTER_LISTEN", &config.milter_listen),
     ];
     for (variable, address) in listeners {
-        if let Some(ListenAddr::Unix(path)) = address {
+        if let Some(Address::Unix(path)) = address {
             unix_path_usable(path).map_err(|err| format!("{variable}: {err}"))?;
         }
     }
@@ -263,7 +264,7 @@ fn run() -> ExitCode {
     }
 
     // Sockets from systemd (socket activation), each checked against its variable.
-    let metrics_address = config.metrics_listen.clone().map(ListenAddr::Tcp);
+    let metrics_address = config.metrics_listen.clone().map(Address::Tcp);
     let roles = [
         systemd::Role {
             name: "lmtp",

@@ -13,9 +13,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ListenAddr};
+use crate::config::Config;
 use crate::lmtp::{self, session};
 use crate::milter;
+use crate::net::Address;
 
 /// A bound listening socket.
 pub enum Listener {
@@ -50,10 +51,10 @@ impl Listener {
     ///
     /// # Errors
     /// The path is taken, or the bind, chmod or chown failed.
-    pub async fn bind(addr: &ListenAddr, mode: u32) -> io::Result<Listener> {
+    pub async fn bind(addr: &Address, mode: u32) -> io::Result<Listener> {
         match addr {
-            ListenAddr::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr.as_str()).await?)),
-            ListenAddr::Unix(path) => {
+            Address::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr.as_str()).await?)),
+            Address::Unix(path) => {
                 remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path)?;
                 let file = SocketFile {
@@ -309,8 +310,8 @@ async fn accept(listener: &Listener) -> io::Result<(Accepted, String)> {
 mod tests {
     use super::*;
 
-    fn unix(path: &Path) -> ListenAddr {
-        ListenAddr::Unix(path.to_path_buf())
+    fn unix(path: &Path) -> Address {
+        Address::Unix(path.to_path_buf())
     }
 
     #[tokio::test]

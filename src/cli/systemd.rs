@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::{self, UnixDatagram, UnixListener};
 use std::path::Path;
 
-use sealgate::config::ListenAddr;
+use sealgate::net::Address;
 
 /// A listener sealgate has, and what systemd may hand it.
 pub(crate) struct Role<'a> {
@@ -22,7 +22,7 @@ pub(crate) struct Role<'a> {
     /// The variable that configures it, for messages.
     pub(crate) variable: &'static str,
     /// The configured address; `None` when the listener is off.
-    pub(crate) address: Option<&'a ListenAddr>,
+    pub(crate) address: Option<&'a Address>,
 }
 
 /// A listening socket inherited from systemd.
@@ -147,14 +147,14 @@ fn classify(fd: OwnedFd) -> io::Result<Inherited> {
 
 /// Whether the inherited socket is the one `address` names: the same unix path (or the same
 /// file, through symlinked directories), or a TCP address `address` resolves to.
-fn same_socket(address: &ListenAddr, inherited: &Inherited) -> bool {
+fn same_socket(address: &Address, inherited: &Inherited) -> bool {
     match (address, inherited) {
-        (ListenAddr::Unix(path), Inherited::Unix(listener)) => listener
+        (Address::Unix(path), Inherited::Unix(listener)) => listener
             .local_addr()
             .ok()
             .and_then(|a| a.as_pathname().map(Path::to_path_buf))
             .is_some_and(|actual| same_path(path, &actual)),
-        (ListenAddr::Tcp(spec), Inherited::Tcp(listener)) => {
+        (Address::Tcp(spec), Inherited::Tcp(listener)) => {
             let Ok(actual) = listener.local_addr() else {
                 return false;
             };
@@ -257,36 +257,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lmtp");
         let unix = Inherited::Unix(UnixListener::bind(&path).unwrap());
-        assert!(same_socket(&ListenAddr::Unix(path.clone()), &unix));
+        assert!(same_socket(&Address::Unix(path.clone()), &unix));
         assert!(same_socket(
-            &ListenAddr::Unix(dir.path().join(".").join("lmtp")),
+            &Address::Unix(dir.path().join(".").join("lmtp")),
             &unix
         ));
         assert!(!same_socket(
-            &ListenAddr::Unix(dir.path().join("other")),
+            &Address::Unix(dir.path().join("other")),
             &unix
         ));
-        assert!(!same_socket(
-            &ListenAddr::Tcp("127.0.0.1:10024".into()),
-            &unix
-        ));
+        assert!(!same_socket(&Address::Tcp("127.0.0.1:10024".into()), &unix));
 
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
         let tcp = Inherited::Tcp(tcp);
         assert!(same_socket(
-            &ListenAddr::Tcp(format!("127.0.0.1:{port}")),
+            &Address::Tcp(format!("127.0.0.1:{port}")),
             &tcp
         ));
         assert!(same_socket(
-            &ListenAddr::Tcp(format!("localhost:{port}")),
+            &Address::Tcp(format!("localhost:{port}")),
             &tcp
         ));
         assert!(!same_socket(
-            &ListenAddr::Tcp(format!("127.0.0.1:{}", port ^ 1)),
+            &Address::Tcp(format!("127.0.0.1:{}", port ^ 1)),
             &tcp
         ));
-        assert!(!same_socket(&ListenAddr::Unix(path), &tcp));
+        assert!(!same_socket(&Address::Unix(path), &tcp));
     }
 
     #[test]

@@ -10,44 +10,9 @@ use std::time::Duration;
 
 use sealgate_protocol::BareNewline;
 
+use crate::message::tls::TlsVersion;
+use crate::net::Address;
 use crate::ops::redact::AddressLog;
-
-/// Where a listener binds: a TCP address or a unix socket path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `HOST:PORT`; port 0 asks the kernel for a free one (tests).
-    Tcp(String),
-    /// `unix:PATH`; a stale socket file (nothing listening) is replaced at start, anything
-    /// else there is an error; the socket is removed at exit if it is still sealgate's.
-    Unix(PathBuf),
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(addr) => f.write_str(addr),
-            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-/// Where a client connection to the next hop goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `HOST:PORT`
-    Tcp(String),
-    /// `unix:PATH`
-    Unix(PathBuf),
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Tcp(addr) => f.write_str(addr),
-            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
 
 /// The next hop, in Postfix-like destination syntax (`SEALGATE_NEXT_HOP`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +20,9 @@ pub enum NextHopAddr {
     /// `maildir:PATH`: `PATH/<recipient>/{tmp,new,cur}`.
     Maildir(PathBuf),
     /// `lmtp:HOST:PORT` or `lmtp:unix:PATH` (Dovecot).
-    Lmtp(Endpoint),
+    Lmtp(Address),
     /// `smtp:HOST:PORT` or `smtp:unix:PATH` (Postfix's content_filter return port).
-    Smtp(Endpoint),
+    Smtp(Address),
 }
 
 impl fmt::Display for NextHopAddr {
@@ -80,47 +45,6 @@ pub enum UnusableKey {
     Reject,
     /// Delivered unencrypted, logged and counted.
     Plaintext,
-}
-
-/// A TLS protocol version, as Postfix writes it in its Received header (`TLSv1.2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TlsVersion {
-    /// SSLv3
-    Ssl3,
-    /// TLSv1
-    Tls1_0,
-    /// TLSv1.1
-    Tls1_1,
-    /// TLSv1.2
-    Tls1_2,
-    /// TLSv1.3
-    Tls1_3,
-}
-
-impl TlsVersion {
-    /// Parses Postfix's and OpenSSL's spelling (`TLSv1.3`, `TLSv1`, `SSLv3`), case-insensitive.
-    pub fn parse(raw: &str) -> Option<TlsVersion> {
-        match raw.to_ascii_lowercase().as_str() {
-            "sslv3" => Some(TlsVersion::Ssl3),
-            "tlsv1" | "tlsv1.0" => Some(TlsVersion::Tls1_0),
-            "tlsv1.1" => Some(TlsVersion::Tls1_1),
-            "tlsv1.2" => Some(TlsVersion::Tls1_2),
-            "tlsv1.3" => Some(TlsVersion::Tls1_3),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for TlsVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsVersion::Ssl3 => "SSLv3",
-            TlsVersion::Tls1_0 => "TLSv1",
-            TlsVersion::Tls1_1 => "TLSv1.1",
-            TlsVersion::Tls1_2 => "TLSv1.2",
-            TlsVersion::Tls1_3 => "TLSv1.3",
-        })
-    }
 }
 
 /// Which messages the scrub stage cleans (`SEALGATE_SCRUB`).
@@ -163,11 +87,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `SEALGATE_LMTP_LISTEN`; `None` (`off`) when only the milter runs.
-    pub lmtp_listen: Option<ListenAddr>,
+    pub lmtp_listen: Option<Address>,
     /// `SEALGATE_LMTP_SOCKET_MODE`, applied to a unix socket.
     pub lmtp_socket_mode: u32,
     /// `SEALGATE_MILTER_LISTEN`; `None` (`off`, the default) when no milter runs.
-    pub milter_listen: Option<ListenAddr>,
+    pub milter_listen: Option<Address>,
     /// `SEALGATE_MILTER_SOCKET_MODE`, applied to a unix socket.
     pub milter_socket_mode: u32,
     /// `SEALGATE_MILTER_MAX_FRAME`: the largest milter packet accepted, in octets.
@@ -796,30 +720,30 @@ impl Value<'_> {
     }
 }
 
-fn parse_listen(raw: &str) -> Result<ListenAddr, String> {
+fn parse_listen(raw: &str) -> Result<Address, String> {
     if let Some(path) = raw.strip_prefix("unix:") {
-        return parse_path(path).map(ListenAddr::Unix);
+        return parse_path(path).map(Address::Unix);
     }
-    parse_host_port(raw).map(ListenAddr::Tcp)
+    parse_host_port(raw).map(Address::Tcp)
 }
 
 /// A listener address, or `off` for none.
-fn parse_listen_or_off(raw: &str) -> Result<Option<ListenAddr>, String> {
+fn parse_listen_or_off(raw: &str) -> Result<Option<Address>, String> {
     if raw.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
     parse_listen(raw).map(Some)
 }
 
-fn listen_or_off(addr: Option<&ListenAddr>) -> String {
+fn listen_or_off(addr: Option<&Address>) -> String {
     addr.map_or_else(|| "off".to_string(), ToString::to_string)
 }
 
-fn parse_endpoint(raw: &str) -> Result<Endpoint, String> {
+fn parse_endpoint(raw: &str) -> Result<Address, String> {
     if let Some(path) = raw.strip_prefix("unix:") {
-        return parse_path(path).map(Endpoint::Unix);
+        return parse_path(path).map(Address::Unix);
     }
-    parse_host_port(raw).map(Endpoint::Tcp)
+    parse_host_port(raw).map(Address::Tcp)
 }
 
 fn parse_next_hop(raw: &str) -> Result<NextHopAddr, String> {
@@ -1037,7 +961,7 @@ mod tests {
         let config = Config::from_vars(&BTreeMap::new()).unwrap();
         assert_eq!(
             config.lmtp_listen,
-            Some(ListenAddr::Tcp("127.0.0.1:10024".into()))
+            Some(Address::Tcp("127.0.0.1:10024".into()))
         );
         assert_eq!(config.milter_listen, None);
         assert_eq!(config.milter_max_frame, 1 << 20);
@@ -1080,17 +1004,15 @@ mod tests {
             ),
             (
                 "lmtp:unix:/run/dovecot/lmtp",
-                Ok(NextHopAddr::Lmtp(Endpoint::Unix(
-                    "/run/dovecot/lmtp".into(),
-                ))),
+                Ok(NextHopAddr::Lmtp(Address::Unix("/run/dovecot/lmtp".into()))),
             ),
             (
                 "lmtp:127.0.0.1:24",
-                Ok(NextHopAddr::Lmtp(Endpoint::Tcp("127.0.0.1:24".into()))),
+                Ok(NextHopAddr::Lmtp(Address::Tcp("127.0.0.1:24".into()))),
             ),
             (
                 "smtp:[::1]:10026",
-                Ok(NextHopAddr::Smtp(Endpoint::Tcp("[::1]:10026".into()))),
+                Ok(NextHopAddr::Smtp(Address::Tcp("[::1]:10026".into()))),
             ),
             ("smtp:127.0.0.1", Err(())),
             ("lmtp:127.0.0.1:99999", Err(())),
@@ -1216,7 +1138,7 @@ mod tests {
         assert!(both.lmtp_listen.is_some());
         assert_eq!(
             both.milter_listen,
-            Some(ListenAddr::Unix("/run/sealgate/milter".into()))
+            Some(Address::Unix("/run/sealgate/milter".into()))
         );
         let alone = Config::from_vars(&vars(&[
             ("SEALGATE_LMTP_LISTEN", "off"),

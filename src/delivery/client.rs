@@ -14,7 +14,8 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 
 use super::{connection_lost, unreachable};
-use crate::config::{Config, Endpoint};
+use crate::config::Config;
+use crate::net::Address;
 use crate::ops::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
@@ -26,7 +27,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// The next hop's LMTP or SMTP server.
 pub struct Client {
-    endpoint: Endpoint,
+    endpoint: Address,
     lmtp: bool,
     hostname: String,
     connect_timeout: Duration,
@@ -104,7 +105,7 @@ impl Failure {
 impl Client {
     /// A client for `endpoint`; `lmtp` picks LMTP (LHLO, per-recipient replies) over SMTP.
     /// Failures and refusals are counted in `metrics`.
-    pub fn new(endpoint: &Endpoint, lmtp: bool, config: &Config, metrics: Arc<Metrics>) -> Client {
+    pub fn new(endpoint: &Address, lmtp: bool, config: &Config, metrics: Arc<Metrics>) -> Client {
         Client {
             endpoint: endpoint.clone(),
             lmtp,
@@ -236,7 +237,7 @@ impl Client {
 
     async fn connect(&self) -> Result<Connection, Failure> {
         let stream: Box<dyn Stream> = match &self.endpoint {
-            Endpoint::Tcp(addr) => {
+            Address::Tcp(addr) => {
                 let stream = timeout(self.connect_timeout, TcpStream::connect(addr.as_str()))
                     .await
                     .map_err(|_| Failure::Connect(format!("connect to {addr} timed out")))?
@@ -244,7 +245,7 @@ impl Client {
                 let _ = stream.set_nodelay(true);
                 Box::new(stream)
             }
-            Endpoint::Unix(path) => {
+            Address::Unix(path) => {
                 let stream = timeout(self.connect_timeout, UnixStream::connect(path))
                     .await
                     .map_err(|_| {

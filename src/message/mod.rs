@@ -1,4 +1,5 @@
-//! Facts about a message, with no I/O: canonical addresses and the Received trace.
+//! Facts about a message, with no I/O: canonical addresses, the Received trace and TLS evidence.
 
 pub mod address;
 pub mod received;
+pub mod tls;

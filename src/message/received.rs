@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use crate::config::TlsVersion;
+use crate::message::tls::{TlsInfo, TlsVersion};
 
 /// One parsed Received field.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,21 +50,6 @@ pub struct Clause<'a> {
     pub range: Range<usize>,
     /// `&raw[range]`.
     pub text: &'a [u8],
-}
-
-/// TLS details a Received field gives in a comment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// The version, when it is one [`TlsVersion`] knows.
-    pub version: Option<TlsVersion>,
-    /// The version as written: `TLSv1.3`, `TLS1_2`, ...
-    pub version_text: String,
-    /// The cipher, when named.
-    pub cipher: Option<String>,
-    /// The comment stands before the field's `by` clause, in the `from` clause: where our MTA
-    /// writes it (Postfix), but also where a client's HELO text lands. It is evidence only
-    /// together with a protocol word that says TLS ([`crate::store::secure::TlsEvidence`]).
-    pub in_from_clause: bool,
 }
 
 impl Received<'_> {

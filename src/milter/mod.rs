@@ -32,10 +32,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ScrubMode};
 use crate::message::address;
+use crate::message::tls::{TlsEvidence, tls_verdict};
 use crate::ops::metrics::{Metrics, RecipientOutcome, SessionProtocol};
 use crate::pipeline::scrub;
 use crate::pipeline::{CopyKind, Envelope, Pipeline, Recipient};
-use crate::store::secure::{SecureAddresses, TlsEvidence, tls_verdict};
+use crate::store::secure::SecureAddresses;
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
 pub const MILTER_VERSION: u32 = 6;

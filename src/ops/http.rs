@@ -21,7 +21,8 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, error, info};
 
-use crate::config::{Endpoint, NextHopAddr};
+use crate::config::NextHopAddr;
+use crate::net::Address;
 use crate::store::keys::KeyStore;
 
 /// Largest request head (request line and header fields) in octets; a larger one gets
@@ -142,13 +143,13 @@ async fn probe(next_hop: &NextHopAddr) -> Result<(), String> {
     }
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<(), String> {
+async fn connect(endpoint: &Address) -> Result<(), String> {
     let started = Instant::now();
     let connected = match endpoint {
-        Endpoint::Tcp(addr) => timeout(PROBE_TIMEOUT, TcpStream::connect(addr.as_str()))
+        Address::Tcp(addr) => timeout(PROBE_TIMEOUT, TcpStream::connect(addr.as_str()))
             .await
             .map(|r| r.map(|s| Box::new(s) as Box<dyn Stream>)),
-        Endpoint::Unix(path) => timeout(PROBE_TIMEOUT, UnixStream::connect(path))
+        Address::Unix(path) => timeout(PROBE_TIMEOUT, UnixStream::connect(path))
             .await
             .map(|r| r.map(|s| Box::new(s) as Box<dyn Stream>)),
     };
@@ -462,7 +463,7 @@ mod tests {
     async fn next_hop_probe_and_cache() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let readiness = Readiness::new(NextHopAddr::Lmtp(Endpoint::Tcp(addr)));
+        let readiness = Readiness::new(NextHopAddr::Lmtp(Address::Tcp(addr)));
         readiness.set_serving(true);
         readiness.set_keystore_loaded(true);
         assert!(readiness.failures().await.is_empty());

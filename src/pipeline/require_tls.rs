@@ -12,11 +12,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
-use crate::config::TlsVersion;
 use crate::message::address;
+use crate::message::tls::TlsVersion;
+use crate::message::tls::{TlsEvidence, tls_verdict};
 use crate::ops::redact::AddressLog;
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
-use crate::store::secure::{SecureAddresses, TlsEvidence, tls_verdict};
+use crate::store::secure::SecureAddresses;
 
 /// The stage's name ([`Stage::name`]): a refusal by this stage is a missing-TLS refusal.
 pub const NAME: &str = "require_tls";
