@@ -9,7 +9,8 @@
 //! - [`delivery`]: the next hop (Dovecot LMTP, SMTP reinjection or Maildir);
 //! - [`store`]: recipients' keys and the secure addresses, kept in memory and reloaded;
 //! - [`ops`]: metrics, the HTTP probes, how addresses appear in logs;
-//! - [`net`]: socket addresses (listen and connect);
+//! - [`net`]: socket addresses (listen and connect); [`conn`]: one session's byte I/O with
+//!   timeouts; [`shutdown`]: "are we stopping?";
 //! - [`config`]: the `SEALGATE_*` settings, parsed once; [`app`] wires it all together.
 //!
 //! The library exists for the binary, the integration tests and the benchmarks; it makes no
@@ -17,6 +18,7 @@
 
 pub mod app;
 pub mod config;
+pub mod conn;
 pub mod delivery;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -28,6 +30,7 @@ pub mod openpgp;
 pub mod ops;
 pub mod pipeline;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 
 pub use app::{Listeners, Stores, pipeline, run};
