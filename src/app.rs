@@ -13,13 +13,14 @@ use crate::lmtp;
 use crate::lmtp::session;
 use crate::milter;
 use crate::net::Listener;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, SessionProtocol};
 use crate::ops::{http, metrics};
 use crate::pipeline::Pipeline;
 use crate::pipeline::encrypt::{EncryptStage, Observe};
 use crate::pipeline::require_tls::RequireTlsStage;
 use crate::pipeline::scrub::ScrubStage;
 use crate::server::{self, Limits};
+use crate::shutdown::Shutdown;
 use crate::store::keys;
 use crate::store::keys::KeyStore;
 use crate::store::secure::SecureAddresses;
@@ -154,7 +155,8 @@ pub async fn run(
         max_connections: config.max_connections,
         grace: Some(config.shutdown_grace),
     };
-    let (lmtp_limits, milter_limits) = (limits("lmtp"), limits("milter"));
+    let lmtp_limits = limits(SessionProtocol::Lmtp.as_str());
+    let milter_limits = limits(SessionProtocol::Milter.as_str());
     let shared = Arc::new(lmtp::Context {
         pipeline,
         next_hop,
@@ -164,10 +166,8 @@ pub async fn run(
     // One shutdown signal, fanned out to every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }
+        let mut stop = Shutdown::new(stop_rx.clone());
+        async move { stop.recv().await }
     };
     let not_ready = Arc::clone(&readiness);
     let signal = async move {

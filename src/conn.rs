@@ -130,3 +130,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::sync::watch;
+
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(50);
+    const LONG: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn reads_until_the_peer_closes_or_a_timeout() {
+        let (ours, mut theirs) = duplex(1024);
+        let (_stop, rx) = watch::channel(false);
+        let mut conn = Conn::new(ours, Shutdown::new(rx), 16);
+        theirs.write_all(b"hello").await.unwrap();
+        conn.read_more(LONG, true).await.unwrap();
+        assert_eq!(&conn.input[..], b"hello");
+        assert!(matches!(
+            conn.read_more(SHORT, true).await,
+            Err(ReadEnd::TimedOut)
+        ));
+        drop(theirs);
+        assert!(matches!(
+            conn.read_more(LONG, true).await,
+            Err(ReadEnd::Closed)
+        ));
+        assert_eq!(&conn.input[..], b"hello", "what was read stays");
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_only_an_interruptible_read() {
+        let (ours, mut theirs) = duplex(1024);
+        let (stop, rx) = watch::channel(false);
+        let mut conn = Conn::new(ours, Shutdown::new(rx), 16);
+        stop.send(true).unwrap();
+        // Inside a transaction: noted, and the read goes on.
+        let peer = tokio::spawn(async move {
+            tokio::time::sleep(SHORT).await;
+            theirs.write_all(b"more").await.unwrap();
+            theirs
+        });
+        conn.read_more(LONG, false).await.unwrap();
+        assert!(conn.is_shutdown());
+        assert_eq!(&conn.input[..], b"more");
+        let _theirs = peer.await.unwrap();
+        // Noted once: a later idle read times out rather than seeing the signal again...
+        assert!(matches!(
+            conn.read_more(SHORT, false).await,
+            Err(ReadEnd::TimedOut)
+        ));
+        // ...and the session, which asks is_shutdown(), closes between transactions.
+        let (ours, _theirs) = duplex(1024);
+        let (stop, rx) = watch::channel(false);
+        let mut idle = Conn::new(ours, Shutdown::new(rx), 16);
+        stop.send(true).unwrap();
+        assert!(matches!(
+            idle.read_more(LONG, true).await,
+            Err(ReadEnd::Shutdown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn flush_writes_the_queue_or_times_out_and_empties_it() {
+        let (ours, mut theirs) = duplex(8);
+        let (_stop, rx) = watch::channel(false);
+        let mut conn = Conn::new(ours, Shutdown::new(rx), 16);
+        conn.output.extend_from_slice(b"250 ok\r\n");
+        conn.flush(LONG).await.unwrap();
+        assert!(conn.output.is_empty());
+        let mut got = [0u8; 8];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"250 ok\r\n");
+        // A peer that does not read: the duplex holds 8 bytes.
+        conn.output.extend_from_slice(&[b'x'; 64]);
+        assert!(matches!(conn.flush(SHORT).await, Err(WriteEnd::TimedOut)));
+        assert!(conn.output.is_empty());
+    }
+}
