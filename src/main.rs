@@ -287,8 +287,9 @@ fn run() -> ExitCode {
     runtime.block_on(async move {
         let listeners = match plan.listen(inherited).await {
             Ok(listeners) => listeners,
+            // On stderr like every fatal start-up error: one line, whatever SEALGATE_LOG says.
             Err(CannotListen { address, err }) => {
-                error!(%address, %err, "cannot listen");
+                eprintln!("sealgate: cannot listen on {address}: {err}");
                 return ExitCode::from(Exit::OsErr);
             }
         };
@@ -323,7 +324,7 @@ fn run() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                error!(%err, "cannot serve");
+                eprintln!("sealgate: cannot serve: {err}");
                 ExitCode::from(Exit::Software)
             }
         }
