@@ -105,3 +105,79 @@ pub async fn serve<H, F>(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::net::Address;
+
+    async fn listener() -> (Listener, String) {
+        let listener = Listener::bind(&Address::Tcp("127.0.0.1:0".into()), 0)
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        (listener, addr)
+    }
+
+    /// Sessions that wait for the shutdown signal finish within the grace period; a session
+    /// that ignores it is cut when the period is over; without a grace period all are cut.
+    #[tokio::test]
+    async fn shutdown_lets_sessions_finish_within_the_grace_period() {
+        for (grace, obedient, finished) in [
+            (Some(Duration::from_secs(10)), true, 1),
+            (Some(Duration::from_millis(50)), false, 0),
+            (None, true, 0),
+        ] {
+            let (listener, addr) = listener().await;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let (started_tx, started) = tokio::sync::mpsc::channel::<()>(1);
+            let done = Arc::new(AtomicUsize::new(0));
+            let counted = Arc::clone(&done);
+            let limits = Limits {
+                protocol: "test",
+                max_connections: 4,
+                grace,
+            };
+            let server = tokio::spawn(async move {
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                serve(
+                    listener,
+                    limits,
+                    stopped,
+                    move |mut stream, _, mut shutdown| {
+                        let done = Arc::clone(&counted);
+                        let started = started_tx.clone();
+                        async move {
+                            let _ = started.send(()).await;
+                            if obedient {
+                                shutdown.recv().await;
+                            } else {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                            }
+                            let _ = stream.write_all(b"bye").await;
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                    },
+                )
+                .await;
+            });
+            let _client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let mut started = started;
+            started.recv().await.unwrap();
+            stop.send(()).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(done.load(Ordering::SeqCst), finished, "grace {grace:?}");
+        }
+    }
+}
