@@ -10,15 +10,17 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::delivery::NextHop;
 use crate::lmtp;
+use crate::lmtp::session;
 use crate::milter;
-use crate::ops::metrics::Metrics;
+use crate::net::Listener;
+use crate::ops::metrics::{Metrics, SessionProtocol};
 use crate::ops::{http, metrics};
 use crate::pipeline::Pipeline;
 use crate::pipeline::encrypt::{EncryptStage, Observe};
 use crate::pipeline::require_tls::RequireTlsStage;
 use crate::pipeline::scrub::ScrubStage;
-use crate::server;
-use crate::server::{Listener, Protocol};
+use crate::server::{self, Limits};
+use crate::shutdown::Shutdown;
 use crate::store::keys;
 use crate::store::keys::KeyStore;
 use crate::store::secure::SecureAddresses;
@@ -72,7 +74,19 @@ pub struct Listeners {
     /// `SEALGATE_MILTER_LISTEN`, unless `off`.
     pub milter: Option<Listener>,
     /// `SEALGATE_METRICS_LISTEN` (metrics and health probes), unless `off`.
-    pub http: Option<tokio::net::TcpListener>,
+    pub http: Option<Listener>,
+}
+
+/// Why [`run`] could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The metrics could not be registered: a programming error (the registry is fresh,
+    /// the names constant, and a unit test registers them); refuse to run half-instrumented.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    /// The key store's metrics could not be registered (the same kind of error).
+    #[error("cannot register the key store metrics: {0}")]
+    KeyStoreMetrics(#[source] prometheus::Error),
 }
 
 /// Serves LMTP and/or the milter on `listeners` with `config` until `shutdown` completes and
@@ -87,7 +101,7 @@ pub async fn run(
     listeners: Listeners,
     mut reload: tokio::sync::mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), AppError> {
     let Stores { keys, secure } = stores;
     keys.watch(config.keystore_reload);
     secure.watch(config.keystore_reload);
@@ -121,14 +135,8 @@ pub async fn run(
         }
     });
     let registry = prometheus::Registry::new();
-    let metrics = match Metrics::new(&registry) {
-        Ok(metrics) => Arc::new(metrics),
-        // Only a programming error gets here (the registry is fresh, the names constant, and
-        // a unit test registers them): refuse to run half-instrumented.
-        Err(err) => return Err(format!("cannot register the metrics: {err}")),
-    };
-    metrics::register_keystore(&registry, Arc::clone(&keys))
-        .map_err(|err| format!("cannot register the key store metrics: {err}"))?;
+    let metrics = Arc::new(Metrics::new(&registry).map_err(AppError::Metrics)?);
+    metrics::register_keystore(&registry, Arc::clone(&keys)).map_err(AppError::KeyStoreMetrics)?;
     let readiness = Arc::new(http::Readiness::new(config.next_hop.clone()));
     readiness.set_keystore(Arc::clone(&keys));
     let next_hop = NextHop::new(&config, Arc::clone(&metrics));
@@ -142,6 +150,13 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         secure,
     });
+    let limits = |protocol| Limits {
+        protocol,
+        max_connections: config.max_connections,
+        grace: Some(config.shutdown_grace),
+    };
+    let lmtp_limits = limits(SessionProtocol::Lmtp.as_str());
+    let milter_limits = limits(SessionProtocol::Milter.as_str());
     let shared = Arc::new(lmtp::Context {
         pipeline,
         next_hop,
@@ -151,10 +166,8 @@ pub async fn run(
     // One shutdown signal, fanned out to every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }
+        let mut stop = Shutdown::new(stop_rx.clone());
+        async move { stop.recv().await }
     };
     let not_ready = Arc::clone(&readiness);
     let signal = async move {
@@ -164,12 +177,18 @@ pub async fn run(
     };
     let lmtp = async {
         if let Some(listener) = listeners.lmtp {
-            server::serve(listener, shared, stopped()).await;
+            server::serve(listener, lmtp_limits, stopped(), |stream, peer, stop| {
+                session::serve(stream, peer, Arc::clone(&shared), stop)
+            })
+            .await;
         }
     };
     let milter = async {
         if let Some(listener) = listeners.milter {
-            server::serve_protocol(listener, Protocol::Milter(milter), stopped()).await;
+            server::serve(listener, milter_limits, stopped(), |stream, peer, stop| {
+                milter::serve(stream, peer, Arc::clone(&milter), stop)
+            })
+            .await;
         }
     };
     // The HTTP listener outlives the others' grace period: /readyz says 503 meanwhile.

@@ -2,14 +2,15 @@
 //!
 //! The house, by wing (CONTRIBUTING.md has the same map with each module's one job):
 //! - inbound: [`lmtp`] (the LMTP session and the per-recipient fan-out) and [`milter`];
-//!   [`server`] accepts for both;
+//!   [`server`] accepts for both and for HTTP;
 //! - [`message`]: facts about a message with no I/O (addresses, Received);
 //! - [`pipeline`]: the stages scrub, require-TLS and encrypt ([`pipeline::encrypt`] decides
 //!   what is already encrypted and seals the rest);
 //! - [`delivery`]: the next hop (Dovecot LMTP, SMTP reinjection or Maildir);
 //! - [`store`]: recipients' keys and the secure addresses, kept in memory and reloaded;
 //! - [`ops`]: metrics, the HTTP probes, how addresses appear in logs;
-//! - [`net`]: socket addresses (listen and connect);
+//! - [`net`]: socket addresses, the listener, the connector; [`conn`]: one session's byte
+//!   I/O with timeouts; [`shutdown`]: "are we stopping?";
 //! - [`config`]: the `SEALGATE_*` settings, parsed once; [`app`] wires it all together.
 //!
 //! The library exists for the binary, the integration tests and the benchmarks; it makes no
@@ -17,6 +18,7 @@
 
 pub mod app;
 pub mod config;
+pub mod conn;
 pub mod delivery;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -28,6 +30,7 @@ pub mod openpgp;
 pub mod ops;
 pub mod pipeline;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 
-pub use app::{Listeners, Stores, pipeline, run};
+pub use app::{AppError, Listeners, Stores, pipeline, run};

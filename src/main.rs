@@ -3,9 +3,8 @@
 
 use std::process::ExitCode;
 
-use sealgate::config::{Config, LogFormat, VARIABLES};
+use sealgate::config::{Config, VARIABLES};
 use sealgate::net::Address;
-use sealgate::server::Listener;
 use sealgate::store::keys::KeyStore;
 use sealgate::store::secure::SecureAddresses;
 use std::sync::Arc;
@@ -19,18 +18,8 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod cli;
-use cli::systemd;
-
-/// sysexits(3): bad command line.
-const EX_USAGE: u8 = 64;
-/// sysexits(3): bad configuration.
-const EX_CONFIG: u8 = 78;
-/// sysexits(3): cannot bind or another OS-level failure.
-const EX_OSERR: u8 = 71;
-/// sysexits(3): the configuration is valid but the key store is degraded.
-const EX_TEMPFAIL: u8 = 75;
-/// sysexits(3): an internal error (e.g. the metrics could not be registered).
-const EX_SOFTWARE: u8 = 70;
+use cli::listen::{CannotListen, Plan};
+use cli::{Exit, systemd};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,7 +56,7 @@ fn main() -> ExitCode {
                  usage: sealgate [run | check-config | keys ... | --help | --version]\n\
                  try `sealgate --help`"
             );
-            ExitCode::from(EX_USAGE)
+            ExitCode::from(Exit::Usage)
         }
     }
 }
@@ -127,7 +116,7 @@ fn check_config() -> ExitCode {
                         config.keystore.display(),
                         sealgate::store::keys::error_chain(&err)
                     );
-                    return ExitCode::from(EX_TEMPFAIL);
+                    return ExitCode::from(Exit::TempFail);
                 }
             };
             for problem in &problems {
@@ -136,12 +125,12 @@ fn check_config() -> ExitCode {
             if problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(EX_TEMPFAIL)
+                ExitCode::from(Exit::TempFail)
             }
         }
         Err(err) => {
             eprintln!("sealgate: invalid configuration: {err}");
-            ExitCode::from(EX_CONFIG)
+            ExitCode::from(Exit::Config)
         }
     }
 }
@@ -229,71 +218,35 @@ fn run() -> ExitCode {
         Ok(config) => config,
         Err(err) => {
             eprintln!("sealgate: invalid configuration: {err}");
-            return ExitCode::from(EX_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
     };
     if let Err(err) = preflight(&config) {
         eprintln!("sealgate: invalid configuration: {err}");
-        return ExitCode::from(EX_CONFIG);
+        return ExitCode::from(Exit::Config);
     }
     let filter = match EnvFilter::try_new(&config.log_filter) {
         Ok(filter) => filter,
         Err(err) => {
             eprintln!("sealgate: invalid configuration: SEALGATE_LOG: {err}");
-            return ExitCode::from(EX_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    match config.log_format {
-        // logfmt: a value with spaces (a reply text) is quoted, so fields stay fields.
-        LogFormat::Text => logs.fmt_fields(sealgate::ops::redact::Logfmt).init(),
-        // Every line carries its spans' fields (the transaction's `queue_id`).
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
+    cli::init_service_logs(filter, config.log_format);
     // Before anything could hold message content in memory.
     if let Err(err) = process_limits(&config) {
         eprintln!("sealgate: {err}");
-        return ExitCode::from(EX_OSERR);
+        return ExitCode::from(Exit::OsErr);
     }
 
     // Sockets from systemd (socket activation), each checked against its variable.
-    let metrics_address = config.metrics_listen.clone().map(Address::Tcp);
-    let roles = [
-        systemd::Role {
-            name: "lmtp",
-            variable: "SEALGATE_LMTP_LISTEN",
-            address: config.lmtp_listen.as_ref(),
-        },
-        systemd::Role {
-            name: "milter",
-            variable: "SEALGATE_MILTER_LISTEN",
-            address: config.milter_listen.as_ref(),
-        },
-        systemd::Role {
-            name: "metrics",
-            variable: "SEALGATE_METRICS_LISTEN",
-            address: metrics_address.as_ref(),
-        },
-    ];
-    let inherited = match systemd::take_listeners(&roles) {
+    let plan = Plan::new(&config);
+    let inherited = match plan.inherited() {
         Ok(inherited) => inherited,
         Err(err) => {
             eprintln!("sealgate: invalid configuration: {err}");
-            return ExitCode::from(EX_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
-    };
-    let [inherited_lmtp, inherited_milter, inherited_metrics] = match <[_; 3]>::try_from(inherited)
-    {
-        Ok(three) => three,
-        // take_listeners returns one entry per role.
-        Err(_) => return ExitCode::from(EX_OSERR),
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -303,7 +256,7 @@ fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("sealgate: cannot start the runtime: {err}");
-            return ExitCode::from(EX_OSERR);
+            return ExitCode::from(Exit::OsErr);
         }
     };
     // The key store is loaded before any port is bound: a broken one stops us here.
@@ -315,7 +268,7 @@ fn run() -> ExitCode {
                 config.keystore.display(),
                 sealgate::store::keys::error_chain(&err)
             );
-            return ExitCode::from(EX_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
     };
     let secure = match SecureAddresses::new(
@@ -328,71 +281,18 @@ fn run() -> ExitCode {
                 "sealgate: invalid configuration: SEALGATE_SECURE_MAILBOXES: {}",
                 sealgate::store::keys::error_chain(&err)
             );
-            return ExitCode::from(EX_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
     };
     runtime.block_on(async move {
-        let mut listeners = sealgate::Listeners {
-            lmtp: None,
-            milter: None,
-            http: None,
+        let listeners = match plan.listen(inherited).await {
+            Ok(listeners) => listeners,
+            // On stderr like every fatal start-up error: one line, whatever SEALGATE_LOG says.
+            Err(CannotListen { address, err }) => {
+                eprintln!("sealgate: cannot listen on {address}: {err}");
+                return ExitCode::from(Exit::OsErr);
+            }
         };
-        if let Some(address) = &config.metrics_listen {
-            let bound = match inherited_metrics {
-                Some(systemd::Inherited::Tcp(listener)) => {
-                    info!(protocol = "metrics", %address, "listener from systemd");
-                    listener
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::TcpListener::from_std(listener))
-                }
-                // take_listeners matched it against a TCP address.
-                Some(systemd::Inherited::Unix(_)) => return ExitCode::from(EX_OSERR),
-                None => tokio::net::TcpListener::bind(address.as_str()).await,
-            };
-            match bound {
-                Ok(listener) => listeners.http = Some(listener),
-                Err(err) => {
-                    error!(%address, %err, "cannot listen");
-                    return ExitCode::from(EX_OSERR);
-                }
-            }
-        }
-        let wanted = [
-            (
-                "lmtp",
-                &config.lmtp_listen,
-                config.lmtp_socket_mode,
-                inherited_lmtp,
-                &mut listeners.lmtp,
-            ),
-            (
-                "milter",
-                &config.milter_listen,
-                config.milter_socket_mode,
-                inherited_milter,
-                &mut listeners.milter,
-            ),
-        ];
-        for (protocol, address, mode, inherited, slot) in wanted {
-            let Some(address) = address else { continue };
-            let bound = match inherited {
-                Some(socket) => {
-                    info!(protocol, %address, "listener from systemd");
-                    match socket {
-                        systemd::Inherited::Tcp(l) => Listener::inherited_tcp(l),
-                        systemd::Inherited::Unix(l) => Listener::inherited_unix(l),
-                    }
-                }
-                None => Listener::bind(address, mode).await,
-            };
-            match bound {
-                Ok(listener) => *slot = Some(listener),
-                Err(err) => {
-                    error!(%address, %err, "cannot listen");
-                    return ExitCode::from(EX_OSERR);
-                }
-            }
-        }
         info!(
             next_hop = %config.next_hop,
             keystore = %config.keystore.display(),
@@ -424,8 +324,8 @@ fn run() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                error!(%err, "cannot serve");
-                ExitCode::from(EX_SOFTWARE)
+                eprintln!("sealgate: cannot serve: {err}");
+                ExitCode::from(Exit::Software)
             }
         }
     })

@@ -24,18 +24,10 @@ use sealgate::config::{self, Config};
 use sealgate::openpgp::{self, POLICY, Unusable};
 use sealgate::store::keys::{self, KeyStore, KeyStoreError, Lookup};
 
-/// sysexits(3): bad command line.
-const EX_USAGE: u8 = 64;
-/// sysexits(3): an input or store file could not be read or written.
-const EX_IOERR: u8 = 74;
-/// sysexits(3): the store is degraded (it cannot vouch for its contents); try again after
-/// fixing it.
-const EX_TEMPFAIL: u8 = 75;
+use super::{Exit, init_command_logs};
 
 /// The packaged service user (packaging/debian/postinst), whose access to the store matters.
 const SERVICE_USER: &str = "sealgate";
-/// sysexits(3): bad configuration.
-const EX_CONFIG: u8 = 78;
 
 const USAGE: &str = "\
 Usage:
@@ -82,17 +74,18 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
         }
         _ => {
             eprint!("sealgate keys: unknown or incomplete arguments {args:?}\n\n{USAGE}");
-            return ExitCode::from(EX_USAGE);
+            return ExitCode::from(Exit::Usage);
         }
     };
     let dir = match service_config() {
         Ok(config) => config.keystore,
         Err(err) => {
             eprintln!("sealgate keys: invalid configuration: {err}");
-            return ExitCode::from(EX_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
     };
-    init_logging();
+    // Warnings from the key store (e.g. skipped files) go to stderr.
+    init_command_logs();
     // Only the verbs that write need the service user's access (list and show only read).
     let writes = matches!(
         verb,
@@ -139,7 +132,7 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
         && let Err(err) = owner.hand_over(&dir)
     {
         eprintln!("sealgate keys: {err}");
-        return ExitCode::from(EX_IOERR);
+        return ExitCode::from(Exit::IoErr);
     }
     code
 }
@@ -280,18 +273,6 @@ fn may(meta: &std::fs::Metadata, uid: u32, gid: u32, need: u32) -> bool {
     bits & need == need
 }
 
-/// Warnings from the key store (e.g. skipped files) go to stderr.
-fn init_logging() {
-    // A second initialisation (tests calling `main` in-process) is harmless.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(io::stderr)
-        .with_max_level(tracing::Level::WARN)
-        .with_target(false)
-        .without_time()
-        .with_ansi(false)
-        .try_init();
-}
-
 /// Why one certificate was not imported.
 enum ImportError {
     /// The certificate is not acceptable; nothing was written.
@@ -311,7 +292,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
         Ok(data) => data,
         Err(err) => {
             eprintln!("sealgate keys import: cannot read {source}: {err}");
-            return ExitCode::from(EX_IOERR);
+            return ExitCode::from(Exit::IoErr);
         }
     };
     let parser = match CertParser::from_bytes(&data) {
@@ -354,7 +335,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
                     "sealgate keys import: {}",
                     keys::error_chain(&err).replace('\n', " ")
                 );
-                return ExitCode::from(EX_IOERR);
+                return ExitCode::from(Exit::IoErr);
             }
         }
     }
@@ -525,7 +506,7 @@ fn degraded(verb: &str, store: &KeyStore) -> ExitCode {
     if problems.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EX_TEMPFAIL)
+        ExitCode::from(Exit::TempFail)
     }
 }
 
@@ -537,7 +518,7 @@ fn show(dir: &Path, address: &str) -> ExitCode {
     let certs = store.certificates_for(address);
     if let Lookup::Unknown { reason } = store.lookup(address) {
         eprintln!("sealgate keys show: cannot tell whether {address} has a key: {reason}");
-        return ExitCode::from(EX_TEMPFAIL);
+        return ExitCode::from(Exit::TempFail);
     }
     if certs.is_empty() {
         eprintln!("sealgate keys show: no certificate for {address}");
@@ -591,7 +572,7 @@ fn remove(dir: &Path, text: &str) -> ExitCode {
             "sealgate keys remove: not a fingerprint: {text} (expected 40 or 64 hex digits)\n\n\
              {USAGE}"
         );
-        return ExitCode::from(EX_USAGE);
+        return ExitCode::from(Exit::Usage);
     };
     match keys::remove(dir, &fingerprint) {
         Ok(true) => {
@@ -700,7 +681,7 @@ fn store_failure(verb: &str, err: &KeyStoreError) -> ExitCode {
         "sealgate keys {verb}: {}",
         one_line(&keys::error_chain(err))
     );
-    ExitCode::from(EX_IOERR)
+    ExitCode::from(Exit::IoErr)
 }
 
 fn bracketed(addresses: &[String]) -> String {

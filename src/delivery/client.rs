@@ -9,21 +9,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use sealgate_protocol::{Body, DotStuffer, EnhancedCode, Reply, ReplyDecoder};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 use super::{connection_lost, unreachable};
 use crate::config::Config;
-use crate::net::Address;
+use crate::net::{self, Address, BoxStream, ConnectError};
 use crate::ops::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
 /// Stuffed DATA bytes are written in pieces of about this size.
 const WRITE_CHUNK: usize = 64 * 1024;
-
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// The next hop's LMTP or SMTP server.
 pub struct Client {
@@ -50,7 +46,7 @@ struct Extensions {
 }
 
 struct Connection {
-    stream: Box<dyn Stream>,
+    stream: BoxStream,
     input: BytesMut,
     decoder: ReplyDecoder,
     extensions: Extensions,
@@ -236,25 +232,20 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Connection, Failure> {
-        let stream: Box<dyn Stream> = match &self.endpoint {
-            Address::Tcp(addr) => {
-                let stream = timeout(self.connect_timeout, TcpStream::connect(addr.as_str()))
-                    .await
-                    .map_err(|_| Failure::Connect(format!("connect to {addr} timed out")))?
-                    .map_err(|e| Failure::Connect(format!("connect to {addr}: {}", e.kind())))?;
-                let _ = stream.set_nodelay(true);
-                Box::new(stream)
+        let target = match &self.endpoint {
+            Address::Tcp(addr) => addr.clone(),
+            Address::Unix(path) => path.display().to_string(),
+        };
+        let stream = match net::connect(&self.endpoint, self.connect_timeout).await {
+            Ok(stream) => stream,
+            Err(ConnectError::TimedOut) => {
+                return Err(Failure::Connect(format!("connect to {target} timed out")));
             }
-            Address::Unix(path) => {
-                let stream = timeout(self.connect_timeout, UnixStream::connect(path))
-                    .await
-                    .map_err(|_| {
-                        Failure::Connect(format!("connect to {} timed out", path.display()))
-                    })?
-                    .map_err(|e| {
-                        Failure::Connect(format!("connect to {}: {}", path.display(), e.kind()))
-                    })?;
-                Box::new(stream)
+            Err(ConnectError::Failed(err)) => {
+                return Err(Failure::Connect(format!(
+                    "connect to {target}: {}",
+                    err.kind()
+                )));
             }
         };
         let mut conn = Connection {

@@ -5,11 +5,16 @@
 mod client;
 mod maildir;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sealgate_protocol::{EnhancedCode, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
 
 use crate::config::{Config, NextHopAddr};
+use crate::net::{self, ConnectError};
 use crate::ops::metrics::{Metrics, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
@@ -63,6 +68,56 @@ impl NextHop {
             NextHop::Client(client) => client.begin(envelope, recipients).await,
         }
     }
+}
+
+/// Whether `next_hop` could take a message now (the readiness probe): an LMTP/SMTP server
+/// accepts a connection within `wait` (we then say QUIT), a Maildir root exists (or can be
+/// created) and a file can be written in it.
+///
+/// # Errors
+/// Why not, in a few words.
+pub async fn probe(next_hop: &NextHopAddr, wait: Duration) -> Result<(), String> {
+    match next_hop {
+        NextHopAddr::Lmtp(endpoint) | NextHopAddr::Smtp(endpoint) => {
+            let started = Instant::now();
+            let mut stream = match net::connect(endpoint, wait).await {
+                Ok(stream) => stream,
+                Err(ConnectError::Failed(err)) => {
+                    return Err(format!("cannot connect: {}", err.kind()));
+                }
+                Err(ConnectError::TimedOut) => {
+                    return Err(format!("no connection within {wait:?}"));
+                }
+            };
+            // Be polite: take the greeting (within what is left of the budget) and say QUIT,
+            // so the server does not log a client that vanished. The verdict is already
+            // "reachable".
+            let left = wait.saturating_sub(started.elapsed());
+            let mut greeting = [0u8; 512];
+            let _ = timeout(left, stream.read(&mut greeting)).await;
+            let _ = timeout(left, stream.write_all(b"QUIT\r\n")).await;
+            Ok(())
+        }
+        NextHopAddr::Maildir(root) => {
+            let root = root.clone();
+            let check = tokio::task::spawn_blocking(move || writable(&root));
+            match timeout(wait, check).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(err)) => Err(format!("check failed: {err}")),
+                Err(_) => Err("check timed out".to_string()),
+            }
+        }
+    }
+}
+
+/// The Maildir root exists (created if missing, as the first delivery would) and takes a file.
+fn writable(root: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create: {}", e.kind()))?;
+    // A leading dot: recipient folders never start with one (it is %-escaped).
+    let probe: PathBuf = root.join(format!(".sealgate-ready.{}", std::process::id()));
+    let written = std::fs::write(&probe, b"");
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| format!("not writable: {}", e.kind()))
 }
 
 /// One copy on its way to the next hop.

@@ -11,19 +11,16 @@ use sealgate_protocol::{
     BareNewline, Command, CommandError, DataDecoder, EnhancedCode, LineDecoder, LineError,
     MailParams, Reply, parse_command,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
+use crate::conn::{self, Conn, Next, READ_CHUNK, WriteEnd};
 use crate::lmtp::Context;
 use crate::lmtp::fanout::{Answer, Fanout};
 use crate::ops::metrics::{MessageOutcome, SessionProtocol};
 use crate::ops::redact::AddressLog;
 use crate::pipeline::{Envelope, Recipient};
-
-/// Bytes asked of the socket per read; also the size of one DATA chunk.
-const READ_CHUNK: usize = 64 * 1024;
+use crate::shutdown::Shutdown;
 
 /// Who the client is; lives for the whole connection.
 struct ConnState {
@@ -44,33 +41,23 @@ struct Transaction {
     span: Span,
 }
 
-/// How the session ends.
-enum Next {
-    Continue,
-    Close,
-}
-
 /// Serves one LMTP connection until QUIT, EOF, a timeout or shutdown. Errors end as a reply to
 /// the client or a closed connection, never as a panic.
-pub async fn serve<S>(io: S, peer: String, shared: Arc<Context>, shutdown: watch::Receiver<bool>)
+pub async fn serve<S>(io: S, peer: String, shared: Arc<Context>, shutdown: impl Into<Shutdown>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let span = info_span!("lmtp", %peer);
     let _active = shared.metrics.session(SessionProtocol::Lmtp);
     let mut session = Session {
-        io,
+        io: Conn::new(io, shutdown.into(), 4096),
         shared: Arc::clone(&shared),
-        input: BytesMut::with_capacity(READ_CHUNK),
-        output: BytesMut::with_capacity(4096),
         lines: LineDecoder::new(shared.config.max_line_length),
         conn: ConnState {
             lhlo: None,
             xforward: Vec::new(),
         },
         txn: None,
-        shutdown,
-        draining: false,
     };
     async move {
         debug!("session opened");
@@ -84,16 +71,11 @@ where
 }
 
 struct Session<S> {
-    io: S,
+    io: Conn<S>,
     shared: Arc<Context>,
-    input: BytesMut,
-    output: BytesMut,
     lines: LineDecoder,
     conn: ConnState,
     txn: Option<Transaction>,
-    shutdown: watch::Receiver<bool>,
-    /// Shutdown was requested while a transaction was open: close after it.
-    draining: bool,
 }
 
 /// Why reading from the client stopped.
@@ -113,12 +95,45 @@ impl std::fmt::Display for ReadEnd {
     }
 }
 
+/// Why a session ended other than by QUIT, the client's close, a timeout or shutdown (which
+/// end it normally, with their reply).
+#[derive(Debug)]
+enum End {
+    /// A reply could not be written.
+    Write(WriteEnd),
+    /// A reason given by command handling.
+    Other(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Write(WriteEnd::Failed(err)) => write!(f, "write: {err}"),
+            End::Write(WriteEnd::TimedOut) => f.write_str("write timed out"),
+            End::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for End {
+    fn from(why: String) -> End {
+        End::Other(why)
+    }
+}
+
+/// For the command handlers that still end a session with a `String`.
+impl From<End> for String {
+    fn from(end: End) -> String {
+        end.to_string()
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    async fn run(&mut self) -> Result<(), String> {
+    async fn run(&mut self) -> Result<(), End> {
         let greeting = format!("{} sealgate LMTP ready", self.shared.config.hostname);
         self.reply(Reply::new(220, EnhancedCode::new(2, 0, 0), greeting));
         loop {
-            match self.lines.decode(&mut self.input) {
+            match self.lines.decode(&mut self.io.input) {
                 Ok(Some(line)) => {
                     if let Next::Close = self.command(&line).await? {
                         self.flush().await?;
@@ -153,27 +168,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Reads more input. Shutdown interrupts only a session between transactions (`idle`).
     async fn read_more(&mut self, wait: Duration, idle: bool) -> Result<(), ReadEnd> {
-        self.input.reserve(READ_CHUNK);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.changed(), if !self.draining => {
-                    self.draining = true;
-                    if idle {
-                        return Err(ReadEnd::Shutdown);
-                    }
-                    // An open transaction may finish; the session closes after it.
-                }
-                read = timeout(wait, self.io.read_buf(&mut self.input)) => return match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => Err(ReadEnd::Closed),
-                    Ok(Ok(_)) => Ok(()),
-                    Err(_) => Err(ReadEnd::TimedOut),
-                },
-            }
-        }
+        self.io
+            .read_more(wait, idle)
+            .await
+            .map_err(|end| match end {
+                conn::ReadEnd::Closed | conn::ReadEnd::Failed(_) => ReadEnd::Closed,
+                conn::ReadEnd::TimedOut => ReadEnd::TimedOut,
+                conn::ReadEnd::Shutdown => ReadEnd::Shutdown,
+            })
     }
 
-    async fn close_for(&mut self, end: ReadEnd) -> Result<(), String> {
+    async fn close_for(&mut self, end: ReadEnd) -> Result<(), End> {
         match end {
             ReadEnd::Closed => return Ok(()),
             ReadEnd::TimedOut => {
@@ -193,24 +198,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn reply(&mut self, reply: Reply) {
-        reply.encode(&mut self.output);
+        reply.encode(&mut self.io.output);
     }
 
-    async fn flush(&mut self) -> Result<(), String> {
-        if self.output.is_empty() {
-            return Ok(());
-        }
-        let result = timeout(self.shared.config.command_timeout, async {
-            self.io.write_all(&self.output).await?;
-            self.io.flush().await
-        })
-        .await;
-        self.output.clear();
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(format!("write: {err}")),
-            Err(_) => Err("write timed out".into()),
-        }
+    async fn flush(&mut self) -> Result<(), End> {
+        let wait = self.shared.config.command_timeout;
+        self.io.flush(wait).await.map_err(End::Write)
     }
 
     async fn command(&mut self, line: &[u8]) -> Result<Next, String> {
@@ -395,10 +388,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut size: u64 = 0;
         let mut refusal: Option<Reply> = None;
         loop {
-            if !self.input.is_empty() {
+            if !self.io.input.is_empty() {
                 chunk.clear();
-                let progress = decoder.decode(&self.input, &mut chunk);
-                self.input.advance(progress.consumed);
+                let progress = decoder.decode(&self.io.input, &mut chunk);
+                self.io.input.advance(progress.consumed);
                 size += chunk.len() as u64;
                 if refusal.is_none() {
                     if config.max_message_size.is_some_and(|limit| size > limit) {
@@ -478,7 +471,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .metrics
             .message(outcome, size, data_started.elapsed());
         self.conn.xforward.clear();
-        if self.draining {
+        if self.io.is_shutdown() {
             self.reply(shutting_down(&config.hostname));
             return Ok(Next::Close);
         }

@@ -18,24 +18,23 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::BytesMut;
 use sealgate_protocol::Reply;
 use sealgate_protocol::milter::consts::{
     SMFIC_CONNECT, SMFIC_HELO, SMFIF_CHGHDRS, SMFIF_SETSYMLIST, SMFIM_ENVFROM, SMFIM_ENVRCPT,
     SMFIP_NOBODY, SMFIP_NODATA, SMFIP_NOUNKNOWN,
 };
 use sealgate_protocol::milter::{Command, FrameDecoder, MilterError, Response};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ScrubMode};
+use crate::conn::{Conn, Next, ReadEnd, WriteEnd};
 use crate::message::address;
 use crate::message::tls::{TlsEvidence, tls_verdict};
 use crate::ops::metrics::{Metrics, RecipientOutcome, SessionProtocol};
 use crate::pipeline::scrub;
 use crate::pipeline::{CopyKind, Envelope, Pipeline, Recipient};
+use crate::shutdown::Shutdown;
 use crate::store::secure::SecureAddresses;
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
@@ -62,9 +61,6 @@ static WARNED_NO_SYMLIST: AtomicBool = AtomicBool::new(false);
 /// Set once the missing-CHGHDRS warning was logged.
 static WARNED_NO_CHGHDRS: AtomicBool = AtomicBool::new(false);
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 * 1024;
-
 /// What milter sessions share: the configuration, the pipeline (whose RCPT checks the milter
 /// runs too: the LMTP side holds the same one), the counters and the secure addresses.
 pub struct Context {
@@ -80,7 +76,7 @@ pub struct Context {
 
 /// Serves one milter connection until QUIT, EOF, a timeout, a protocol error or shutdown.
 /// Errors end the session with a log line (warn for a misbehaving peer), never a panic.
-pub async fn serve<S>(io: S, peer: String, context: Arc<Context>, shutdown: watch::Receiver<bool>)
+pub async fn serve<S>(io: S, peer: String, context: Arc<Context>, shutdown: impl Into<Shutdown>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -94,17 +90,13 @@ where
     );
     let config = &context.config;
     let mut session = Session {
-        io,
+        io: Conn::new(io, shutdown.into(), 1024),
         frames: FrameDecoder::new(config.milter_max_frame),
-        input: BytesMut::with_capacity(READ_CHUNK),
-        output: BytesMut::with_capacity(1024),
         context: Arc::clone(&context),
         negotiated: None,
         conn: ConnState::default(),
         msg: None,
         pending: Vec::new(),
-        shutdown,
-        draining: false,
     };
     let _active = context.metrics.session(SessionProtocol::Milter);
     async move {
@@ -223,39 +215,29 @@ struct Message {
     deletions: Vec<(String, u32)>,
 }
 
-/// What the caller does after a command.
-enum Next {
-    Continue,
-    Close,
-}
-
 struct Session<S> {
-    io: S,
+    io: Conn<S>,
     frames: FrameDecoder,
-    input: BytesMut,
-    output: BytesMut,
     context: Arc<Context>,
     negotiated: Option<Negotiated>,
     conn: ConnState,
     msg: Option<Message>,
     /// Macros (other than TLS ones) for the next command, as name → value.
     pending: Vec<(String, String)>,
-    shutdown: watch::Receiver<bool>,
-    /// Shutdown was requested inside a message: close after it.
-    draining: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn run(&mut self) -> Result<(), End> {
         loop {
-            match self.frames.decode(&mut self.input) {
+            match self.frames.decode(&mut self.io.input) {
                 Ok(Some(command)) => {
                     let next = self.command(command)?;
                     self.flush().await?;
                     if let Next::Close = next {
                         return Ok(());
                     }
-                    if self.draining && self.msg.is_none() {
+                    // Shutdown came inside a message, which is now over.
+                    if self.io.is_shutdown() && self.msg.is_none() {
                         return Err(End::Shutdown);
                     }
                 }
@@ -269,49 +251,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// it lets the message finish.
     async fn read_more(&mut self) -> Result<(), End> {
         let wait = self.context.config.milter_timeout;
-        self.input.reserve(READ_CHUNK);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.changed(), if !self.draining => {
-                    self.draining = true;
-                    if self.msg.is_none() {
-                        return Err(End::Shutdown);
-                    }
-                }
-                read = timeout(wait, self.io.read_buf(&mut self.input)) => return match read {
-                    Ok(Ok(0)) if self.input.is_empty() => Err(End::Closed),
-                    Ok(Ok(0)) => Err(End::Truncated { buffered: self.input.len() }),
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(err)) => Err(End::Io(err.to_string())),
-                    Err(_) => Err(End::TimedOut),
+        let between_messages = self.msg.is_none();
+        self.io
+            .read_more(wait, between_messages)
+            .await
+            .map_err(|end| match end {
+                ReadEnd::Closed if self.io.input.is_empty() => End::Closed,
+                ReadEnd::Closed => End::Truncated {
+                    buffered: self.io.input.len(),
                 },
-            }
-        }
+                ReadEnd::Failed(err) => End::Io(err.to_string()),
+                ReadEnd::TimedOut => End::TimedOut,
+                ReadEnd::Shutdown => End::Shutdown,
+            })
     }
 
     fn respond(&mut self, response: Response) {
-        response.encode(&mut self.output);
+        response.encode(&mut self.io.output);
     }
 
-    /// Writes the queued responses in one write: simple MTA implementations (miltertest) read
-    /// a packet with one `read` for its header and one for its data.
+    /// Writes the queued responses (in one write: see [`Conn::flush`]).
     async fn flush(&mut self) -> Result<(), End> {
-        if self.output.is_empty() {
-            return Ok(());
-        }
         let wait = self.context.config.milter_timeout;
-        let result = timeout(wait, async {
-            self.io.write_all(&self.output).await?;
-            self.io.flush().await
+        self.io.flush(wait).await.map_err(|end| match end {
+            WriteEnd::Failed(err) => End::Io(err.to_string()),
+            WriteEnd::TimedOut => End::Io("write timed out".into()),
         })
-        .await;
-        self.output.clear();
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(End::Io(err.to_string())),
-            Err(_) => Err(End::Io("write timed out".into())),
-        }
     }
 
     fn command(&mut self, command: Command) -> Result<Next, End> {
@@ -692,14 +657,18 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime};
 
+    use bytes::BytesMut;
     use sealgate_protocol::milter::consts::{
         SMFIC_MAIL, SMFIC_RCPT, SMFIF_ADDHDRS, SMFIP_NOEOH, SMFIP_NOHDRS, SMFIP_NR_HDR,
     };
     use sealgate_protocol::milter::{Family, ResponseDecoder};
     use sequoia_openpgp::cert::prelude::*;
     use sequoia_openpgp::serialize::Serialize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::io::{DuplexStream, duplex};
+    use tokio::sync::watch;
     use tokio::task::JoinHandle;
+    use tokio::time::timeout;
 
     use super::*;
     use crate::config::Config;

@@ -8,21 +8,20 @@
 
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus::{Encoder, Registry, TextEncoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::sync::{Mutex, Semaphore};
-use tokio::task::JoinSet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
 use tokio::time::timeout;
-use tracing::{debug, error, info};
+use tracing::{debug, error};
 
 use crate::config::NextHopAddr;
-use crate::net::Address;
+use crate::delivery;
+use crate::net::Listener;
+use crate::server::{self, Limits};
 use crate::store::keys::KeyStore;
 
 /// Largest request head (request line and header fields) in octets; a larger one gets
@@ -119,114 +118,32 @@ impl Readiness {
         {
             return result.clone();
         }
-        let result = probe(&self.next_hop).await;
+        let result = delivery::probe(&self.next_hop, PROBE_TIMEOUT).await;
         *probed = Some((Instant::now(), result.clone()));
         result
     }
 }
 
-/// Whether the next hop could take a message now: an LMTP/SMTP server accepts a connection
-/// within [`PROBE_TIMEOUT`] (we then say QUIT), a Maildir root exists (or can be created) and
-/// a file can be written in it.
-async fn probe(next_hop: &NextHopAddr) -> Result<(), String> {
-    match next_hop {
-        NextHopAddr::Lmtp(endpoint) | NextHopAddr::Smtp(endpoint) => connect(endpoint).await,
-        NextHopAddr::Maildir(root) => {
-            let root = root.clone();
-            let check = tokio::task::spawn_blocking(move || writable(&root));
-            match timeout(PROBE_TIMEOUT, check).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(err)) => Err(format!("check failed: {err}")),
-                Err(_) => Err("check timed out".to_string()),
-            }
-        }
-    }
-}
-
-async fn connect(endpoint: &Address) -> Result<(), String> {
-    let started = Instant::now();
-    let connected = match endpoint {
-        Address::Tcp(addr) => timeout(PROBE_TIMEOUT, TcpStream::connect(addr.as_str()))
-            .await
-            .map(|r| r.map(|s| Box::new(s) as Box<dyn Stream>)),
-        Address::Unix(path) => timeout(PROBE_TIMEOUT, UnixStream::connect(path))
-            .await
-            .map(|r| r.map(|s| Box::new(s) as Box<dyn Stream>)),
-    };
-    let mut stream = match connected {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return Err(format!("cannot connect: {}", err.kind())),
-        Err(_) => return Err(format!("no connection within {PROBE_TIMEOUT:?}")),
-    };
-    // Be polite: take the greeting (within what is left of the budget) and say QUIT, so the
-    // server does not log a client that vanished. The verdict is already "reachable".
-    let left = PROBE_TIMEOUT.saturating_sub(started.elapsed());
-    let mut greeting = [0u8; 512];
-    let _ = timeout(left, stream.read(&mut greeting)).await;
-    let _ = timeout(left, stream.write_all(b"QUIT\r\n")).await;
-    Ok(())
-}
-
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
-
-/// The Maildir root exists (created if missing, as the first delivery would) and takes a file.
-fn writable(root: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(root).map_err(|e| format!("cannot create: {}", e.kind()))?;
-    // A leading dot: recipient folders never start with one (it is %-escaped).
-    let probe: PathBuf = root.join(format!(".sealgate-ready.{}", std::process::id()));
-    let written = std::fs::write(&probe, b"");
-    let _ = std::fs::remove_file(&probe);
-    written.map_err(|e| format!("not writable: {}", e.kind()))
-}
-
 /// Serves `/metrics` (from `registry`), `/healthz` and `/readyz` (from `readiness`) on
 /// `listener` until `shutdown` completes; open requests are then cut.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     registry: Registry,
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()>,
 ) {
-    match listener.local_addr() {
-        Ok(addr) => info!(protocol = "http", address = %addr, "listening"),
-        Err(err) => error!(protocol = "http", %err, "listening, address unknown"),
-    }
     let registry = Arc::new(registry);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut requests = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        while requests.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, _)) => {
-                let registry = Arc::clone(&registry);
-                let readiness = Arc::clone(&readiness);
-                requests.spawn(async move {
-                    handle(stream, &registry, &readiness).await;
-                    drop(permit);
-                });
-            }
-            Err(err) => {
-                // Typically EMFILE: back off instead of spinning.
-                error!(protocol = "http", %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    requests.shutdown().await;
+    let limits = Limits {
+        protocol: "http",
+        max_connections: MAX_CONNECTIONS,
+        grace: None,
+    };
+    server::serve(listener, limits, shutdown, |stream, _peer, _shutdown| {
+        let registry = Arc::clone(&registry);
+        let readiness = Arc::clone(&readiness);
+        async move { handle(stream, &registry, &readiness).await }
+    })
+    .await;
 }
 
 /// A response: status, content type, body.
@@ -291,7 +208,7 @@ enum HeadError {
 }
 
 /// Reads up to the empty line that ends the request head.
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -314,7 +231,10 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
     }
 }
 
-async fn handle(mut stream: TcpStream, registry: &Registry, readiness: &Readiness) {
+async fn handle<S>(mut stream: S, registry: &Registry, readiness: &Readiness)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (response, with_body) = match timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(head)) => respond(&head, registry, readiness).await,
         Ok(Err(HeadError::TooLarge)) => (Response::text(431, "request head too large\n"), true),
@@ -398,6 +318,8 @@ fn metrics(registry: &Registry) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::net::Address;
+    use tokio::net::TcpStream;
 
     async fn request(addr: std::net::SocketAddr, raw: &[u8]) -> String {
         let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -415,8 +337,10 @@ mod tests {
         registry.register(Box::new(counter.clone())).unwrap();
         counter.inc();
         let readiness = Arc::new(Readiness::new(NextHopAddr::Maildir(dir.path().join("m"))));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = Listener::bind(&Address::Tcp("127.0.0.1:0".into()), 0)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().parse().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, registry, Arc::clone(&readiness), async {
             let _ = stopped.await;

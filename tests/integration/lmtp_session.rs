@@ -430,6 +430,31 @@ fn unix_socket_listener() {
     drop(sealgate);
 }
 
+/// A listen address another process holds stops the start with EX_OSERR (71) and one line
+/// naming the address, even with the logs off.
+#[test]
+fn an_address_in_use_stops_the_start_with_71() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("bound address").to_string();
+    let work = testkit::temp_dir("address-in-use-");
+    testkit::sealgate::ensure_manifest(&work.path().join("keys"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .current_dir(work.path())
+        .env("SEALGATE_LMTP_LISTEN", &listen)
+        .env("SEALGATE_METRICS_LISTEN", "off")
+        .env("SEALGATE_LOG", "off")
+        .output()
+        .expect("run sealgate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(71), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("sealgate: cannot listen on {listen}: ")),
+        "{stderr}"
+    );
+    drop(taken);
+}
+
 #[test]
 fn invalid_configuration_stops_before_binding() {
     let port = testkit::free_port();
