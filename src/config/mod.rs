@@ -7,6 +7,7 @@
 
 pub mod env_file;
 mod parse;
+mod sections;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,10 @@ use sealgate_protocol::BareNewline;
 use crate::net::Address;
 
 pub use parse::Keyword;
+pub use sections::{
+    EncryptSettings, KeyStoreSettings, Listen, LmtpLimits, LogSettings, MilterLimits,
+    NextHopClient, ScrubSettings, SecureSettings, ServerLimits,
+};
 pub use vars::{Config, VARIABLES, Variable};
 
 /// The next hop, in Postfix-like destination syntax (`SEALGATE_NEXT_HOP`).
