@@ -20,8 +20,8 @@ use crate::net::Address;
 
 pub use parse::Keyword;
 pub use sections::{
-    EncryptSettings, KeyStoreSettings, Listen, LmtpLimits, LogSettings, MilterLimits,
-    NextHopClient, ScrubSettings, SecureSettings, ServerLimits,
+    KeyStoreSettings, Listen, LmtpLimits, LogSettings, MilterLimits, NextHopClient, ScrubSettings,
+    SecureSettings,
 };
 pub use vars::{Config, VARIABLES, Variable};
 

@@ -1,13 +1,15 @@
 //! Per-component sections of [`Config`]: each component can take the few settings it uses
 //! instead of the whole configuration (house.md habit 5). A section is built from the parsed
-//! `Config` (`config.lmtp()`), so the variable table stays the one declaration.
+//! `Config` (`config.lmtp()`), so the variable table stays the one declaration. The accept
+//! loop's limits (`server::Limits`) and the encrypt stage's (`EncryptConfig`) are defined by
+//! their components.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use sealgate_protocol::BareNewline;
 
-use super::{Config, ScrubMode, UnusableKey};
+use super::{Config, ScrubMode};
 use crate::message::tls::TlsVersion;
 use crate::net::Address;
 use crate::ops::redact::AddressLog;
@@ -25,15 +27,6 @@ pub struct Listen {
     pub milter_socket_mode: u32,
     /// `SEALGATE_METRICS_LISTEN` (`HOST:PORT`); `None` for no HTTP listener.
     pub metrics: Option<String>,
-}
-
-/// What every accept loop shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// `SEALGATE_MAX_CONNECTIONS`, per listener.
-    pub max_connections: usize,
-    /// `SEALGATE_SHUTDOWN_GRACE`
-    pub shutdown_grace: Duration,
 }
 
 /// What an LMTP session needs.
@@ -94,19 +87,6 @@ pub struct KeyStoreSettings {
     pub reload: Duration,
 }
 
-/// The encrypt stage's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EncryptSettings {
-    /// `SEALGATE_UNUSABLE_KEY`
-    pub unusable_key: UnusableKey,
-    /// `SEALGATE_PROTECTED_HEADERS`
-    pub protected_headers: bool,
-    /// `SEALGATE_MAX_INSPECT_SIZE`
-    pub max_inspect_size: usize,
-    /// `SEALGATE_LOG_ADDRESSES`
-    pub log_addresses: AddressLog,
-}
-
 /// The scrub stage's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScrubSettings {
@@ -156,14 +136,6 @@ impl Config {
         }
     }
 
-    /// The accept loops' limits.
-    pub fn server(&self) -> ServerLimits {
-        ServerLimits {
-            max_connections: self.max_connections,
-            shutdown_grace: self.shutdown_grace,
-        }
-    }
-
     /// An LMTP session's limits.
     pub fn lmtp(&self) -> LmtpLimits {
         LmtpLimits {
@@ -204,16 +176,6 @@ impl Config {
         KeyStoreSettings {
             path: self.keystore.clone(),
             reload: self.keystore_reload,
-        }
-    }
-
-    /// The encrypt stage's settings.
-    pub fn encrypt(&self) -> EncryptSettings {
-        EncryptSettings {
-            unusable_key: self.unusable_key,
-            protected_headers: self.protected_headers,
-            max_inspect_size: self.max_inspect_size,
-            log_addresses: self.log_addresses,
         }
     }
 
@@ -264,7 +226,6 @@ mod tests {
             ("SEALGATE_HOSTNAME", "mx.example.org"),
             ("SEALGATE_SCRUB", "all"),
             ("SEALGATE_TRUSTED_MTA", "MX.example.org"),
-            ("SEALGATE_UNUSABLE_KEY", "reject"),
             ("SEALGATE_LOG_ADDRESSES", "hash"),
         ]
         .iter()
@@ -282,9 +243,7 @@ mod tests {
         assert_eq!(config.next_hop_client().pool_size, 0);
         assert_eq!(config.scrubbing().mode, ScrubMode::All);
         assert_eq!(config.secure().trusted_mta, ["mx.example.org"]);
-        assert_eq!(config.encrypt().unusable_key, UnusableKey::Reject);
         assert_eq!(config.key_store().path, config.keystore);
-        assert_eq!(config.server().max_connections, 100);
         assert_eq!(config.logs().filter, "info");
     }
 }
