@@ -257,7 +257,7 @@ variables! {
         parse: parse::on_off,
         show: on_off,
     }
-    /// Absolute: see [`parse::path`].
+    /// Absolute, resolved once at start.
     keystore: PathBuf {
         name: "SEALGATE_KEYSTORE",
         default: "./keys",
