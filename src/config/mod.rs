@@ -281,6 +281,59 @@ mod tests {
         assert_eq!(again.describe(), described);
     }
 
+    /// `show` writes what `parse` reads, for settings far from the defaults too.
+    #[test]
+    fn describe_reads_back_for_other_settings() {
+        let settings = [
+            ("SEALGATE_LMTP_LISTEN", "off"),
+            ("SEALGATE_MILTER_LISTEN", "unix:/run/sealgate/milter"),
+            ("SEALGATE_MILTER_SOCKET_MODE", "0600"),
+            ("SEALGATE_NEXT_HOP", "smtp:[::1]:10026"),
+            ("SEALGATE_MAX_MESSAGE_SIZE", "0"),
+            ("SEALGATE_IDLE_TIMEOUT", "5m"),
+            ("SEALGATE_BARE_NEWLINE", "allow"),
+            ("SEALGATE_CORE_DUMPS", "yes"),
+            ("SEALGATE_UNUSABLE_KEY", "plaintext"),
+            (
+                "SEALGATE_SECURE_DOMAINS",
+                "secure.example.org=example.org,vault.example.net",
+            ),
+            ("SEALGATE_SECURE_MAILBOXES", "/etc/sealgate/secure"),
+            ("SEALGATE_TLS_MIN_VERSION", "tlsv1.3"),
+            ("SEALGATE_TRUSTED_MTA", "mx1.example.org,MX2.example.org"),
+            ("SEALGATE_SCRUB", "all"),
+            ("SEALGATE_SCRUB_HEADERS", "X-Mailer"),
+            ("SEALGATE_LOG_FORMAT", "json"),
+            ("SEALGATE_LOG_ADDRESSES", "none"),
+            ("SEALGATE_METRICS_LISTEN", "off"),
+            ("SEALGATE_ENV_FILE", "/etc/sealgate/sealgate.env"),
+        ];
+        let described = Config::from_vars(&vars(&settings)).unwrap().describe();
+        let again: BTreeMap<String, String> = described
+            .lines()
+            .map(|l| l.split_once('=').unwrap())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            Config::from_vars(&again).unwrap().describe(),
+            described,
+            "{settings:?}"
+        );
+        assert!(described.contains("SEALGATE_TLS_MIN_VERSION=TLSv1.3\n"));
+        assert!(described.contains("SEALGATE_CORE_DUMPS=on\n"));
+    }
+
+    #[test]
+    fn rust_log_is_the_log_filters_fallback() {
+        let config = Config::from_vars(&vars(&[("RUST_LOG", "debug")])).unwrap();
+        assert_eq!(config.log_filter, "debug");
+        let config =
+            Config::from_vars(&vars(&[("RUST_LOG", "debug"), ("SEALGATE_LOG", "warn")])).unwrap();
+        assert_eq!(config.log_filter, "warn");
+        let err = Config::from_vars(&vars(&[("RUST_LOG", "x=loud")])).unwrap_err();
+        assert_eq!(err.variable, "RUST_LOG");
+    }
+
     #[test]
     fn keyword_variables_document_every_keyword() {
         fn names<K: Keyword>() -> Vec<&'static str> {
