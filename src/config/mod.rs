@@ -272,6 +272,7 @@ mod tests {
             .collect();
         let declared: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
         assert_eq!(names, declared);
+        assert!(declared.contains(&ENV_FILE));
         let again: BTreeMap<String, String> = described
             .lines()
             .map(|l| l.split_once('=').unwrap())

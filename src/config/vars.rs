@@ -11,8 +11,8 @@ use sealgate_protocol::BareNewline;
 
 use super::parse::{self, Keyword};
 use super::{
-    ConfigError, DEFAULT_SCRUB_HEADERS, ENV_FILE, LogFormat, MIN_MILTER_FRAME, NextHopAddr, Raw,
-    ScrubMode, UnusableKey,
+    ConfigError, DEFAULT_SCRUB_HEADERS, LogFormat, MIN_MILTER_FRAME, NextHopAddr, Raw, ScrubMode,
+    UnusableKey,
 };
 use crate::message::tls::TlsVersion;
 use crate::net::Address;
@@ -47,7 +47,7 @@ macro_rules! variables {
     ($(
         $(#[doc = $note:literal])*
         $field:ident: $ty:ty {
-            name: $name:expr,
+            name: $name:literal,
             default: $default:expr,
             $(unset: $unset:expr,)?
             doc: $doc:literal,
@@ -59,7 +59,7 @@ macro_rules! variables {
         #[derive(Debug, Clone)]
         pub struct Config {
             $(
-                #[doc = $doc]
+                #[doc = concat!("`", $name, "`: ", $doc)]
                 $(#[doc = ""] #[doc = $note])*
                 pub $field: $ty,
             )*
@@ -371,7 +371,7 @@ variables! {
         show: off_or,
     }
     env_file: Option<PathBuf> {
-        name: ENV_FILE,
+        name: "SEALGATE_ENV_FILE",
         default: "(the package's)",
         unset: None,
         doc: "Read by `sealgate keys` only, not by the service: the env file (systemd EnvironmentFile= syntax) whose settings it uses under the environment's; default /etc/sealgate/sealgate.env when it exists.",
