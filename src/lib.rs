@@ -11,7 +11,8 @@
 //! - [`ops`]: metrics, the HTTP probes, how addresses appear in logs;
 //! - [`net`]: socket addresses, the listener, the connector; [`conn`]: one session's byte
 //!   I/O with timeouts; [`shutdown`]: "are we stopping?";
-//! - [`config`]: the `SEALGATE_*` settings, parsed once; [`app`] wires it all together.
+//! - [`config`]: the `SEALGATE_*` settings, each declared once (`config/vars.rs`) and parsed
+//!   once, with a section per component (`config.lmtp()`); [`app`] wires it all together.
 //!
 //! The library exists for the binary, the integration tests and the benchmarks; it makes no
 //! stability promise.

@@ -17,7 +17,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
-use crate::config::UnusableKey;
+use crate::config::{Keyword, UnusableKey};
 use crate::openpgp::Unusable;
 use crate::pipeline::CopyKind;
 use crate::store::keys::KeyStore;
@@ -220,15 +220,6 @@ impl SessionProtocol {
             SessionProtocol::Lmtp => "lmtp",
             SessionProtocol::Milter => "milter",
         }
-    }
-}
-
-/// The `policy` label of `sealgate_unusable_keys_total` (`SEALGATE_UNUSABLE_KEY`).
-fn policy_label(policy: UnusableKey) -> &'static str {
-    match policy {
-        UnusableKey::Tempfail => "tempfail",
-        UnusableKey::Reject => "reject",
-        UnusableKey::Plaintext => "plaintext",
     }
 }
 
@@ -456,7 +447,7 @@ impl Metrics {
     /// A recipient's certificate was unusable and `policy` was applied.
     pub fn unusable_key(&self, reason: &Unusable, policy: UnusableKey) {
         self.unusable_keys
-            .with_label_values(&[reason.kind(), policy_label(policy)])
+            .with_label_values(&[reason.kind(), policy.as_str()])
             .inc();
     }
 

@@ -12,6 +12,8 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 
+use crate::config::Keyword;
+
 /// How addresses appear in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AddressLog {
@@ -25,29 +27,15 @@ pub enum AddressLog {
     Hidden,
 }
 
+impl Keyword for AddressLog {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("full", AddressLog::Full),
+        ("hash", AddressLog::Hash),
+        ("none", AddressLog::Hidden),
+    ];
+}
+
 impl AddressLog {
-    /// Parses `full`, `hash` or `none`.
-    ///
-    /// # Errors
-    /// Any other value, as a message for the configuration error.
-    pub fn parse(raw: &str) -> Result<AddressLog, String> {
-        match raw {
-            "full" => Ok(AddressLog::Full),
-            "hash" => Ok(AddressLog::Hash),
-            "none" => Ok(AddressLog::Hidden),
-            other => Err(format!("{other:?}: expected full, hash or none")),
-        }
-    }
-
-    /// The setting as written in the environment.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AddressLog::Full => "full",
-            AddressLog::Hash => "hash",
-            AddressLog::Hidden => "none",
-        }
-    }
-
     /// `address` as this setting lets it appear in a log line:
     /// `info!(rcpt = %log.show(&rcpt.address), ...)`.
     pub fn show(self, address: &str) -> Shown<'_> {
