@@ -11,8 +11,8 @@ use sealgate_protocol::{EnhancedCode, Reply};
 
 use crate::delivery::Delivery;
 use crate::lmtp::Context;
-use crate::message::address;
 use crate::message::received;
+use crate::message::{address, header};
 use crate::ops::metrics::RecipientOutcome;
 use crate::ops::redact;
 use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, require_tls};
@@ -121,7 +121,7 @@ impl<'a> Fanout<'a> {
         if let State::Headers { buffer, scanned } = &mut self.state {
             let before = buffer.len();
             buffer.extend_from_slice(data);
-            match header_end(buffer, *scanned) {
+            match header::end(buffer, *scanned) {
                 Some(end) if end <= max_header_size => {
                     let buffer = std::mem::take(buffer);
                     // What of `data` lies past the header block is the start of the body.
@@ -440,21 +440,9 @@ fn cpu_bound<R>(heavy: bool, step: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Where the header block ends (just past its empty line), searching from `scanned`.
-fn header_end(buffer: &[u8], scanned: usize) -> Option<usize> {
-    if buffer.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    let from = scanned.saturating_sub(3);
-    memchr::memmem::find(&buffer[from..], b"\r\n\r\n").map(|i| from + i + 4)
-}
-
 /// The value of the first Message-ID field (unfolded, white space trimmed), if any.
 fn message_id(headers: &[u8]) -> Option<Vec<u8>> {
-    let field = received::fields(headers).find(|f| {
-        f.name
-            .is_some_and(|name| name.eq_ignore_ascii_case(b"Message-ID"))
-    })?;
+    let field = header::fields(headers).find(|f| f.is("Message-ID"))?;
     let colon = memchr::memchr(b':', field.raw)?;
     let value: Vec<u8> = field.raw[colon + 1..]
         .iter()
@@ -484,16 +472,6 @@ fn internal_error() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_block_end() {
-        assert_eq!(header_end(b"\r\nbody", 0), Some(2));
-        assert_eq!(header_end(b"A: b\r\n\r\nbody", 0), Some(8));
-        assert_eq!(header_end(b"A: b\r\nC: d\r\n", 0), None);
-        // The end straddles what was already scanned.
-        assert_eq!(header_end(b"A: b\r\n\r\n", 6), Some(8));
-        assert_eq!(header_end(b"A: b\n\nbody", 0), None);
-    }
 
     #[test]
     fn an_encrypted_copy_too_big_for_the_next_hop_is_tempfailed() {

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
 use crate::config::ScrubMode;
+use crate::message::header;
 use crate::message::received::{self, Kind, Received, Tokens};
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
 
@@ -123,7 +124,7 @@ pub fn scrub_headers(
     };
     let mut out = Vec::with_capacity(headers.len());
     let mut changed = false;
-    let mut fields = received::fields(headers);
+    let mut fields = header::fields(headers);
     for field in fields.by_ref() {
         let scrubbed = submission
             .as_ref()
@@ -144,14 +145,14 @@ pub fn scrub_headers(
 
 /// Whether [`scrub_headers`] would change anything, without building the result.
 fn changes(headers: &[u8], mode: ScrubMode, remove: &[String], trusted: &[String]) -> bool {
-    if received::fields(headers).any(|field| is_marker(field.name)) {
+    if header::fields(headers).any(|field| is_marker(field.name)) {
         return true;
     }
     match scope(headers, mode, trusted) {
         Scope::Nothing => false,
         Scope::Submission(_, received) if received.from.is_some() => true,
         Scope::FieldsOnly | Scope::Submission(..) => {
-            received::fields(headers).any(|field| is_removed(field.name, remove))
+            header::fields(headers).any(|field| is_removed(field.name, remove))
         }
     }
 }
