@@ -140,7 +140,6 @@ pub async fn run(
         config: Arc::clone(&config),
         pipeline: Arc::clone(&pipeline),
         metrics: Arc::clone(&metrics),
-        secure,
     });
     let shared = Arc::new(lmtp::Context {
         pipeline,

@@ -11,11 +11,12 @@ use sealgate_protocol::{EnhancedCode, Reply};
 
 use crate::delivery::Delivery;
 use crate::lmtp::Context;
+use crate::message::outcome::RefusalReason;
 use crate::message::received;
 use crate::message::{address, header};
 use crate::ops::metrics::RecipientOutcome;
 use crate::ops::redact;
-use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, require_tls};
+use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, Refusal};
 
 /// Longest queue ID taken from a Received header (Postfix's long IDs have 15 to 20
 /// characters).
@@ -35,9 +36,18 @@ pub struct Answer {
 impl Answer {
     /// A reply decided without a copy being stored (a refusal or a failure).
     pub fn refused(reply: Reply) -> Answer {
-        let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, false);
-        Answer {
+        Answer::of_refusal(Refusal {
+            reason: RefusalReason::Other,
             reply,
+        })
+    }
+
+    /// A stage's refusal: no copy is stored.
+    pub fn of_refusal(refusal: Refusal) -> Answer {
+        let no_tls = refusal.reason == RefusalReason::NoTls;
+        let outcome = RecipientOutcome::classify(refusal.reply.code, CopyKind::Plain, no_tls);
+        Answer {
+            reply: refusal.reply,
             outcome,
             fingerprint: None,
         }
@@ -274,16 +284,7 @@ impl<'a> Fanout<'a> {
         let mut copies: Vec<(Chain, Vec<usize>)> = Vec::new();
         for (i, rcpt) in self.recipients.iter().enumerate() {
             match shared.pipeline.plan(self.envelope, headers, rcpt) {
-                Err(refusal) => {
-                    let no_tls = refusal.stage == require_tls::NAME;
-                    let outcome =
-                        RecipientOutcome::classify(refusal.reply.code, CopyKind::Plain, no_tls);
-                    self.refused[i] = Some(Answer {
-                        reply: refusal.reply,
-                        outcome,
-                        fingerprint: None,
-                    });
-                }
+                Err(refusal) => self.refused[i] = Some(Answer::of_refusal(refusal)),
                 Ok(chain) => {
                     self.kinds[i] = chain.copy_kind();
                     match copies

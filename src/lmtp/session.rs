@@ -318,6 +318,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reverse_path,
                 params,
                 queue_id,
+                // After the queue: the evidence is our MTA's Received field.
+                tls: None,
             },
             recipients: Vec::new(),
             started: Instant::now(),
@@ -332,8 +334,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(bad_sequence("Need MAIL before RCPT"));
         };
         let _span = txn.span.clone().entered();
-        let refused = if txn.recipients.len() >= max {
-            Reply::new(452, EnhancedCode::new(4, 5, 3), "Too many recipients")
+        let answer = if txn.recipients.len() >= max {
+            Answer::refused(Reply::new(
+                452,
+                EnhancedCode::new(4, 5, 3),
+                "Too many recipients",
+            ))
         } else {
             let mut rcpt = Recipient::new(address.clone());
             match self
@@ -345,11 +351,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     txn.recipients.push(rcpt);
                     return self.reply(Reply::new(250, EnhancedCode::new(2, 1, 5), "Ok"));
                 }
-                Err(reply) => reply,
+                Err(refusal) => Answer::of_refusal(refusal),
             }
         };
         // Refused at RCPT: this is the recipient's final answer in this transaction.
-        let answer = Answer::refused(refused);
         let log = self.shared.config.log_addresses;
         info!(
             rcpt = %log.show(&address),

@@ -2,10 +2,10 @@
 //! applied before the queue, so a refusal reaches the sending client at RCPT time instead of
 //! becoming a bounce.
 //!
-//! - RCPT: a secure address needs TLS, judged from Postfix's `{tls_version}`/`{cipher}` macros
-//!   by the same policy code as the LMTP stage ([`crate::store::secure`]); then the same RCPT checks
-//!   as an LMTP RCPT ([`crate::pipeline::Pipeline::check_recipient`]: secure twins are looked
-//!   up under their mailbox, an unusable key follows `SEALGATE_UNUSABLE_KEY`).
+//! - RCPT: the same RCPT checks as an LMTP RCPT ([`crate::pipeline::Pipeline::check_recipient`]),
+//!   with Postfix's `{tls_version}`/`{cipher}` macros as the envelope's TLS evidence: a secure
+//!   address needs TLS (the require-TLS stage decides), secure twins are looked up under their
+//!   mailbox, an unusable key follows `SEALGATE_UNUSABLE_KEY`.
 //! - End of message: the `SEALGATE_SCRUB_HEADERS` fields of scrubbed mail, and a sender's
 //!   `X-Sealgate-Encrypted` field of any mail, are deleted (`CHGHEADER` with an empty value).
 //!
@@ -32,11 +32,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ScrubMode};
 use crate::message::address;
-use crate::message::tls::{TlsEvidence, tls_verdict};
+use crate::message::outcome::RefusalReason;
+use crate::message::tls::TlsEvidence;
 use crate::ops::metrics::{Metrics, RecipientOutcome, SessionProtocol};
 use crate::pipeline::scrub;
 use crate::pipeline::{CopyKind, Envelope, Pipeline, Recipient};
-use crate::store::secure::SecureAddresses;
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
 pub const MILTER_VERSION: u32 = 6;
@@ -66,7 +66,7 @@ static WARNED_NO_CHGHDRS: AtomicBool = AtomicBool::new(false);
 const READ_CHUNK: usize = 64 * 1024;
 
 /// What milter sessions share: the configuration, the pipeline (whose RCPT checks the milter
-/// runs too: the LMTP side holds the same one), the counters and the secure addresses.
+/// runs too: the LMTP side holds the same one) and the counters.
 pub struct Context {
     /// The validated configuration.
     pub config: Arc<Config>,
@@ -74,8 +74,6 @@ pub struct Context {
     pub pipeline: Arc<Pipeline>,
     /// What is counted.
     pub metrics: Arc<Metrics>,
-    /// The secure (TLS-only) addresses.
-    pub secure: Arc<SecureAddresses>,
 }
 
 /// Serves one milter connection until QUIT, EOF, a timeout, a protocol error or shutdown.
@@ -526,8 +524,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// The recipient's verdict: TLS for a secure address first, then the LMTP side's RCPT
-    /// checks (an unusable key), so both endpoints answer the same recipient the same way.
+    /// The recipient's verdict: the same RCPT checks as an LMTP RCPT
+    /// ([`Pipeline::check_recipient`]), with the TLS evidence of the macros in the envelope, so
+    /// the require-TLS stage decides now (a secure address without TLS is refused here).
     fn rcpt(&mut self, args: Vec<String>) -> Result<(), End> {
         self.in_message("RCPT", &[Phase::Envelope], Phase::Envelope)?;
         let macros = self.take_macros();
@@ -542,43 +541,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .unwrap_or_default(),
         };
         let evidence = self.conn.evidence();
-        let Some(msg) = self.msg.as_ref() else {
+        let Some(msg) = self.msg.as_mut() else {
             return Err(End::OutOfOrder("RCPT outside a message".into()));
         };
+        msg.envelope.tls = Some(evidence.clone());
         let queue_id = msg.envelope.queue_id.as_deref().unwrap_or("-");
         let client = self.conn.client.as_deref().unwrap_or("-");
         let log = config.log_addresses;
-        let metrics = &context.metrics;
-        if context.secure.classify(&address).is_some() {
-            let min = config.tls_min_version;
-            if let Err(reply) = tls_verdict(&address, &evidence, min) {
-                let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, true);
-                warn!(
-                    rcpt = %log.show(&address), queue_id, client, %evidence, %min,
-                    outcome = outcome.as_str(),
-                    "refused at RCPT: TLS required for this address"
-                );
-                metrics.recipient(outcome);
-                self.respond(reply_code(&reply));
-                return Ok(());
-            }
-            debug!(rcpt = %log.show(&address), queue_id, %evidence, "TLS-only address: accepted");
-        }
         let mut rcpt = Recipient::new(address);
-        match context.pipeline.check_recipient(&msg.envelope, &mut rcpt) {
-            Ok(()) => self.respond(Response::Continue),
-            Err(reply) => {
-                let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, false);
-                info!(
-                    rcpt = %log.show(&rcpt.address), queue_id, client,
-                    reply = %log.reply(&reply, &rcpt.address),
-                    outcome = outcome.as_str(),
-                    "refused at RCPT"
-                );
-                metrics.recipient(outcome);
-                self.respond(reply_code(&reply));
+        let response = match context.pipeline.check_recipient(&msg.envelope, &mut rcpt) {
+            Ok(()) => Response::Continue,
+            Err(refusal) => {
+                let no_tls = refusal.reason == RefusalReason::NoTls;
+                let reply = refusal.reply;
+                let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, no_tls);
+                if no_tls {
+                    warn!(
+                        rcpt = %log.show(&rcpt.address), queue_id, client, %evidence,
+                        min = %config.tls_min_version, outcome = outcome.as_str(),
+                        "refused at RCPT: TLS required for this address"
+                    );
+                } else {
+                    info!(
+                        rcpt = %log.show(&rcpt.address), queue_id, client,
+                        reply = %log.reply(&reply, &rcpt.address),
+                        outcome = outcome.as_str(),
+                        "refused at RCPT"
+                    );
+                }
+                context.metrics.recipient(outcome);
+                reply_code(&reply)
             }
-        }
+        };
+        self.respond(response);
         Ok(())
     }
 
@@ -705,6 +700,7 @@ mod tests {
     use crate::config::Config;
     use crate::ops::metrics::Metrics;
     use crate::store::keys::KeyStore;
+    use crate::store::secure::SecureAddresses;
 
     const SECURE: &str = "user@secure.example.org";
     const NORMAL: &str = "other@example.org";
@@ -745,12 +741,11 @@ mod tests {
         let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
         let secure = Arc::new(SecureAddresses::new(config.secure_domains.clone(), None).unwrap());
         let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
-        let pipeline = crate::pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics));
+        let pipeline = crate::pipeline(&config, keys, secure, Arc::clone(&metrics));
         let context = Context {
             config: Arc::new(config),
             pipeline: Arc::new(pipeline),
             metrics,
-            secure,
         };
         (Arc::new(context), dir)
     }
@@ -1063,76 +1058,6 @@ mod tests {
         );
     }
 
-    /// The milter and the LMTP stage give the same verdict for the same session, one seen as
-    /// macros, the other as our MTA's Received header.
-    #[tokio::test]
-    async fn same_verdicts_as_the_lmtp_stage() {
-        const REST: &str = "From: a@example.net\r\nSubject: hi\r\n\r\n";
-        let received = |with: &str, tls: &str| {
-            format!(
-                "Received: from client.example.net (unknown [192.0.2.1])\r\n{tls}\
-                 \tby mx.test.example (Postfix) with {with} id 79C45C8770;\r\n\
-                 \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n{REST}"
-            )
-        };
-        let using = |version: &str, cipher: &str| {
-            format!("\t(using {version} with cipher {cipher} (256/256 bits))\r\n")
-        };
-        let cases: Vec<(String, Option<&str>, Option<&str>)> = vec![
-            (
-                received("ESMTPS", &using("TLSv1.3", "TLS_AES_256_GCM_SHA384")),
-                Some("TLSv1.3"),
-                Some("TLS_AES_256_GCM_SHA384"),
-            ),
-            (
-                received("ESMTPS", &using("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")),
-                Some("TLSv1.2"),
-                Some("ECDHE-RSA-AES256-GCM-SHA384"),
-            ),
-            (
-                received("ESMTPS", &using("TLSv1.1", "ECDHE-RSA-AES256-SHA")),
-                Some("TLSv1.1"),
-                Some("ECDHE-RSA-AES256-SHA"),
-            ),
-            (
-                received("ESMTPS", &using("TLSv1", "AES256-SHA")),
-                Some("TLSv1"),
-                Some("AES256-SHA"),
-            ),
-            (received("ESMTP", ""), None, None),
-            (REST.to_string(), None, None),
-        ];
-        for min in ["TLSv1", "TLSv1.2", "TLSv1.3"] {
-            let (context, _keys) = test_context(&[("SEALGATE_TLS_MIN_VERSION", min)]);
-            for (headers, version, cipher) in &cases {
-                for address in [SECURE, "boss@vault.example.net", NORMAL] {
-                    // LMTP: RCPT checks, then the plan once the header block is in.
-                    let pipeline = &context.pipeline;
-                    let envelope = Envelope::default();
-                    let mut rcpt = Recipient::new(address.to_string());
-                    pipeline.check_recipient(&envelope, &mut rcpt).unwrap();
-                    let lmtp = match pipeline.plan(&envelope, headers.as_bytes(), &rcpt) {
-                        Ok(_) => Response::Continue,
-                        Err(refused) => reply_code(&refused.reply),
-                    };
-                    // Milter: the same session as macros.
-                    let mut mta = Mta::start(&context);
-                    mta.open(None).await;
-                    let mut macros = Vec::new();
-                    if let Some(version) = version {
-                        macros.push(("tls_version", *version));
-                    }
-                    if let Some(cipher) = cipher {
-                        macros.push(("cipher", *cipher));
-                    }
-                    mta.mail(&macros).await;
-                    let milter = mta.rcpt(address).await;
-                    assert_eq!(milter, lmtp, "{min} {address} {version:?}\n{headers}");
-                }
-            }
-        }
-    }
-
     #[tokio::test]
     async fn unknown_key_state_tempfails_at_rcpt_like_lmtp() {
         // The store loses its manifest (a volume that did not mount): whether a recipient
@@ -1146,7 +1071,8 @@ mod tests {
         let lmtp = context
             .pipeline
             .check_recipient(&Envelope::default(), &mut rcpt)
-            .unwrap_err();
+            .unwrap_err()
+            .reply;
         assert_eq!(lmtp.code, 451);
         let reply = mta.rcpt(address).await;
         assert_eq!(reply, reply_code(&lmtp));
@@ -1177,7 +1103,7 @@ mod tests {
                 let reply = mta.rcpt(address).await;
                 match expected {
                     Some(code) => {
-                        let lmtp = lmtp.unwrap_err();
+                        let lmtp = lmtp.unwrap_err().reply;
                         assert_eq!(lmtp.code, code);
                         assert_eq!(reply, reply_code(&lmtp), "{policy} {address}");
                         let Response::ReplyCode { text, .. } = reply else {
