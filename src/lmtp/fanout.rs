@@ -7,52 +7,20 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use sealgate_protocol::{EnhancedCode, Reply};
+use sealgate_protocol::Reply;
 
 use crate::delivery::Delivery;
 use crate::lmtp::Context;
-use crate::message::outcome::RefusalReason;
+use crate::message::outcome::{Answer, CopyKind, RecipientOutcome};
 use crate::message::received;
+use crate::message::replies::{self, header_too_large, internal_error};
 use crate::message::{address, header};
-use crate::ops::metrics::RecipientOutcome;
 use crate::ops::redact;
-use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, Refusal};
+use crate::pipeline::{Chain, Envelope, Recipient};
 
 /// Longest queue ID taken from a Received header (Postfix's long IDs have 15 to 20
 /// characters).
 const MAX_QUEUE_ID: usize = 64;
-
-/// One recipient's final reply, and what it came to.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// The reply the client gets.
-    pub reply: Reply,
-    /// Its classification for metrics and logs.
-    pub outcome: RecipientOutcome,
-    /// The key the recipient's copy was encrypted to, if sealgate encrypted it.
-    pub fingerprint: Option<String>,
-}
-
-impl Answer {
-    /// A reply decided without a copy being stored (a refusal or a failure).
-    pub fn refused(reply: Reply) -> Answer {
-        Answer::of_refusal(Refusal {
-            reason: RefusalReason::Other,
-            reply,
-        })
-    }
-
-    /// A stage's refusal: no copy is stored.
-    pub fn of_refusal(refusal: Refusal) -> Answer {
-        let no_tls = refusal.reason == RefusalReason::NoTls;
-        let outcome = RecipientOutcome::classify(refusal.reply.code, CopyKind::Plain, no_tls);
-        Answer {
-            reply: refusal.reply,
-            outcome,
-            fingerprint: None,
-        }
-    }
-}
 
 /// The message in flight for one transaction.
 pub struct Fanout<'a> {
@@ -410,16 +378,8 @@ fn size_refusal_of_encrypted(reply: &Reply, kind: CopyKind, octets: u64) -> Opti
         || reply.enhanced.is_some_and(|e| {
             e.class == 5 && ((e.subject, e.detail) == (3, 4) || (e.subject, e.detail) == (2, 3))
         });
-    (kind == CopyKind::Encrypted && reply.code >= 500 && for_size).then(|| {
-        Reply::new(
-            452,
-            EnhancedCode::new(4, 3, 4),
-            format!(
-                "the next hop refused the encrypted copy ({octets} octets) for its size; try \
-                 again later"
-            ),
-        )
-    })
+    (kind == CopyKind::Encrypted && reply.code >= 500 && for_size)
+        .then(|| replies::encrypted_copy_too_big(octets))
 }
 
 /// Body chunks at least this large go through rewrites with `block_in_place`.
@@ -454,24 +414,10 @@ fn message_id(headers: &[u8]) -> Option<Vec<u8>> {
     (!value.is_empty()).then(|| value.to_vec())
 }
 
-fn header_too_large(limit: usize) -> Reply {
-    Reply::new(
-        552,
-        EnhancedCode::new(5, 3, 4),
-        format!("Message header block exceeds {limit} octets"),
-    )
-}
-
-fn internal_error() -> Reply {
-    Reply::new(
-        451,
-        EnhancedCode::new(4, 3, 0),
-        "Internal error, try again later",
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use sealgate_protocol::EnhancedCode;
+
     use super::*;
 
     #[test]

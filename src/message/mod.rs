@@ -5,6 +5,7 @@ pub mod address;
 pub mod header;
 pub mod outcome;
 pub mod received;
+pub mod replies;
 pub mod tls;
 
 use sealgate_protocol::MailParams;

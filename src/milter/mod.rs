@@ -32,11 +32,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, ScrubMode};
 use crate::message::address;
-use crate::message::outcome::RefusalReason;
+use crate::message::outcome::{Answer, Decided};
 use crate::message::tls::TlsEvidence;
-use crate::ops::metrics::{Metrics, RecipientOutcome, SessionProtocol};
+use crate::ops::metrics::{Metrics, SessionProtocol};
 use crate::pipeline::scrub;
-use crate::pipeline::{CopyKind, Envelope, Pipeline, Recipient};
+use crate::pipeline::{Envelope, Pipeline, Recipient};
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
 pub const MILTER_VERSION: u32 = 6;
@@ -552,25 +552,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let response = match context.pipeline.check_recipient(&msg.envelope, &mut rcpt) {
             Ok(()) => Response::Continue,
             Err(refusal) => {
-                let no_tls = refusal.reason == RefusalReason::NoTls;
-                let reply = refusal.reply;
-                let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, no_tls);
-                if no_tls {
-                    warn!(
-                        rcpt = %log.show(&rcpt.address), queue_id, client, %evidence,
-                        min = %config.tls_min_version, outcome = outcome.as_str(),
-                        "refused at RCPT: TLS required for this address"
-                    );
-                } else {
-                    info!(
-                        rcpt = %log.show(&rcpt.address), queue_id, client,
-                        reply = %log.reply(&reply, &rcpt.address),
-                        outcome = outcome.as_str(),
-                        "refused at RCPT"
-                    );
-                }
-                context.metrics.recipient(outcome);
-                reply_code(&reply)
+                let answer = Answer::of_refusal(refusal);
+                let at = Decided::MilterRcpt {
+                    queue_id,
+                    client,
+                    evidence: &evidence,
+                    min: config.tls_min_version,
+                };
+                answer.report(&rcpt.address, log, &*context.metrics, at);
+                reply_code(&answer.reply)
             }
         };
         self.respond(response);

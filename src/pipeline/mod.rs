@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
 use crate::message::outcome::RefusalReason;
+pub use crate::message::outcome::{CopyKind, Refusal};
 pub use crate::message::{Envelope, Recipient};
 
 /// What one stage does to one recipient's copy.
@@ -28,26 +29,6 @@ pub enum Plan {
     AlreadyEncrypted,
     /// The stage rewrites this copy.
     Rewrite(Box<dyn Rewrite>),
-}
-
-/// What a recipient's copy turned out to be, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyKind {
-    /// Not encrypted by sealgate (no key, or the unusable-key policy said plaintext).
-    Plain,
-    /// Encrypted by sealgate.
-    Encrypted,
-    /// The recipient has a key, but the message was already encrypted: stored as received.
-    PassedEncrypted,
-}
-
-/// A stage's refusal of one recipient once the header block is known.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// What the refusal counts as: the refusing stage's [`Stage::refusal_reason`].
-    pub reason: RefusalReason,
-    /// The recipient's final reply.
-    pub reply: Reply,
 }
 
 /// A pipeline stage. Implementations keep their decision logic pure and unit-testable; the
