@@ -140,6 +140,11 @@ pub async fn run(
         config: Arc::clone(&config),
         pipeline: Arc::clone(&pipeline),
         metrics: Arc::clone(&metrics),
+        scrub: ScrubStage::new(
+            config.scrub,
+            config.scrub_headers.clone(),
+            config.trusted_mta.clone(),
+        ),
     });
     let shared = Arc::new(lmtp::Context {
         pipeline,

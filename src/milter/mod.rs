@@ -30,12 +30,12 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::{Config, ScrubMode};
+use crate::config::Config;
 use crate::message::address;
 use crate::message::outcome::{Answer, Decided};
 use crate::message::tls::TlsEvidence;
 use crate::ops::metrics::{Metrics, SessionProtocol};
-use crate::pipeline::scrub;
+use crate::pipeline::scrub::ScrubStage;
 use crate::pipeline::{Envelope, Pipeline, Recipient};
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
@@ -74,6 +74,8 @@ pub struct Context {
     pub pipeline: Arc<Pipeline>,
     /// What is counted.
     pub metrics: Arc<Metrics>,
+    /// Which mail is scrubbed and which fields go: the scrub stage's own rules.
+    pub scrub: ScrubStage,
 }
 
 /// Serves one milter connection until QUIT, EOF, a timeout, a protocol error or shutdown.
@@ -497,11 +499,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .filter(|v| !v.is_empty())
         };
         let authenticated = macro_value("auth_authen").is_some();
-        let scrub = match config.scrub {
-            ScrubMode::All => true,
-            ScrubMode::Authenticated => authenticated,
-            ScrubMode::Off => false,
-        };
+        let scrub = self.context.scrub.applies(authenticated);
         let queue_id = macro_value("i").map(str::to_string);
         if let Some(id) = &queue_id {
             tracing::Span::current().record("id", id.as_str());
@@ -569,15 +567,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn header(&mut self, name: String) -> Result<(), End> {
         self.in_message("HEADER", &[Phase::Envelope, Phase::Headers], Phase::Headers)?;
-        let listed = &self.context.config.scrub_headers;
-        if let Some(msg) = self.msg.as_mut() {
-            let lower = name.to_ascii_lowercase();
-            let marker = lower.eq_ignore_ascii_case(scrub::MARKER);
-            if marker || (msg.scrub && listed.contains(&lower)) {
-                let seen = msg.seen.entry(lower).or_insert(0);
-                *seen += 1;
-                msg.deletions.push((name, *seen));
-            }
+        let scrub = &self.context.scrub;
+        if let Some(msg) = self.msg.as_mut()
+            && scrub.removes(name.as_bytes(), msg.scrub)
+        {
+            let seen = msg.seen.entry(name.to_ascii_lowercase()).or_insert(0);
+            *seen += 1;
+            msg.deletions.push((name, *seen));
         }
         self.respond(Response::Continue);
         Ok(())
@@ -732,7 +728,13 @@ mod tests {
         let secure = Arc::new(SecureAddresses::new(config.secure_domains.clone(), None).unwrap());
         let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
         let pipeline = crate::pipeline(&config, keys, secure, Arc::clone(&metrics));
+        let scrub = ScrubStage::new(
+            config.scrub,
+            config.scrub_headers.clone(),
+            config.trusted_mta.clone(),
+        );
         let context = Context {
+            scrub,
             config: Arc::new(config),
             pipeline: Arc::new(pipeline),
             metrics,
