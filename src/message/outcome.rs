@@ -182,6 +182,10 @@ pub enum Decided<'a> {
     },
 }
 
+/// The log targets of the outcome lines: the session's, as `SEALGATE_LOG` filters name them.
+const LMTP: &str = "sealgate::lmtp::session";
+const MILTER: &str = "sealgate::milter";
+
 /// Where recipient outcomes are counted: [`crate::ops::metrics::Metrics`]. A trait, so that
 /// the metrics may import these outcomes without an import circle.
 pub trait Tally {
@@ -217,11 +221,11 @@ impl Answer {
         let code = self.reply.code;
         match at {
             Decided::LmtpRcpt => info!(
-                rcpt = %shown, code, reply = %log.reply(&self.reply, rcpt), outcome,
+                target: LMTP, rcpt = %shown, code, reply = %log.reply(&self.reply, rcpt), outcome,
                 "recipient outcome"
             ),
             Decided::LmtpData { octets, elapsed_ms } => info!(
-                rcpt = %shown, code, reply = %log.reply(&self.reply, rcpt), outcome, octets,
+                target: LMTP, rcpt = %shown, code, reply = %log.reply(&self.reply, rcpt), outcome, octets,
                 elapsed_ms, "recipient outcome"
             ),
             Decided::MilterRcpt {
@@ -230,13 +234,13 @@ impl Answer {
                 evidence,
                 min,
             } if self.outcome == RecipientOutcome::RefusedNoTls => warn!(
-                rcpt = %shown, queue_id, client, %evidence, %min, outcome,
+                target: MILTER, rcpt = %shown, queue_id, client, %evidence, %min, outcome,
                 "refused at RCPT: TLS required for this address"
             ),
             Decided::MilterRcpt {
                 queue_id, client, ..
             } => info!(
-                rcpt = %shown, queue_id, client, reply = %log.reply(&self.reply, rcpt), outcome,
+                target: MILTER, rcpt = %shown, queue_id, client, reply = %log.reply(&self.reply, rcpt), outcome,
                 "refused at RCPT"
             ),
         }
