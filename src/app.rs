@@ -136,16 +136,11 @@ pub async fn run(
     metrics.declare(&pipeline.stage_names(), next_hop.kind());
     let config = Arc::new(config);
     let pipeline = Arc::new(pipeline);
-    let milter = Arc::new(milter::Context {
-        config: Arc::clone(&config),
-        pipeline: Arc::clone(&pipeline),
-        metrics: Arc::clone(&metrics),
-        scrub: ScrubStage::new(
-            config.scrub,
-            config.scrub_headers.clone(),
-            config.trusted_mta.clone(),
-        ),
-    });
+    let milter = Arc::new(milter::Context::new(
+        Arc::clone(&config),
+        Arc::clone(&pipeline),
+        Arc::clone(&metrics),
+    ));
     let shared = Arc::new(lmtp::Context {
         pipeline,
         next_hop,

@@ -30,5 +30,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use app::{Listeners, Stores, pipeline, run};

@@ -50,6 +50,24 @@ pub struct Context {
     pub scrub: ScrubStage,
 }
 
+impl Context {
+    /// The milter's share of the wiring: `pipeline` is the one the LMTP side holds too; the
+    /// scrub rules come from `config` as the scrub stage's do.
+    pub fn new(config: Arc<Config>, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Context {
+        let scrub = ScrubStage::new(
+            config.scrub,
+            config.scrub_headers.clone(),
+            config.trusted_mta.clone(),
+        );
+        Context {
+            config,
+            pipeline,
+            metrics,
+            scrub,
+        }
+    }
+}
+
 /// Serves one milter connection until QUIT, EOF, a timeout, a protocol error or shutdown.
 /// Errors end the session with a log line (warn for a misbehaving peer), never a panic.
 pub async fn serve<S>(io: S, peer: String, context: Arc<Context>, shutdown: watch::Receiver<bool>)

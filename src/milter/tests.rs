@@ -19,11 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::session::{bare_address, reply_code};
 use super::*;
-use crate::config::Config;
-use crate::ops::metrics::Metrics;
 use crate::pipeline::{Envelope, Recipient};
-use crate::store::keys::KeyStore;
-use crate::store::secure::SecureAddresses;
+use crate::testing;
 
 const SECURE: &str = "user@secure.example.org";
 const NORMAL: &str = "other@example.org";
@@ -54,29 +51,14 @@ fn test_context_with(
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::from_vars(&all).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A store as `sealgate keys` makes it (with its manifest), then a planted entry.
     if with_manifest {
         crate::store::keys::init(dir.path()).unwrap();
     }
     plant_expired(dir.path(), EXPIRED);
-    let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
-    let secure = Arc::new(SecureAddresses::new(config.secure_domains.clone(), None).unwrap());
-    let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
-    let pipeline = crate::pipeline(&config, keys, secure, Arc::clone(&metrics));
-    let scrub = ScrubStage::new(
-        config.scrub,
-        config.scrub_headers.clone(),
-        config.trusted_mta.clone(),
-    );
-    let context = Context {
-        scrub,
-        config: Arc::new(config),
-        pipeline: Arc::new(pipeline),
-        metrics,
-    };
-    (Arc::new(context), dir)
+    let vars: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    (testing::context(&vars, dir.path()).milter(), dir)
 }
 
 fn plant_expired(keys: &std::path::Path, address: &str) {
