@@ -28,6 +28,12 @@ pub fn received(data: &[u8]) {
     check_fields(data);
 
     let first = received::first(data);
+    let head = header::Head::parse(data);
+    assert_eq!(
+        received::first_in(&head),
+        first,
+        "the parsed head disagrees"
+    );
     if let Some(first) = &first {
         assert!(is_within(first.raw, data), "first field outside the block");
         check_field(first.raw, first);

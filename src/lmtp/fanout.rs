@@ -11,10 +11,11 @@ use sealgate_protocol::Reply;
 
 use crate::delivery::Delivery;
 use crate::lmtp::Context;
+use crate::message::address;
+use crate::message::header::{self, Head};
 use crate::message::outcome::{Answer, CopyKind, RecipientOutcome};
 use crate::message::received;
 use crate::message::replies::{self, header_too_large, internal_error};
-use crate::message::{address, header};
 use crate::ops::redact;
 use crate::pipeline::{Chain, Envelope, Recipient};
 
@@ -225,9 +226,14 @@ impl<'a> Fanout<'a> {
     /// distinct copy and send it the (rewritten) header block.
     async fn start(&mut self, headers: &[u8]) {
         let shared = self.shared;
+        // Tokenized once for the questions below (the stages read the block themselves).
+        let head = Head::parse(headers);
+        let first = received::first_in(&head);
+        let trusted = received::first_trusted_in(&head, &shared.config.trusted_mta);
         if self.envelope.queue_id.is_none()
-            && let Some(id) = received::first_trusted(headers, &shared.config.trusted_mta)
-                .and_then(|r| r.id)
+            && let Some(id) = trusted
+                .as_ref()
+                .and_then(|r| r.id.clone())
                 .filter(|id| id.len() <= MAX_QUEUE_ID)
                 .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric()))
         {
@@ -236,8 +242,8 @@ impl<'a> Fanout<'a> {
         }
         // A first Received field from a host we do not trust usually means a wrong
         // SEALGATE_TRUSTED_MTA: then no message has TLS or authentication evidence.
-        if let Some(first) = received::first(headers)
-            && received::first_trusted(headers, &shared.config.trusted_mta).is_none()
+        if let Some(first) = &first
+            && trusted.is_none()
             && shared.metrics.untrusted_received(first.by.as_deref())
         {
             tracing::warn!(
@@ -247,7 +253,7 @@ impl<'a> Fanout<'a> {
                  authentication evidence counts for such messages (logged once per host)"
             );
         }
-        self.message_id = message_id(headers).map(|id| redact::token(&id));
+        self.message_id = message_id(&head).map(|id| redact::token(&id));
         self.stage_time = vec![Duration::ZERO; shared.pipeline.stage_names().len()];
         let mut copies: Vec<(Chain, Vec<usize>)> = Vec::new();
         for (i, rcpt) in self.recipients.iter().enumerate() {
@@ -402,8 +408,8 @@ fn cpu_bound<R>(heavy: bool, step: impl FnOnce() -> R) -> R {
 }
 
 /// The value of the first Message-ID field (unfolded, white space trimmed), if any.
-fn message_id(headers: &[u8]) -> Option<Vec<u8>> {
-    let field = header::fields(headers).find(|f| f.is("Message-ID"))?;
+fn message_id(head: &Head<'_>) -> Option<Vec<u8>> {
+    let field = head.first("Message-ID")?;
     let colon = memchr::memchr(b':', field.raw)?;
     let value: Vec<u8> = field.raw[colon + 1..]
         .iter()

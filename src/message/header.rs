@@ -123,6 +123,48 @@ impl Fields<'_> {
     }
 }
 
+/// A header block tokenized once (the LF rule of [`fields`]), for a caller that asks it
+/// several questions (the fan-out: the Received evidence, the queue ID, the Message-ID).
+#[derive(Debug, Clone)]
+pub struct Head<'a> {
+    block: &'a [u8],
+    fields: Vec<Field<'a>>,
+    end: usize,
+}
+
+impl<'a> Head<'a> {
+    /// Tokenizes `block`.
+    pub fn parse(block: &'a [u8]) -> Head<'a> {
+        let mut tokens = fields(block);
+        let fields = tokens.by_ref().collect();
+        Head {
+            block,
+            fields,
+            end: tokens.end(),
+        }
+    }
+
+    /// The block as given.
+    pub fn block(&self) -> &'a [u8] {
+        self.block
+    }
+
+    /// Its fields, in order.
+    pub fn fields(&self) -> &[Field<'a>] {
+        &self.fields
+    }
+
+    /// The first field called `name` (ASCII case-insensitive).
+    pub fn first(&self, name: &str) -> Option<&Field<'a>> {
+        self.fields.iter().find(|field| field.is(name))
+    }
+
+    /// Where the fields end: the empty line, or the end of the block.
+    pub fn end(&self) -> usize {
+        self.end
+    }
+}
+
 /// Where the header block in `buffer` ends under the CRLF rule (just past its empty line), or
 /// `None` while it has not ended; the search starts near `scanned`, the length already known
 /// not to hold the end. The same end as [`crlf_fields`]' empty line, found without splitting
@@ -197,5 +239,18 @@ mod tests {
         );
         assert_eq!(value_start(b"Received: x\r\n"), 9);
         assert_eq!(value_start(b"no colon\r\n"), 0);
+    }
+
+    #[test]
+    fn a_head_is_its_fields() {
+        let block = b"Subject: a\r\nReceived: x\r\n y\r\nreceived: z\r\n\r\nbody";
+        let head = Head::parse(block);
+        assert_eq!(head.fields(), fields(block).collect::<Vec<_>>());
+        assert_eq!(
+            head.first("RECEIVED").map(|f| f.raw),
+            Some(&b"Received: x\r\n y\r\n"[..])
+        );
+        assert_eq!(&block[head.end()..], b"\r\nbody");
+        assert!(std::ptr::eq(head.block(), block));
     }
 }

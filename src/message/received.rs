@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use crate::message::header::{self, Field, value_start};
+use crate::message::header::{self, Field, Head, value_start};
 use crate::message::tls::{TlsInfo, TlsVersion};
 
 /// One parsed Received field.
@@ -285,6 +285,16 @@ pub fn first(headers: &[u8]) -> Option<Received<'_>> {
 /// counts, even when the first one is not trusted: a sender can forge it.
 pub fn first_trusted<'a>(headers: &'a [u8], trusted: &[String]) -> Option<Received<'a>> {
     first(headers).filter(|received| received.is_by(trusted))
+}
+
+/// [`first`] of a header block already tokenized.
+pub fn first_in<'a>(head: &Head<'a>) -> Option<Received<'a>> {
+    head.first("Received").map(|field| parse(field.raw))
+}
+
+/// [`first_trusted`] of a header block already tokenized.
+pub fn first_trusted_in<'a>(head: &Head<'a>, trusted: &[String]) -> Option<Received<'a>> {
+    first_in(head).filter(|received| received.is_by(trusted))
 }
 
 /// Like [`first_trusted`], with the field's offset in `headers`.
