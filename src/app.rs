@@ -144,12 +144,11 @@ pub async fn run(
     metrics.declare(&pipeline.stage_names(), next_hop.kind());
     let config = Arc::new(config);
     let pipeline = Arc::new(pipeline);
-    let milter = Arc::new(milter::Context {
-        config: Arc::clone(&config),
-        pipeline: Arc::clone(&pipeline),
-        metrics: Arc::clone(&metrics),
-        secure,
-    });
+    let milter = Arc::new(milter::Context::new(
+        Arc::clone(&config),
+        Arc::clone(&pipeline),
+        Arc::clone(&metrics),
+    ));
     let limits = |protocol| Limits {
         protocol,
         max_connections: config.max_connections,

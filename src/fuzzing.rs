@@ -7,6 +7,7 @@
 //! the first Received field, and a verifier verdict that does not depend on how the message
 //! was cut into chunks nor ever covers more than the window (either would store plaintext).
 
+use crate::message::header;
 use crate::message::received::{self, Received};
 use crate::pipeline::encrypt::mime;
 use crate::pipeline::encrypt::verify::{self, Verdict, Verifier};
@@ -24,8 +25,15 @@ pub fn received(data: &[u8]) {
     let field = received::parse(data);
     check_field(data, &field);
     let _ = received::tls_version(data);
+    check_fields(data);
 
     let first = received::first(data);
+    let head = header::Head::parse(data);
+    assert_eq!(
+        received::first_in(&head),
+        first,
+        "the parsed head disagrees"
+    );
     if let Some(first) = &first {
         assert!(is_within(first.raw, data), "first field outside the block");
         check_field(first.raw, first);
@@ -55,6 +63,19 @@ pub fn received(data: &[u8]) {
             Some(OUR_MTA)
         );
     }
+}
+
+/// The fields of the LF rule cover the block from its start, without gap or overlap.
+fn check_fields(data: &[u8]) {
+    let mut fields = header::fields(data);
+    let mut pos = 0;
+    for field in fields.by_ref() {
+        assert_eq!(field.start, pos, "gap or overlap");
+        assert!(!field.raw.is_empty(), "empty field");
+        assert_eq!(data.get(pos..pos + field.raw.len()), Some(field.raw));
+        pos += field.raw.len();
+    }
+    assert_eq!(fields.end(), pos, "fields end elsewhere");
 }
 
 /// What every parsed field must satisfy: positions inside `raw`, normalised case.
@@ -105,7 +126,7 @@ pub fn mime(data: &[u8]) {
     let header_len = data.len() - split.body.len();
     assert_eq!(
         header_len,
-        fanout_header_end(data),
+        header::end(data, 0).unwrap_or(data.len()),
         "the fanout and the MIME split disagree on the header block"
     );
 }
@@ -155,6 +176,12 @@ fn feed_in_chunks(message: &[u8], sizes: &[usize], window: usize) -> Verdict {
     verifier.finish()
 }
 
+fn is_content(field: &header::Field<'_>) -> bool {
+    field
+        .name
+        .is_some_and(|name| name.len() >= 8 && name[..8].eq_ignore_ascii_case(b"Content-"))
+}
+
 /// The split covers the input exactly once, in order, and sorts fields by name.
 fn check_split(data: &[u8], split: &mime::HeaderSplit<'_>) {
     let mut fields: Vec<&mime::Field<'_>> = split.outer.iter().chain(&split.content).collect();
@@ -182,24 +209,15 @@ fn check_split(data: &[u8], split: &mime::HeaderSplit<'_>) {
     }
     assert_eq!(data.get(pos..), Some(split.body), "body is not the rest");
     for field in &split.content {
-        assert!(field.name.len() >= 8 && field.name[..8].eq_ignore_ascii_case(b"Content-"));
+        assert!(is_content(field));
     }
     for field in &split.outer {
-        assert!(!(field.name.len() >= 8 && field.name[..8].eq_ignore_ascii_case(b"Content-")));
+        assert!(!is_content(field));
     }
     assert_eq!(
         split.has_mime_version,
         split.outer.iter().any(|f| f.is("MIME-Version"))
     );
-}
-
-/// Where the fanout ends the header block it hands the stages (`fanout::header_end`): just
-/// past the first empty line, or the whole message when there is none.
-fn fanout_header_end(data: &[u8]) -> usize {
-    if data.starts_with(b"\r\n") {
-        return 2;
-    }
-    memchr::memmem::find(data, b"\r\n\r\n").map_or(data.len(), |at| at + 4)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! The house, by wing (CONTRIBUTING.md has the same map with each module's one job):
 //! - inbound: [`lmtp`] (the LMTP session and the per-recipient fan-out) and [`milter`];
 //!   [`server`] accepts for both and for HTTP;
-//! - [`message`]: facts about a message with no I/O (addresses, Received);
+//! - [`message`]: facts about a message with no I/O (envelope, addresses, the header tokenizer,
+//!   Received, TLS evidence, outcomes, canned replies);
 //! - [`pipeline`]: the stages scrub, require-TLS and encrypt ([`pipeline::encrypt`] decides
 //!   what is already encrypted and seals the rest);
 //! - [`delivery`]: the next hop (Dovecot LMTP, SMTP reinjection or Maildir);
@@ -33,5 +34,7 @@ pub mod pipeline;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use app::{AppError, Listeners, Stores, pipeline, run};

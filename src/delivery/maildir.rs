@@ -13,6 +13,7 @@ use tokio::fs::{self, File};
 use tokio::io::AsyncWriteExt;
 
 use super::stored;
+use crate::message::replies;
 use crate::ops::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
@@ -227,17 +228,9 @@ async fn commit(
 /// temporary: Postfix keeps the message and retries.
 fn storage_error(err: &io::Error) -> Reply {
     if err.kind() == io::ErrorKind::StorageFull || err.kind() == io::ErrorKind::QuotaExceeded {
-        Reply::new(
-            452,
-            EnhancedCode::new(4, 3, 1),
-            "Insufficient system storage",
-        )
+        replies::insufficient_storage()
     } else {
-        Reply::new(
-            451,
-            EnhancedCode::new(4, 3, 0),
-            format!("Mail store error: {}", err.kind()),
-        )
+        replies::local_error(format!("Mail store error: {}", err.kind()))
     }
 }
 

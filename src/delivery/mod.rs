@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sealgate_protocol::{EnhancedCode, Reply};
+use sealgate_protocol::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 use crate::config::{Config, NextHopAddr};
+pub(crate) use crate::message::replies::{connection_lost, stored, unreachable};
 use crate::net::{self, ConnectError};
 use crate::ops::metrics::{Metrics, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
@@ -168,27 +169,4 @@ impl Delivery {
             Delivery::Done(_) => {}
         }
     }
-}
-
-/// The reply for a copy that reached the next hop and was stored.
-pub(crate) fn stored(detail: &str) -> Reply {
-    Reply::new(250, EnhancedCode::new(2, 0, 0), format!("Ok: {detail}"))
-}
-
-/// The next hop could not be reached.
-pub(crate) fn unreachable(what: &str) -> Reply {
-    Reply::new(
-        451,
-        EnhancedCode::new(4, 4, 1),
-        format!("Next hop unavailable: {what}"),
-    )
-}
-
-/// The conversation with the next hop broke off.
-pub(crate) fn connection_lost(what: &str) -> Reply {
-    Reply::new(
-        451,
-        EnhancedCode::new(4, 4, 2),
-        format!("Next hop connection failed: {what}"),
-    )
 }

@@ -7,42 +7,21 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use sealgate_protocol::{EnhancedCode, Reply};
+use sealgate_protocol::Reply;
 
 use crate::delivery::Delivery;
 use crate::lmtp::Context;
 use crate::message::address;
+use crate::message::header::{self, Head};
+use crate::message::outcome::{Answer, CopyKind, RecipientOutcome};
 use crate::message::received;
-use crate::ops::metrics::RecipientOutcome;
+use crate::message::replies::{self, header_too_large, internal_error};
 use crate::ops::redact;
-use crate::pipeline::{Chain, CopyKind, Envelope, Recipient, require_tls};
+use crate::pipeline::{Chain, Envelope, Recipient};
 
 /// Longest queue ID taken from a Received header (Postfix's long IDs have 15 to 20
 /// characters).
 const MAX_QUEUE_ID: usize = 64;
-
-/// One recipient's final reply, and what it came to.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// The reply the client gets.
-    pub reply: Reply,
-    /// Its classification for metrics and logs.
-    pub outcome: RecipientOutcome,
-    /// The key the recipient's copy was encrypted to, if sealgate encrypted it.
-    pub fingerprint: Option<String>,
-}
-
-impl Answer {
-    /// A reply decided without a copy being stored (a refusal or a failure).
-    pub fn refused(reply: Reply) -> Answer {
-        let outcome = RecipientOutcome::classify(reply.code, CopyKind::Plain, false);
-        Answer {
-            reply,
-            outcome,
-            fingerprint: None,
-        }
-    }
-}
 
 /// The message in flight for one transaction.
 pub struct Fanout<'a> {
@@ -121,7 +100,7 @@ impl<'a> Fanout<'a> {
         if let State::Headers { buffer, scanned } = &mut self.state {
             let before = buffer.len();
             buffer.extend_from_slice(data);
-            match header_end(buffer, *scanned) {
+            match header::end(buffer, *scanned) {
                 Some(end) if end <= max_header_size => {
                     let buffer = std::mem::take(buffer);
                     // What of `data` lies past the header block is the start of the body.
@@ -247,9 +226,14 @@ impl<'a> Fanout<'a> {
     /// distinct copy and send it the (rewritten) header block.
     async fn start(&mut self, headers: &[u8]) {
         let shared = self.shared;
+        // Tokenized once for the questions below (the stages read the block themselves).
+        let head = Head::parse(headers);
+        let first = received::first_in(&head);
+        let trusted = received::first_trusted_in(&head, &shared.config.trusted_mta);
         if self.envelope.queue_id.is_none()
-            && let Some(id) = received::first_trusted(headers, &shared.config.trusted_mta)
-                .and_then(|r| r.id)
+            && let Some(id) = trusted
+                .as_ref()
+                .and_then(|r| r.id.clone())
                 .filter(|id| id.len() <= MAX_QUEUE_ID)
                 .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric()))
         {
@@ -258,8 +242,8 @@ impl<'a> Fanout<'a> {
         }
         // A first Received field from a host we do not trust usually means a wrong
         // SEALGATE_TRUSTED_MTA: then no message has TLS or authentication evidence.
-        if let Some(first) = received::first(headers)
-            && received::first_trusted(headers, &shared.config.trusted_mta).is_none()
+        if let Some(first) = &first
+            && trusted.is_none()
             && shared.metrics.untrusted_received(first.by.as_deref())
         {
             tracing::warn!(
@@ -269,21 +253,12 @@ impl<'a> Fanout<'a> {
                  authentication evidence counts for such messages (logged once per host)"
             );
         }
-        self.message_id = message_id(headers).map(|id| redact::token(&id));
+        self.message_id = message_id(&head).map(|id| redact::token(&id));
         self.stage_time = vec![Duration::ZERO; shared.pipeline.stage_names().len()];
         let mut copies: Vec<(Chain, Vec<usize>)> = Vec::new();
         for (i, rcpt) in self.recipients.iter().enumerate() {
             match shared.pipeline.plan(self.envelope, headers, rcpt) {
-                Err(refusal) => {
-                    let no_tls = refusal.stage == require_tls::NAME;
-                    let outcome =
-                        RecipientOutcome::classify(refusal.reply.code, CopyKind::Plain, no_tls);
-                    self.refused[i] = Some(Answer {
-                        reply: refusal.reply,
-                        outcome,
-                        fingerprint: None,
-                    });
-                }
+                Err(refusal) => self.refused[i] = Some(Answer::of_refusal(refusal)),
                 Ok(chain) => {
                     self.kinds[i] = chain.copy_kind();
                     match copies
@@ -409,16 +384,8 @@ fn size_refusal_of_encrypted(reply: &Reply, kind: CopyKind, octets: u64) -> Opti
         || reply.enhanced.is_some_and(|e| {
             e.class == 5 && ((e.subject, e.detail) == (3, 4) || (e.subject, e.detail) == (2, 3))
         });
-    (kind == CopyKind::Encrypted && reply.code >= 500 && for_size).then(|| {
-        Reply::new(
-            452,
-            EnhancedCode::new(4, 3, 4),
-            format!(
-                "the next hop refused the encrypted copy ({octets} octets) for its size; try \
-                 again later"
-            ),
-        )
-    })
+    (kind == CopyKind::Encrypted && reply.code >= 500 && for_size)
+        .then(|| replies::encrypted_copy_too_big(octets))
 }
 
 /// Body chunks at least this large go through rewrites with `block_in_place`.
@@ -440,21 +407,9 @@ fn cpu_bound<R>(heavy: bool, step: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Where the header block ends (just past its empty line), searching from `scanned`.
-fn header_end(buffer: &[u8], scanned: usize) -> Option<usize> {
-    if buffer.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    let from = scanned.saturating_sub(3);
-    memchr::memmem::find(&buffer[from..], b"\r\n\r\n").map(|i| from + i + 4)
-}
-
 /// The value of the first Message-ID field (unfolded, white space trimmed), if any.
-fn message_id(headers: &[u8]) -> Option<Vec<u8>> {
-    let field = received::fields(headers).find(|f| {
-        f.name
-            .is_some_and(|name| name.eq_ignore_ascii_case(b"Message-ID"))
-    })?;
+fn message_id(head: &Head<'_>) -> Option<Vec<u8>> {
+    let field = head.first("Message-ID")?;
     let colon = memchr::memchr(b':', field.raw)?;
     let value: Vec<u8> = field.raw[colon + 1..]
         .iter()
@@ -465,35 +420,11 @@ fn message_id(headers: &[u8]) -> Option<Vec<u8>> {
     (!value.is_empty()).then(|| value.to_vec())
 }
 
-fn header_too_large(limit: usize) -> Reply {
-    Reply::new(
-        552,
-        EnhancedCode::new(5, 3, 4),
-        format!("Message header block exceeds {limit} octets"),
-    )
-}
-
-fn internal_error() -> Reply {
-    Reply::new(
-        451,
-        EnhancedCode::new(4, 3, 0),
-        "Internal error, try again later",
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use sealgate_protocol::EnhancedCode;
 
-    #[test]
-    fn header_block_end() {
-        assert_eq!(header_end(b"\r\nbody", 0), Some(2));
-        assert_eq!(header_end(b"A: b\r\n\r\nbody", 0), Some(8));
-        assert_eq!(header_end(b"A: b\r\nC: d\r\n", 0), None);
-        // The end straddles what was already scanned.
-        assert_eq!(header_end(b"A: b\r\n\r\n", 6), Some(8));
-        assert_eq!(header_end(b"A: b\n\nbody", 0), None);
-    }
+    use super::*;
 
     #[test]
     fn an_encrypted_copy_too_big_for_the_next_hop_is_tempfailed() {

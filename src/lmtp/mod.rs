@@ -3,6 +3,8 @@
 
 pub mod fanout;
 pub mod session;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

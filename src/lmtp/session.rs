@@ -8,16 +8,20 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use sealgate_protocol::{
-    BareNewline, Command, CommandError, DataDecoder, EnhancedCode, LineDecoder, LineError,
-    MailParams, Reply, parse_command,
+    BareNewline, Command, DataDecoder, EnhancedCode, LineDecoder, LineError, MailParams, Reply,
+    parse_command,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::conn::{self, Conn, Next, READ_CHUNK, WriteEnd};
 use crate::lmtp::Context;
-use crate::lmtp::fanout::{Answer, Fanout};
-use crate::ops::metrics::{MessageOutcome, SessionProtocol};
+use crate::lmtp::fanout::Fanout;
+use crate::message::outcome::{Answer, Decided, MessageOutcome};
+use crate::message::replies::{
+    self, bad_sequence, command_error, internal_error, ok, shutting_down, syntax_error, too_big,
+};
+use crate::ops::metrics::SessionProtocol;
 use crate::ops::redact::AddressLog;
 use crate::pipeline::{Envelope, Recipient};
 use crate::shutdown::Shutdown;
@@ -220,11 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.conn.lhlo = Some(domain);
                 self.reply(self.lhlo_reply());
             }
-            Command::Helo { .. } | Command::Ehlo { .. } => self.reply(Reply::new(
-                500,
-                EnhancedCode::new(5, 5, 1),
-                "This is LMTP: use LHLO",
-            )),
+            Command::Helo { .. } | Command::Ehlo { .. } => self.reply(replies::use_lhlo()),
             Command::Mail {
                 reverse_path,
                 params,
@@ -238,14 +238,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Command::Noop => self.reply(ok("Ok")),
             Command::Quit => {
-                self.reply(Reply::new(221, EnhancedCode::new(2, 0, 0), "Bye"));
+                self.reply(replies::bye());
                 return Ok(Next::Close);
             }
-            Command::Vrfy { .. } => self.reply(Reply::new(
-                252,
-                EnhancedCode::new(2, 5, 0),
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            )),
+            Command::Vrfy { .. } => self.reply(replies::cannot_vrfy()),
             Command::Xforward { attributes } => {
                 if self.txn.is_some() {
                     self.reply(bad_sequence("XFORWARD not allowed inside a transaction"));
@@ -255,11 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             Command::Bdat | Command::StartTls | Command::Auth | Command::Expn | Command::Help => {
-                self.reply(Reply::new(
-                    502,
-                    EnhancedCode::new(5, 5, 1),
-                    "Command not implemented",
-                ))
+                self.reply(replies::not_implemented())
             }
         }
         Ok(Next::Continue)
@@ -311,12 +303,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reverse_path,
                 params,
                 queue_id,
+                // After the queue: the evidence is our MTA's Received field.
+                tls: None,
             },
             recipients: Vec::new(),
             started: Instant::now(),
             span,
         });
-        self.reply(Reply::new(250, EnhancedCode::new(2, 1, 0), "Ok"));
+        self.reply(replies::sender_ok());
     }
 
     fn rcpt(&mut self, address: String) {
@@ -325,8 +319,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(bad_sequence("Need MAIL before RCPT"));
         };
         let _span = txn.span.clone().entered();
-        let refused = if txn.recipients.len() >= max {
-            Reply::new(452, EnhancedCode::new(4, 5, 3), "Too many recipients")
+        let answer = if txn.recipients.len() >= max {
+            Answer::refused(replies::too_many_recipients())
         } else {
             let mut rcpt = Recipient::new(address.clone());
             match self
@@ -336,22 +330,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             {
                 Ok(()) => {
                     txn.recipients.push(rcpt);
-                    return self.reply(Reply::new(250, EnhancedCode::new(2, 1, 5), "Ok"));
+                    return self.reply(replies::recipient_ok());
                 }
-                Err(reply) => reply,
+                Err(refusal) => Answer::of_refusal(refusal),
             }
         };
         // Refused at RCPT: this is the recipient's final answer in this transaction.
-        let answer = Answer::refused(refused);
         let log = self.shared.config.log_addresses;
-        info!(
-            rcpt = %log.show(&address),
-            code = answer.reply.code,
-            reply = %log.reply(&answer.reply, &address),
-            outcome = answer.outcome.as_str(),
-            "recipient outcome"
-        );
-        self.shared.metrics.recipient(answer.outcome);
+        answer.report(&address, log, &*self.shared.metrics, Decided::LmtpRcpt);
         self.reply(answer.reply);
     }
 
@@ -373,11 +359,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The DATA phase of `txn`, inside its span.
     async fn transfer(&mut self, txn: Transaction) -> Result<Next, String> {
         let data_started = Instant::now();
-        self.reply(Reply::new(
-            354,
-            EnhancedCode::new(2, 0, 0),
-            "Start mail input; end with <CRLF>.<CRLF>",
-        ));
+        self.reply(replies::start_data());
         self.flush().await?;
 
         let shared = Arc::clone(&self.shared);
@@ -399,11 +381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     } else if config.bare_newline == BareNewline::Reject
                         && decoder.saw_bare_newline()
                     {
-                        refusal = Some(Reply::new(
-                            550,
-                            EnhancedCode::new(5, 5, 2),
-                            "Message contains bare CR or LF; lines must end in CRLF",
-                        ));
+                        refusal = Some(replies::bare_newline());
                     }
                     // Keep draining to the end of DATA, but nothing more goes to the next hop.
                     if refusal.is_some()
@@ -445,17 +423,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let outcome = MessageOutcome::of(answers.iter().map(|a| a.reply.code));
         let answers_logged = answers.clone();
         for (rcpt, answer) in txn.recipients.iter().zip(answers) {
-            let log = config.log_addresses;
-            info!(
-                rcpt = %log.show(&rcpt.address),
-                code = answer.reply.code,
-                reply = %log.reply(&answer.reply, &rcpt.address),
-                outcome = answer.outcome.as_str(),
-                octets = size,
+            let at = Decided::LmtpData {
+                octets: size,
                 elapsed_ms,
-                "recipient outcome"
-            );
-            shared.metrics.recipient(answer.outcome);
+            };
+            answer.report(&rcpt.address, config.log_addresses, &*shared.metrics, at);
             self.reply(answer.reply);
         }
         summary(
@@ -525,52 +497,4 @@ fn summary(
         recipients = %recipients.join(","),
         "message summary"
     );
-}
-
-fn ok(text: &str) -> Reply {
-    Reply::new(250, EnhancedCode::new(2, 0, 0), text)
-}
-
-fn bad_sequence(text: &str) -> Reply {
-    Reply::new(503, EnhancedCode::new(5, 5, 1), text)
-}
-
-fn syntax_error(text: &str) -> Reply {
-    Reply::new(501, EnhancedCode::new(5, 5, 4), text)
-}
-
-fn too_big(limit: u64) -> Reply {
-    Reply::new(
-        552,
-        EnhancedCode::new(5, 3, 4),
-        format!("Message size exceeds fixed limit of {limit} octets"),
-    )
-}
-
-fn shutting_down(hostname: &str) -> Reply {
-    Reply::new(
-        421,
-        EnhancedCode::new(4, 3, 2),
-        format!("{hostname} Service shutting down, closing connection"),
-    )
-}
-
-fn internal_error() -> Reply {
-    Reply::new(
-        451,
-        EnhancedCode::new(4, 3, 0),
-        "Internal error, try again later",
-    )
-}
-
-fn command_error(err: &CommandError) -> Reply {
-    match err {
-        CommandError::Unknown => {
-            Reply::new(500, EnhancedCode::new(5, 5, 1), "Command unrecognized")
-        }
-        CommandError::Syntax { expected } => syntax_error(&format!("Syntax: {expected}")),
-        CommandError::BadParameter { name } => syntax_error(&format!("Bad parameter: {name}")),
-        CommandError::NotUtf8 => syntax_error("Command is not valid UTF-8"),
-        _ => syntax_error("Syntax error"),
-    }
 }

@@ -12,6 +12,7 @@
 
 use std::ops::Range;
 
+use crate::message::header::{self, Field, Head, value_start};
 use crate::message::tls::{TlsInfo, TlsVersion};
 
 /// One parsed Received field.
@@ -286,6 +287,16 @@ pub fn first_trusted<'a>(headers: &'a [u8], trusted: &[String]) -> Option<Receiv
     first(headers).filter(|received| received.is_by(trusted))
 }
 
+/// [`first`] of a header block already tokenized.
+pub fn first_in<'a>(head: &Head<'a>) -> Option<Received<'a>> {
+    head.first("Received").map(|field| parse(field.raw))
+}
+
+/// [`first_trusted`] of a header block already tokenized.
+pub fn first_trusted_in<'a>(head: &Head<'a>, trusted: &[String]) -> Option<Received<'a>> {
+    first_in(head).filter(|received| received.is_by(trusted))
+}
+
 /// Like [`first_trusted`], with the field's offset in `headers`.
 pub(crate) fn first_trusted_field<'a>(
     headers: &'a [u8],
@@ -297,98 +308,7 @@ pub(crate) fn first_trusted_field<'a>(
 }
 
 fn first_field(headers: &[u8]) -> Option<Field<'_>> {
-    fields(headers).find(|field| {
-        field
-            .name
-            .is_some_and(|name| name.eq_ignore_ascii_case(b"Received"))
-    })
-}
-
-/// One field of a header block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Field<'a> {
-    /// Offset of the field in the block.
-    pub(crate) start: usize,
-    /// The field byte for byte: its folded lines and its final line ending (if any).
-    pub(crate) raw: &'a [u8],
-    /// The name (white space before the colon trimmed), or `None` for a line that is not a
-    /// well-formed field (no colon, or a name outside printable ASCII).
-    pub(crate) name: Option<&'a [u8]>,
-}
-
-/// The fields of a header block, up to its empty line.
-pub(crate) struct Fields<'a> {
-    block: &'a [u8],
-    pos: usize,
-    done: bool,
-}
-
-impl Fields<'_> {
-    /// Where the fields end: the empty line that ends the block, or the end of the input.
-    /// Meaningful once the iterator returned `None`.
-    pub(crate) fn end(&self) -> usize {
-        self.pos
-    }
-}
-
-/// The fields of `block`; a line ends at LF (CRLF or bare LF), a field at a line end not
-/// followed by SP or HT, the block at the first empty line or at the end of the input.
-pub(crate) fn fields(block: &[u8]) -> Fields<'_> {
-    Fields {
-        block,
-        pos: 0,
-        done: false,
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Field<'a>;
-
-    fn next(&mut self) -> Option<Field<'a>> {
-        let block = self.block;
-        let start = self.pos;
-        if self.done || start >= block.len() {
-            return None;
-        }
-        let first_end = line_end(block, start);
-        if matches!(&block[start..first_end], b"\n" | b"\r\n" | b"\r") {
-            self.done = true;
-            return None;
-        }
-        let mut end = first_end;
-        while matches!(block.get(end), Some(b' ' | b'\t')) {
-            end = line_end(block, end);
-        }
-        self.pos = end;
-        Some(Field {
-            start,
-            raw: &block[start..end],
-            name: field_name(&block[start..first_end]),
-        })
-    }
-}
-
-/// The offset just past the LF that ends the line starting at `from`, or the end of `block`.
-fn line_end(block: &[u8], from: usize) -> usize {
-    memchr::memchr(b'\n', &block[from..]).map_or(block.len(), |lf| from + lf + 1)
-}
-
-/// The name of a field whose first line is `line`: before the colon, trailing WSP trimmed,
-/// printable ASCII only.
-fn field_name(line: &[u8]) -> Option<&[u8]> {
-    let colon = memchr::memchr(b':', line)?;
-    let name = line[..colon].trim_ascii_end();
-    (!name.is_empty() && name.iter().all(|b| (0x21..=0x7e).contains(b))).then_some(name)
-}
-
-/// Where the value of a field starts: after the colon of a well-formed `name:` on the first
-/// line, else at 0.
-fn value_start(raw: &[u8]) -> usize {
-    let first_line = &raw[..line_end(raw, 0)];
-    match (field_name(first_line), memchr::memchr(b':', first_line)) {
-        (Some(_), Some(colon)) => colon + 1,
-        _ => 0,
-    }
+    header::fields(headers).find(|field| field.is("Received"))
 }
 
 /// Length of the line ending at the end of `raw`: 2 for CRLF, 1 for LF or CR, else 0.

@@ -18,8 +18,9 @@ use prometheus::{
 };
 
 use crate::config::{Keyword, UnusableKey};
+use crate::message::outcome::Tally;
+pub use crate::message::outcome::{MessageOutcome, RecipientOutcome};
 use crate::openpgp::Unusable;
-use crate::pipeline::CopyKind;
 use crate::store::keys::KeyStore;
 
 /// Buckets for work inside sealgate (one stage for one message): 50 µs to 10 s.
@@ -35,110 +36,9 @@ const MESSAGE_BUCKETS: &[f64] = &[
     120.0, 300.0, 600.0,
 ];
 
-/// The final outcome of one recipient: the `outcome` label of `sealgate_recipients_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecipientOutcome {
-    /// Stored (2xx) as received, or with headers rewritten, but not encrypted.
-    DeliveredPlain,
-    /// Stored PGP/MIME-encrypted to the recipient's key.
-    DeliveredEncrypted,
-    /// The recipient has a key, but the message was already encrypted: stored as received.
-    PassedEncrypted,
-    /// A secure (TLS-only) address, and the message came without (enough) TLS.
-    RefusedNoTls,
-    /// Any 4xx: Postfix keeps the message and retries.
-    Tempfailed,
-    /// Any other 5xx: the sender gets a bounce.
-    Rejected,
-}
-
-impl RecipientOutcome {
-    /// Every outcome, in label order.
-    pub const ALL: [RecipientOutcome; 6] = [
-        RecipientOutcome::DeliveredPlain,
-        RecipientOutcome::DeliveredEncrypted,
-        RecipientOutcome::PassedEncrypted,
-        RecipientOutcome::RefusedNoTls,
-        RecipientOutcome::Tempfailed,
-        RecipientOutcome::Rejected,
-    ];
-
-    /// The label value (also logged as `outcome=`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecipientOutcome::DeliveredPlain => "delivered_plain",
-            RecipientOutcome::DeliveredEncrypted => "delivered_encrypted",
-            RecipientOutcome::PassedEncrypted => "passed_encrypted",
-            RecipientOutcome::RefusedNoTls => "refused_no_tls",
-            RecipientOutcome::Tempfailed => "tempfailed",
-            RecipientOutcome::Rejected => "rejected",
-        }
-    }
-
-    /// Classifies a final reply: `code` is the reply code, `copy` what the recipient's copy
-    /// was (meaningful for 2xx only), `no_tls` whether the refusal came from the TLS policy.
-    /// Anything that is neither 2xx nor 5xx counts as temporary, as it is for the client.
-    pub fn classify(code: u16, copy: CopyKind, no_tls: bool) -> RecipientOutcome {
-        match code / 100 {
-            2 => match copy {
-                CopyKind::Plain => RecipientOutcome::DeliveredPlain,
-                CopyKind::Encrypted => RecipientOutcome::DeliveredEncrypted,
-                CopyKind::PassedEncrypted => RecipientOutcome::PassedEncrypted,
-            },
-            5 if no_tls => RecipientOutcome::RefusedNoTls,
-            5 => RecipientOutcome::Rejected,
-            _ => RecipientOutcome::Tempfailed,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// What became of one message (one DATA): the `outcome` label of `sealgate_messages_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageOutcome {
-    /// At least one recipient got a 2xx.
-    Accepted,
-    /// No 2xx, at least one 4xx.
-    Tempfailed,
-    /// Every recipient got a 5xx.
-    Rejected,
-}
-
-impl MessageOutcome {
-    /// Every outcome, in label order.
-    pub const ALL: [MessageOutcome; 3] = [
-        MessageOutcome::Accepted,
-        MessageOutcome::Tempfailed,
-        MessageOutcome::Rejected,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageOutcome::Accepted => "accepted",
-            MessageOutcome::Tempfailed => "tempfailed",
-            MessageOutcome::Rejected => "rejected",
-        }
-    }
-
-    /// The outcome of a message whose recipients got replies with these codes.
-    pub fn of(codes: impl IntoIterator<Item = u16>) -> MessageOutcome {
-        let mut outcome = MessageOutcome::Rejected;
-        for code in codes {
-            match code / 100 {
-                2 => return MessageOutcome::Accepted,
-                5 => {}
-                _ => outcome = MessageOutcome::Tempfailed,
-            }
-        }
-        outcome
-    }
-
-    fn index(self) -> usize {
-        self as usize
+impl Tally for Metrics {
+    fn tally(&self, outcome: RecipientOutcome) {
+        self.recipient(outcome);
     }
 }
 
@@ -661,31 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn outcomes() {
-        use RecipientOutcome::*;
-        let cases = [
-            (250, CopyKind::Plain, false, DeliveredPlain),
-            (250, CopyKind::Encrypted, false, DeliveredEncrypted),
-            (250, CopyKind::PassedEncrypted, false, PassedEncrypted),
-            (550, CopyKind::Plain, true, RefusedNoTls),
-            (550, CopyKind::Plain, false, Rejected),
-            (451, CopyKind::Encrypted, false, Tempfailed),
-            (450, CopyKind::Plain, true, Tempfailed),
-            (421, CopyKind::Plain, false, Tempfailed),
-        ];
-        for (code, copy, no_tls, expected) in cases {
-            assert_eq!(
-                RecipientOutcome::classify(code, copy, no_tls),
-                expected,
-                "{code}"
-            );
-        }
-        assert_eq!(
-            MessageOutcome::of([550, 250, 451]),
-            MessageOutcome::Accepted
-        );
-        assert_eq!(MessageOutcome::of([550, 451]), MessageOutcome::Tempfailed);
-        assert_eq!(MessageOutcome::of([550, 552]), MessageOutcome::Rejected);
+    fn next_hop_refusals() {
         assert_eq!(NextHopError::refusal(250), None);
         assert_eq!(NextHopError::refusal(452), Some(NextHopError::Refused4xx));
     }

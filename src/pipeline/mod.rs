@@ -13,39 +13,11 @@ pub mod scrub;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use sealgate_protocol::{MailParams, Reply};
+use sealgate_protocol::Reply;
 
-/// The transaction's envelope, as far as stages need it.
-#[derive(Debug, Clone, Default)]
-pub struct Envelope {
-    /// MAIL FROM's address, `""` for the null sender.
-    pub reverse_path: String,
-    /// MAIL FROM's parameters.
-    pub params: MailParams,
-    /// Postfix's queue ID, from XFORWARD IDENT, for logging.
-    pub queue_id: Option<String>,
-}
-
-/// One accepted RCPT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
-    /// The address as the client sent it, without angle brackets: what replies and logs name.
-    pub address: String,
-    /// The mailbox the message is delivered to and looked up for (keys): the address, unless
-    /// a stage routed it elsewhere (a secure twin `user@secure.example.org` goes to
-    /// `user@example.org`).
-    pub mailbox: String,
-}
-
-impl Recipient {
-    /// A recipient delivered to the address it was sent to.
-    pub fn new(address: String) -> Recipient {
-        Recipient {
-            mailbox: address.clone(),
-            address,
-        }
-    }
-}
+use crate::message::outcome::RefusalReason;
+pub use crate::message::outcome::{CopyKind, Refusal};
+pub use crate::message::{Envelope, Recipient};
 
 /// What one stage does to one recipient's copy.
 pub enum Plan {
@@ -59,31 +31,17 @@ pub enum Plan {
     Rewrite(Box<dyn Rewrite>),
 }
 
-/// What a recipient's copy turned out to be, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyKind {
-    /// Not encrypted by sealgate (no key, or the unusable-key policy said plaintext).
-    Plain,
-    /// Encrypted by sealgate.
-    Encrypted,
-    /// The recipient has a key, but the message was already encrypted: stored as received.
-    PassedEncrypted,
-}
-
-/// A stage's refusal of one recipient once the header block is known.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    /// The refusing stage's [`Stage::name`].
-    pub stage: &'static str,
-    /// The recipient's final reply.
-    pub reply: Reply,
-}
-
 /// A pipeline stage. Implementations keep their decision logic pure and unit-testable; the
 /// trait only wires them in.
 pub trait Stage: Send + Sync {
     /// Short name for logs.
     fn name(&self) -> &'static str;
+
+    /// What this stage's refusals count as: [`RefusalReason::Other`] (by their reply code)
+    /// unless the stage refuses for one reason only.
+    fn refusal_reason(&self) -> RefusalReason {
+        RefusalReason::Other
+    }
 
     /// RCPT time: `Err(reply)` refuses the recipient with that reply. A stage that routes
     /// the recipient elsewhere sets `rcpt.mailbox`; later stages and the next hop see that.
@@ -100,6 +58,15 @@ pub trait Stage: Send + Sync {
     /// # Errors
     /// The final reply for this recipient; it gets no copy.
     fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply>;
+}
+
+impl dyn Stage + '_ {
+    fn refusal(&self, reply: Reply) -> Refusal {
+        Refusal {
+            reason: self.refusal_reason(),
+            reply,
+        }
+    }
 }
 
 /// A streaming rewrite of one copy of the message: the header block once, then body chunks.
@@ -165,18 +132,24 @@ impl Pipeline {
     /// RCPT time: the first stage that refuses decides.
     ///
     /// # Errors
-    /// The refusing stage's reply.
-    pub fn check_recipient(&self, envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
-        self.stages
-            .iter()
-            .try_for_each(|stage| stage.check_recipient(envelope, rcpt))
+    /// The refusing stage's reply, and what it counts as.
+    pub fn check_recipient(
+        &self,
+        envelope: &Envelope,
+        rcpt: &mut Recipient,
+    ) -> Result<(), Refusal> {
+        self.stages.iter().try_for_each(|stage| {
+            stage
+                .check_recipient(envelope, rcpt)
+                .map_err(|reply| stage.refusal(reply))
+        })
     }
 
     /// Header time: every stage's plan for this recipient, as one chain. The time each
     /// stage took is in [`Chain::elapsed`].
     ///
     /// # Errors
-    /// The first refusing stage's reply, and its name.
+    /// The first refusing stage's reply, and what it counts as.
     pub fn plan(
         &self,
         envelope: &Envelope,
@@ -198,12 +171,7 @@ impl Pipeline {
                     rewrites.push(rewrite);
                     stage_of.push(i);
                 }
-                Err(reply) => {
-                    return Err(Refusal {
-                        stage: stage.name(),
-                        reply,
-                    });
-                }
+                Err(reply) => return Err(stage.refusal(reply)),
             }
         }
         Ok(Chain::new(rewrites, stage_of, elapsed, kind))

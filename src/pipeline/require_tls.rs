@@ -1,11 +1,12 @@
 //! The require-TLS stage: secure addresses (`SEALGATE_SECURE_DOMAINS`,
 //! `SEALGATE_SECURE_MAILBOXES`) get mail only if it reached our MTA over TLS.
 //!
-//! After the queue, TLS is known only from our MTA's `Received:` field, which arrives with the
-//! header block; so at RCPT time this stage only routes a secure twin to its real mailbox, and
-//! the verdict ([`crate::store::secure::tls_verdict`]) comes once the header block is complete. A
-//! refused recipient gets its `550 5.7.1` at the end of DATA; the others of the same message
-//! are not affected.
+//! Before the queue (the milter) the envelope carries the TLS evidence of Postfix's macros, and
+//! the verdict ([`tls_verdict`]) comes at RCPT time. After the queue (LMTP) TLS is known only
+//! from our MTA's `Received:` field, which arrives with the header block; so at RCPT time this
+//! stage only routes a secure twin to its real mailbox, and the verdict comes once the header
+//! block is complete. A refused recipient gets its `550 5.7.1` at the end of DATA; the others
+//! of the same message are not affected.
 
 use std::sync::Arc;
 
@@ -13,13 +14,14 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
 use crate::message::address;
+use crate::message::outcome::RefusalReason;
 use crate::message::tls::TlsVersion;
 use crate::message::tls::{TlsEvidence, tls_verdict};
 use crate::ops::redact::AddressLog;
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
 use crate::store::secure::SecureAddresses;
 
-/// The stage's name ([`Stage::name`]): a refusal by this stage is a missing-TLS refusal.
+/// The stage's name ([`Stage::name`]); its refusals are [`RefusalReason::NoTls`].
 pub const NAME: &str = "require_tls";
 
 /// The header field that tells the stored copy of a secure twin which address it was sent to.
@@ -60,20 +62,34 @@ impl Stage for RequireTlsStage {
         NAME
     }
 
-    /// Routes a secure address to its mailbox (`user@secure.example.org` → `user@example.org`)
-    /// and accepts it: whether TLS was used shows only in the header block.
-    fn check_recipient(&self, _envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
-        if let Some(mailbox) = self.secure.classify(&rcpt.address) {
-            rcpt.mailbox = mailbox;
+    fn refusal_reason(&self) -> RefusalReason {
+        RefusalReason::NoTls
+    }
+
+    /// Routes a secure address to its mailbox (`user@secure.example.org` → `user@example.org`).
+    /// With the envelope's TLS evidence (the milter) it decides now; without it (LMTP) it
+    /// accepts: whether TLS was used shows only in the header block.
+    fn check_recipient(&self, envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
+        let Some(mailbox) = self.secure.classify(&rcpt.address) else {
+            return Ok(());
+        };
+        if let Some(evidence) = &envelope.tls {
+            tls_verdict(&rcpt.address, evidence, self.min)?;
+            let shown = self.log.show(&rcpt.address);
+            tracing::debug!(rcpt = %shown, %evidence, "TLS-only address: accepted");
         }
+        rcpt.mailbox = mailbox;
         Ok(())
     }
 
-    fn plan(&self, _envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
+    fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
         if self.secure.classify(&rcpt.address).is_none() {
             return Ok(Plan::Unchanged);
         }
-        let evidence = TlsEvidence::from_received(headers, &self.trusted);
+        let evidence = match &envelope.tls {
+            Some(evidence) => evidence.clone(),
+            None => TlsEvidence::from_received(headers, &self.trusted),
+        };
         let shown = self.log.show(&rcpt.address);
         if let Err(reply) = tls_verdict(&rcpt.address, &evidence, self.min) {
             tracing::warn!(
@@ -317,5 +333,106 @@ mod tests {
             .plan(&envelope, headers.as_bytes(), &other)
             .unwrap();
         assert!(chain.is_empty());
+    }
+
+    /// The same verdict for the same session, whether its TLS evidence comes as Postfix's
+    /// macros in the envelope (the milter, at RCPT) or as our MTA's Received field (LMTP, at
+    /// header time).
+    #[test]
+    fn same_verdicts_from_macros_at_rcpt_as_from_received_at_header_time() {
+        let received = |with: &str, tls: &str| {
+            format!(
+                "Received: from client.example.net (unknown [192.0.2.1])\r\n{tls}\
+                 \tby mx.test.example (Postfix) with {with} id 79C45C8770;\r\n\
+                 \tSun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n{REST}"
+            )
+        };
+        let using = |version: &str, cipher: &str| {
+            format!("\t(using {version} with cipher {cipher} (256/256 bits))\r\n")
+        };
+        let cases: Vec<(String, Option<&str>, Option<&str>)> = vec![
+            (
+                received("ESMTPS", &using("TLSv1.3", "TLS_AES_256_GCM_SHA384")),
+                Some("TLSv1.3"),
+                Some("TLS_AES_256_GCM_SHA384"),
+            ),
+            (
+                received("ESMTPS", &using("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")),
+                Some("TLSv1.2"),
+                Some("ECDHE-RSA-AES256-GCM-SHA384"),
+            ),
+            (
+                received("ESMTPS", &using("TLSv1.1", "ECDHE-RSA-AES256-SHA")),
+                Some("TLSv1.1"),
+                Some("ECDHE-RSA-AES256-SHA"),
+            ),
+            (
+                received("ESMTPS", &using("TLSv1", "AES256-SHA")),
+                Some("TLSv1"),
+                Some("AES256-SHA"),
+            ),
+            (received("ESMTP", ""), None, None),
+            (REST.to_string(), None, None),
+        ];
+        let verdict = |result: Result<(), Reply>| {
+            result.map_err(|reply| (reply.code, reply.enhanced, reply.lines.join("\n")))
+        };
+        let mut refused = 0;
+        for min in [TlsVersion::Tls1_0, TlsVersion::Tls1_2, TlsVersion::Tls1_3] {
+            let stage = stage(min);
+            for (headers, version, cipher) in &cases {
+                for address in [
+                    "user@secure.example.org",
+                    "boss@vault.example.net",
+                    "other@example.org",
+                ] {
+                    // LMTP: RCPT checks, then the plan once the header block is in.
+                    let envelope = Envelope::default();
+                    let mut lmtp_rcpt = Recipient::new(address.to_string());
+                    stage.check_recipient(&envelope, &mut lmtp_rcpt).unwrap();
+                    let lmtp = stage
+                        .plan(&envelope, headers.as_bytes(), &lmtp_rcpt)
+                        .map(drop);
+                    // Milter: the same session as macros, decided at RCPT.
+                    let envelope = Envelope {
+                        tls: Some(TlsEvidence::from_macros(*version, *cipher)),
+                        ..Envelope::default()
+                    };
+                    let mut milter_rcpt = Recipient::new(address.to_string());
+                    let milter = stage.check_recipient(&envelope, &mut milter_rcpt);
+                    let what = format!("{min} {address} {version:?}\n{headers}");
+                    if milter.is_ok() {
+                        assert_eq!(milter_rcpt.mailbox, lmtp_rcpt.mailbox, "{what}");
+                    } else {
+                        refused += 1;
+                    }
+                    assert_eq!(verdict(milter), verdict(lmtp), "{what}");
+                }
+            }
+        }
+        // For each of the two secure addresses: the two plaintext cases at every minimum, TLSv1.1
+        // and TLSv1 below TLSv1.2, and those and TLSv1.2 below TLSv1.3.
+        assert_eq!(refused, 2 * (3 * 2 + 2 + 3));
+    }
+
+    /// A refusal by this stage counts as missing TLS, at RCPT and at header time.
+    #[test]
+    fn refusals_are_for_tls() {
+        let pipeline = Pipeline::new(vec![Box::new(stage(TlsVersion::Tls1_2))]);
+        let plaintext = Envelope {
+            tls: Some(TlsEvidence::Plaintext),
+            ..Envelope::default()
+        };
+        let mut rcpt = Recipient::new("user@secure.example.org".into());
+        let refusal = pipeline.check_recipient(&plaintext, &mut rcpt).unwrap_err();
+        assert_eq!(refusal.reason, RefusalReason::NoTls);
+        let headers = format!("{PLAIN}{REST}");
+        let mut rcpt = Recipient::new("user@secure.example.org".into());
+        pipeline.check_recipient(&envelope(), &mut rcpt).unwrap();
+        let refusal = pipeline
+            .plan(&envelope(), headers.as_bytes(), &rcpt)
+            .err()
+            .unwrap();
+        assert_eq!(refusal.reason, RefusalReason::NoTls);
     }
 }

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
 use crate::config::ScrubMode;
+use crate::message::header;
 use crate::message::received::{self, Kind, Received, Tokens};
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
 
@@ -41,6 +42,25 @@ impl ScrubStage {
             headers,
             trusted: trusted_mta.into(),
         }
+    }
+
+    /// Whether mail is scrubbed at all: all mail with [`ScrubMode::All`], an authenticated
+    /// user's with [`ScrubMode::Authenticated`], none with [`ScrubMode::Off`]. After the queue
+    /// `authenticated` is what the trusted first Received field says; the milter knows it from
+    /// `{auth_authen}`.
+    pub fn applies(&self, authenticated: bool) -> bool {
+        match self.mode {
+            ScrubMode::All => true,
+            ScrubMode::Authenticated => authenticated,
+            ScrubMode::Off => false,
+        }
+    }
+
+    /// Whether a field called `name` goes from a message that is `scrubbed` ([`Self::applies`]):
+    /// a sender's [`MARKER`] always, the configured fields from scrubbed mail. Received fields
+    /// never go this way: those that reach the list belong to other hops.
+    pub fn removes(&self, name: &[u8], scrubbed: bool) -> bool {
+        is_marker(Some(name)) || (scrubbed && is_removed(Some(name), &self.headers))
     }
 }
 
@@ -123,7 +143,7 @@ pub fn scrub_headers(
     };
     let mut out = Vec::with_capacity(headers.len());
     let mut changed = false;
-    let mut fields = received::fields(headers);
+    let mut fields = header::fields(headers);
     for field in fields.by_ref() {
         let scrubbed = submission
             .as_ref()
@@ -144,14 +164,14 @@ pub fn scrub_headers(
 
 /// Whether [`scrub_headers`] would change anything, without building the result.
 fn changes(headers: &[u8], mode: ScrubMode, remove: &[String], trusted: &[String]) -> bool {
-    if received::fields(headers).any(|field| is_marker(field.name)) {
+    if header::fields(headers).any(|field| is_marker(field.name)) {
         return true;
     }
     match scope(headers, mode, trusted) {
         Scope::Nothing => false,
         Scope::Submission(_, received) if received.from.is_some() => true,
         Scope::FieldsOnly | Scope::Submission(..) => {
-            received::fields(headers).any(|field| is_removed(field.name, remove))
+            header::fields(headers).any(|field| is_removed(field.name, remove))
         }
     }
 }
@@ -310,6 +330,30 @@ fn looks_like_ip(word: &[u8]) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The scope and the field list the milter asks: the same rules as the header-time scrub.
+    #[test]
+    fn applies_and_removes() {
+        let listed = vec!["user-agent".to_string(), "received".to_string()];
+        let stage = |mode| ScrubStage::new(mode, listed.clone(), vec!["mx.test.example".into()]);
+        for (mode, plain, authenticated) in [
+            (ScrubMode::All, true, true),
+            (ScrubMode::Authenticated, false, true),
+            (ScrubMode::Off, false, false),
+        ] {
+            assert_eq!(stage(mode).applies(false), plain, "{mode:?}");
+            assert_eq!(stage(mode).applies(true), authenticated, "{mode:?}");
+        }
+        let stage = stage(ScrubMode::All);
+        assert!(stage.removes(b"User-Agent", true));
+        assert!(!stage.removes(b"User-Agent", false));
+        assert!(!stage.removes(b"X-Mailer", true));
+        assert!(!stage.removes(b"Received", true), "never a Received field");
+        assert!(
+            stage.removes(b"x-sealgate-encrypted", false),
+            "the marker, always"
+        );
+    }
     use crate::config::{Config, DEFAULT_SCRUB_HEADERS};
     use crate::pipeline::Pipeline;
 

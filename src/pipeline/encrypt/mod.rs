@@ -22,6 +22,7 @@ use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
 use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
 
 use crate::config::UnusableKey;
+use crate::message::replies;
 use crate::openpgp::{self, Unusable};
 use crate::ops::metrics::Metrics;
 use crate::ops::redact::AddressLog;
@@ -475,11 +476,7 @@ impl PgpMime {
             metrics.encryption_failure();
         }
         tracing::error!(fingerprint = %self.fingerprint, %err, "encryption failed");
-        Reply::new(
-            451,
-            EnhancedCode::new(4, 3, 0),
-            "Encryption failed, try again later",
-        )
+        replies::local_error("Encryption failed, try again later")
     }
 }
 
