@@ -14,7 +14,7 @@ use crate::milter;
 use crate::ops::metrics::Metrics;
 use crate::ops::{http, metrics};
 use crate::pipeline::Pipeline;
-use crate::pipeline::encrypt::{EncryptStage, Observe};
+use crate::pipeline::encrypt::{EncryptConfig, EncryptStage, Observe};
 use crate::pipeline::require_tls::RequireTlsStage;
 use crate::pipeline::scrub::ScrubStage;
 use crate::server;
@@ -45,9 +45,11 @@ pub fn pipeline(
         )),
         Box::new(EncryptStage::new(
             keys,
-            config.unusable_key,
-            config.protected_headers,
-            config.max_inspect_size,
+            EncryptConfig {
+                unusable: config.unusable_key,
+                protected_headers: config.protected_headers,
+                peek_limit: config.max_inspect_size,
+            },
             Observe {
                 metrics,
                 log: config.log_addresses,

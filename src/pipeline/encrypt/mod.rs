@@ -87,11 +87,22 @@ impl KeyLookup for KeyStore {
 /// The encryption stage.
 pub struct EncryptStage<K: KeyLookup = KeyStore> {
     keys: Arc<K>,
-    unusable: UnusableKey,
-    protected_headers: bool,
-    peek_limit: usize,
+    config: EncryptConfig,
     metrics: Arc<Metrics>,
     log: AddressLog,
+}
+
+/// The encryption stage's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EncryptConfig {
+    /// `SEALGATE_UNUSABLE_KEY`: what happens to a recipient whose certificate is unusable.
+    pub unusable: UnusableKey,
+    /// `SEALGATE_PROTECTED_HEADERS`: copy the protected fields into the encrypted part.
+    pub protected_headers: bool,
+    /// The verifier's window: how much of a message that may be already encrypted is held
+    /// back (header block included) to verify it ([`crate::pipeline::encrypt::verify`]); a
+    /// larger one is encrypted.
+    pub peek_limit: usize,
 }
 
 /// How the encryption stage counts and logs: its metrics and how addresses appear in logs.
@@ -102,35 +113,12 @@ pub struct Observe {
     pub log: AddressLog,
 }
 
-impl EncryptStage<KeyStore> {
-    /// A stage that looks recipients up in `keys`. `peek_limit` is the verifier's window: how
-    /// much of a message that may be already encrypted is held back (header block included)
-    /// to verify it ([`crate::pipeline::encrypt::verify`]); a larger one is encrypted.
-    pub fn new(
-        keys: Arc<KeyStore>,
-        unusable: UnusableKey,
-        protected_headers: bool,
-        peek_limit: usize,
-        observe: Observe,
-    ) -> Self {
-        Self::with_lookup(keys, unusable, protected_headers, peek_limit, observe)
-    }
-}
-
 impl<K: KeyLookup> EncryptStage<K> {
-    /// As [`EncryptStage::new`], with any [`KeyLookup`].
-    pub fn with_lookup(
-        keys: Arc<K>,
-        unusable: UnusableKey,
-        protected_headers: bool,
-        peek_limit: usize,
-        observe: Observe,
-    ) -> Self {
+    /// A stage that looks recipients up in `keys`.
+    pub fn new(keys: Arc<K>, config: EncryptConfig, observe: Observe) -> Self {
         EncryptStage {
             keys,
-            unusable,
-            protected_headers,
-            peek_limit,
+            config,
             metrics: observe.metrics,
             log: observe.log,
         }
@@ -148,10 +136,11 @@ impl<K: KeyLookup> EncryptStage<K> {
     ) -> Result<(), Reply> {
         let address = &rcpt.address;
         let shown = self.log.show(address);
-        if !(at_rcpt && self.unusable == UnusableKey::Plaintext) {
-            self.metrics.unusable_key(reason, self.unusable);
+        let policy = self.config.unusable;
+        if !(at_rcpt && policy == UnusableKey::Plaintext) {
+            self.metrics.unusable_key(reason, policy);
         }
-        match self.unusable {
+        match policy {
             UnusableKey::Tempfail => {
                 tracing::warn!(
                     rcpt = %shown, fingerprint, reason = %reason, kind = reason.kind(),
@@ -278,8 +267,12 @@ impl<K: KeyLookup> Stage for EncryptStage<K> {
         // its content, by the rewrite, as it streams in.
         let _ = headers;
         tracing::debug!(rcpt = %shown, fingerprint, "encrypting");
-        let mut rewrite = PgpMime::new(certs, self.protected_headers, self.peek_limit);
-        rewrite.metrics = Some(Arc::clone(&self.metrics));
+        let rewrite = PgpMime::new(
+            certs,
+            self.config.protected_headers,
+            self.config.peek_limit,
+            Arc::clone(&self.metrics),
+        );
         Ok(Plan::Rewrite(Box::new(rewrite)))
     }
 }
@@ -303,8 +296,8 @@ pub struct PgpMime {
     state: State,
     /// What the copy became, once decided.
     made: Option<CopyKind>,
-    /// Where encryption failures are counted (the stage sets it).
-    metrics: Option<Arc<Metrics>>,
+    /// Where encryption failures and unverified encrypted-looking messages are counted.
+    metrics: Arc<Metrics>,
 }
 
 enum State {
@@ -376,9 +369,14 @@ impl Sealer {
 }
 
 impl PgpMime {
-    /// A rewrite that encrypts to every one of `certs`; see [`EncryptStage::new`] for
-    /// `peek_limit`.
-    pub fn new(certs: Vec<Arc<Cert>>, protected_headers: bool, peek_limit: usize) -> Self {
+    /// A rewrite that encrypts to every one of `certs`, counting in `metrics`; see
+    /// [`EncryptConfig::peek_limit`].
+    pub fn new(
+        certs: Vec<Arc<Cert>>,
+        protected_headers: bool,
+        peek_limit: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         PgpMime {
             fingerprint: fingerprints(&certs),
             certs,
@@ -388,7 +386,7 @@ impl PgpMime {
             boundary: String::new(),
             state: State::Start,
             made: None,
-            metrics: None,
+            metrics,
         }
     }
 
@@ -444,9 +442,7 @@ impl PgpMime {
                     reason = %reason,
                     "looks encrypted but is not verified: encrypting"
                 );
-                if let Some(metrics) = &self.metrics {
-                    metrics.unverified_encrypted(reason.kind());
-                }
+                self.metrics.unverified_encrypted(reason.kind());
             }
         }
         let (headers, body) = held.split_at(header_len.min(held.len()));
@@ -471,8 +467,8 @@ impl PgpMime {
         // Counted once per copy: calls after the first failure fail again, uncounted.
         let first = !matches!(self.state, State::Done);
         self.state = State::Done;
-        if first && let Some(metrics) = &self.metrics {
-            metrics.encryption_failure();
+        if first {
+            self.metrics.encryption_failure();
         }
         tracing::error!(fingerprint = %self.fingerprint, %err, "encryption failed");
         Reply::new(
@@ -732,6 +728,11 @@ mod tests {
     use sequoia_openpgp::{KeyHandle, Packet, PacketPile};
 
     use super::*;
+
+    /// Metrics nobody reads, for rewrites whose counts a test does not check.
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap())
+    }
 
     /// A test certificate: the public part the stage gets, the secret part to decrypt.
     struct TestKey {
@@ -1091,7 +1092,7 @@ mod tests {
                         continue;
                     }
                     let mut rewrite =
-                        PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT);
+                        PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT, metrics());
                     assert_eq!(rewrite.variant(), format!("encrypt:{}", key.fingerprint()));
                     let output = run(&mut rewrite, &message, chunk).unwrap();
                     let armored = check_layout(&message, &output, key, false);
@@ -1119,7 +1120,7 @@ mod tests {
         // decrypt() asserts PKESK v3 and SEIPD v1.
         let message = b"Subject: v2\r\n\r\nbody\r\n";
         let output = run(
-            &mut PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT, metrics()),
             message,
             4096,
         )
@@ -1153,7 +1154,7 @@ mod tests {
         let key = &keys()[0];
         for (message, inner) in cases {
             let output = run(
-                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, 0),
+                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, 0, metrics()),
                 message,
                 3,
             )
@@ -1173,7 +1174,7 @@ mod tests {
             Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
             body\r\n";
         let output = run(
-            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT, metrics()),
             message,
             5,
         )
@@ -1196,7 +1197,7 @@ mod tests {
         // Without a Content-Type the default one carries the parameters.
         let message = b"Subject: s\r\n\r\nb";
         let output = run(
-            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT),
+            &mut PgpMime::new(vec![Arc::clone(&key.public)], true, PEEK_LIMIT, metrics()),
             message,
             5,
         )
@@ -1229,7 +1230,8 @@ mod tests {
         assert!(files.len() >= 10);
         for (path, message) in files {
             for chunk in [1, 7, 4096, message.len()] {
-                let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024);
+                let mut rewrite =
+                    PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024, metrics());
                 let output = run(&mut rewrite, &message, chunk).unwrap();
                 assert!(output == message, "{path} / chunk {chunk}");
             }
@@ -1245,7 +1247,8 @@ mod tests {
         // below holds output to CRLF.
         for (path, message) in files.into_iter().filter(|(p, _)| !p.contains("bare-lf")) {
             for chunk in [7, message.len()] {
-                let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024);
+                let mut rewrite =
+                    PgpMime::new(vec![Arc::clone(&key.public)], false, 64 * 1024, metrics());
                 let output = run(&mut rewrite, &message, chunk).unwrap();
                 let inner = decrypt(key, &check_layout(&message, &output, key, false));
                 assert!(inner == expected_inner(&message), "{path} / chunk {chunk}");
@@ -1263,14 +1266,24 @@ mod tests {
         // Fits: passes through. One octet short: encrypted, whatever the chunking.
         for chunk in [1, 100, inline.len()] {
             let output = run(
-                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, inline.len()),
+                &mut PgpMime::new(
+                    vec![Arc::clone(&key.public)],
+                    false,
+                    inline.len(),
+                    metrics(),
+                ),
                 &inline,
                 chunk,
             )
             .unwrap();
             assert!(output == inline);
             let output = run(
-                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, inline.len() - 1),
+                &mut PgpMime::new(
+                    vec![Arc::clone(&key.public)],
+                    false,
+                    inline.len() - 1,
+                    metrics(),
+                ),
                 &inline,
                 chunk,
             )
@@ -1281,7 +1294,7 @@ mod tests {
             );
         }
         // A header block over the limit is encrypted at once.
-        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 10);
+        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 10, metrics());
         let mut out = BytesMut::new();
         rewrite
             .headers(b"Subject: over ten octets\r\n\r\n", &mut out)
@@ -1296,7 +1309,12 @@ mod tests {
         let header_len = memchr::memmem::find(&p7m, b"\r\n\r\n").unwrap() + 4;
         for chunk in [1, 64, 4096] {
             let output = run(
-                &mut PgpMime::new(vec![Arc::clone(&key.public)], false, header_len + 200),
+                &mut PgpMime::new(
+                    vec![Arc::clone(&key.public)],
+                    false,
+                    header_len + 200,
+                    metrics(),
+                ),
                 &p7m,
                 chunk,
             )
@@ -1312,7 +1330,7 @@ mod tests {
     #[test]
     fn output_streams_while_encrypting() {
         let key = &keys()[0];
-        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 0);
+        let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, 0, metrics());
         let mut out = BytesMut::new();
         rewrite
             .headers(b"Content-Type: application/octet-stream\r\n\r\n", &mut out)
@@ -1341,8 +1359,12 @@ mod tests {
             .generate()
             .unwrap();
         let registry = prometheus::Registry::new();
-        let mut rewrite = PgpMime::new(vec![Arc::new(cert)], false, PEEK_LIMIT);
-        rewrite.metrics = Some(Arc::new(Metrics::new(&registry).unwrap()));
+        let mut rewrite = PgpMime::new(
+            vec![Arc::new(cert)],
+            false,
+            PEEK_LIMIT,
+            Arc::new(Metrics::new(&registry).unwrap()),
+        );
         let mut out = BytesMut::new();
         let err = rewrite
             .headers(b"Subject: s\r\nContent-Type: image/png\r\n\r\n", &mut out)
@@ -1371,7 +1393,7 @@ mod tests {
             .add_userid("<eve@example.org>")
             .generate()
             .unwrap();
-        let mut rewrite = PgpMime::new(vec![Arc::new(cert)], false, PEEK_LIMIT);
+        let mut rewrite = PgpMime::new(vec![Arc::new(cert)], false, PEEK_LIMIT, metrics());
         let err = run(&mut rewrite, b"Subject: s\r\n\r\nsecret\r\n", 3).unwrap_err();
         assert_eq!(err.code, 451);
     }
@@ -1469,7 +1491,12 @@ mod tests {
             log: AddressLog::Full,
         };
         let lookup = MapLookup(map, std::sync::atomic::AtomicBool::new(false));
-        EncryptStage::with_lookup(Arc::new(lookup), policy, false, PEEK_LIMIT, observe)
+        let config = EncryptConfig {
+            unusable: policy,
+            protected_headers: false,
+            peek_limit: PEEK_LIMIT,
+        };
+        EncryptStage::new(Arc::new(lookup), config, observe)
     }
 
     fn rcpt(address: &str) -> Recipient {
