@@ -22,7 +22,8 @@ use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
 
 use sealgate::config::{self, Config};
 use sealgate::openpgp::{self, POLICY, Unusable};
-use sealgate::store::keys::{self, KeyStore, KeyStoreError, Lookup};
+use sealgate::store::Lookup;
+use sealgate::store::keys::{self, KeyStore, KeyStoreError};
 
 /// sysexits(3): bad command line.
 const EX_USAGE: u8 = 64;

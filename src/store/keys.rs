@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::message::address;
 use crate::openpgp::{self, Unusable};
+use crate::store::{KeyLookup, Lookup};
 
 /// How long a usability verdict is reused before the certificate is checked again. Expiry is
 /// time-dependent, so a "usable" verdict is also dropped at the first expiry among the primary
@@ -43,29 +44,6 @@ pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Name of the cert-d lock file (draft-nwjw-openpgp-cert-d, "writelock").
 const WRITELOCK: &str = "writelock";
-
-/// What the key store knows about an address.
-#[derive(Debug, Clone)]
-pub enum Lookup {
-    /// No certificate for this address.
-    None,
-    /// Usable certificates, newest first: encrypt to every one of them (one PKESK each), so
-    /// each holder of a key for the address can read the copy.
-    Usable(Vec<Arc<Cert>>),
-    /// A certificate exists but can't be used now (the policy decides what happens).
-    Unusable {
-        /// Fingerprint (upper-case hex) of the newest certificate for the address.
-        fingerprint: String,
-        /// Why it cannot be used.
-        reason: Unusable,
-    },
-    /// The store cannot tell whether the address has a usable certificate (an unreadable
-    /// entry, a missing manifest, a store that shrank): tempfail, never plaintext.
-    Unknown {
-        /// A short cause naming the file, for the reply and the log.
-        reason: String,
-    },
-}
 
 /// Name of the manifest `sealgate keys` keeps in the store directory: a store identity and
 /// the fingerprints it should hold, so a store that shrinks (a volume that did not mount, a
@@ -799,6 +777,13 @@ impl KeyStore {
             .loaded_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = SystemTime::now();
+    }
+}
+
+impl KeyLookup for KeyStore {
+    /// See [`KeyStore::lookup`]: everything is in memory, so no prefetch is needed.
+    fn lookup(&self, address: &str) -> Lookup {
+        KeyStore::lookup(self, address)
     }
 }
 

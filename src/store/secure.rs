@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{error, info, warn};
 
 use crate::message::address::{self, Address};
+use crate::store::SecureLookup;
 use crate::store::keys::error_chain;
 
 /// Shortest interval [`SecureAddresses::watch`] polls at; shorter requests are raised to this.
@@ -216,6 +217,13 @@ impl SecureAddresses {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner),
         )
+    }
+}
+
+impl SecureLookup for SecureAddresses {
+    /// See [`SecureAddresses::classify`]: everything is in memory, so no prefetch is needed.
+    fn classify(&self, address: &str) -> Option<String> {
+        SecureAddresses::classify(self, address)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::pipeline::encrypt::armor::ArmorEncoder;
 use crate::pipeline::encrypt::mime::{Field, HeaderSplit};
 use crate::pipeline::encrypt::verify::{Reason, Verdict, Verifier};
 use crate::pipeline::{CopyKind, Envelope, Plan, Recipient, Rewrite, Stage};
-use crate::store::keys::{KeyStore, Lookup};
+use crate::store::{KeyLookup, Lookup};
 
 /// The fields copied into the encrypted part when protected headers are on (RFC 9788,
 /// Autocrypt's list).
@@ -72,21 +72,9 @@ fn new_boundary() -> String {
     boundary
 }
 
-/// Where the stage finds a recipient's certificate: the key store, or a map in tests.
-pub trait KeyLookup: Send + Sync {
-    /// What is known about `address`; see [`KeyStore::lookup`].
-    fn lookup(&self, address: &str) -> Lookup;
-}
-
-impl KeyLookup for KeyStore {
-    fn lookup(&self, address: &str) -> Lookup {
-        KeyStore::lookup(self, address)
-    }
-}
-
 /// The encryption stage.
-pub struct EncryptStage<K: KeyLookup = KeyStore> {
-    keys: Arc<K>,
+pub struct EncryptStage {
+    keys: Arc<dyn KeyLookup>,
     config: EncryptConfig,
     metrics: Arc<Metrics>,
     log: AddressLog,
@@ -113,9 +101,9 @@ pub struct Observe {
     pub log: AddressLog,
 }
 
-impl<K: KeyLookup> EncryptStage<K> {
+impl EncryptStage {
     /// A stage that looks recipients up in `keys`.
-    pub fn new(keys: Arc<K>, config: EncryptConfig, observe: Observe) -> Self {
+    pub fn new(keys: Arc<dyn KeyLookup>, config: EncryptConfig, observe: Observe) -> Self {
         EncryptStage {
             keys,
             config,
@@ -176,7 +164,7 @@ impl<K: KeyLookup> EncryptStage<K> {
     }
 }
 
-impl<K: KeyLookup> EncryptStage<K> {
+impl EncryptStage {
     /// The key store cannot tell whether `rcpt` has a key: `451 4.7.0`, counted and logged.
     fn on_unknown(&self, rcpt: &Recipient, reason: &str) -> Reply {
         self.metrics.keystore_unknown();
@@ -216,7 +204,7 @@ fn short(reason: &str) -> String {
     }
 }
 
-impl<K: KeyLookup> Stage for EncryptStage<K> {
+impl Stage for EncryptStage {
     fn name(&self) -> &'static str {
         "encrypt"
     }
@@ -1444,7 +1432,8 @@ mod tests {
         }
     }
 
-    fn stage(policy: UnusableKey) -> EncryptStage<MapLookup> {
+    /// The stage over a [`MapLookup`], and that lookup (to make it judge again).
+    fn stage(policy: UnusableKey) -> (EncryptStage, Arc<MapLookup>) {
         let now = SystemTime::now();
         let (expired, _) = CertBuilder::new()
             .add_userid("<old@example.org>")
@@ -1490,13 +1479,13 @@ mod tests {
             metrics: Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap()),
             log: AddressLog::Full,
         };
-        let lookup = MapLookup(map, std::sync::atomic::AtomicBool::new(false));
+        let lookup = Arc::new(MapLookup(map, std::sync::atomic::AtomicBool::new(false)));
         let config = EncryptConfig {
             unusable: policy,
             protected_headers: false,
             peek_limit: PEEK_LIMIT,
         };
-        EncryptStage::new(Arc::new(lookup), config, observe)
+        (EncryptStage::new(lookup.clone(), config, observe), lookup)
     }
 
     fn rcpt(address: &str) -> Recipient {
@@ -1609,17 +1598,14 @@ mod tests {
         ];
         let envelope = Envelope::default();
         for (policy, address, headers, at_rcpt, at_plan) in cases {
-            let stage = stage(policy);
+            let (stage, lookup) = stage(policy);
             assert_eq!(stage.name(), "encrypt");
             let got = stage
                 .check_recipient(&envelope, &mut rcpt(address))
                 .map(|()| None)
                 .map_err(refused);
             assert_eq!(got, at_rcpt, "{policy:?} {address} at RCPT");
-            stage
-                .keys
-                .1
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            lookup.1.store(true, std::sync::atomic::Ordering::SeqCst);
             let got = stage
                 .plan(&envelope, headers, &rcpt(address))
                 .map(|plan| match plan {
