@@ -14,8 +14,7 @@ use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::thread;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use openpgp_cert_d::{CertD, MergeResult, Tag};
@@ -23,24 +22,17 @@ use sequoia_openpgp::packet::Signature;
 use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::serialize::MarshalInto;
 use sequoia_openpgp::{Cert, Fingerprint, Packet};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::message::address;
 use crate::openpgp::{self, Unusable};
+use crate::store::watch::{self, Reload, Trigger};
 use crate::store::{KeyLookup, Lookup};
 
 /// How long a usability verdict is reused before the certificate is checked again. Expiry is
 /// time-dependent, so a "usable" verdict is also dropped at the first expiry among the primary
 /// key and the encryption keys; that is what makes a lookup at DATA time judge anew.
 pub const VERDICT_TTL: Duration = Duration::from_secs(60);
-
-/// A directory modified less than this before its tag was read may change again within the
-/// same (coarse) file-system timestamp without changing the tag; such an index is re-read on
-/// the next [`KeyStore::reload`] even if the tag looks unchanged.
-pub const RACY_MARGIN: Duration = Duration::from_secs(2);
-
-/// Shortest interval [`KeyStore::watch`] polls at; shorter requests are raised to this.
-pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Name of the cert-d lock file (draft-nwjw-openpgp-cert-d, "writelock").
 const WRITELOCK: &str = "writelock";
@@ -302,7 +294,7 @@ struct Verdict {
 #[derive(Debug, Default)]
 struct Index {
     /// The cert-d tag this index was built from; `None` when it must be re-read regardless
-    /// (never loaded, or loaded within [`RACY_MARGIN`] of a modification).
+    /// (never loaded, or loaded within [`watch::RACY_MARGIN`] of a modification).
     tag: Option<Tag>,
     /// Certificates by lower-case fingerprint (the cert-d file name), including the last good
     /// copy of entries that became unreadable.
@@ -688,13 +680,11 @@ impl KeyStore {
                 .iter()
                 .zip(&certs)
                 .any(|((a, ea), (b, eb))| a != b || ea.digest != eb.digest);
-        // Implementation note: cert-d tags are built from directory mtimes, and file-system
-        // timestamps are coarse (one clock tick, up to a second on some file systems). If a
-        // directory was modified within RACY_MARGIN before we sampled the clock, a second
-        // change in the same tick would leave the tag as it is, so we don't trust this tag
-        // (as git does with its "racily clean" index entries).
+        // Implementation note: cert-d tags are built from directory mtimes, so a directory
+        // modified within RACY_MARGIN before we sampled the clock makes the tag untrusted
+        // (the racy-stamp rule, [`watch::racy`]).
         let racy =
-            newest_subdir_mtime(&self.dir).is_some_and(|newest| newest + RACY_MARGIN > sampled);
+            newest_subdir_mtime(&self.dir).is_some_and(|newest| watch::racy(newest, sampled));
         let health = Health {
             skipped,
             problems,
@@ -730,44 +720,6 @@ impl KeyStore {
         }
     }
 
-    /// Starts a background thread that calls [`KeyStore::reload`]`(false)` every `interval`
-    /// (at least [`MIN_WATCH_INTERVAL`]), logging changes and errors. Returns at once; the
-    /// thread ends when the last `Arc` to the store is dropped.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let interval = interval.max(MIN_WATCH_INTERVAL);
-        let store: Weak<KeyStore> = Arc::downgrade(self);
-        let dir = self.dir.clone();
-        let spawned = thread::Builder::new()
-            .name("sealgate-keystore".into())
-            .spawn(move || {
-                loop {
-                    thread::sleep(interval);
-                    let Some(store) = store.upgrade() else {
-                        break;
-                    };
-                    match store.reload(false) {
-                        Ok(stats) if stats.changed => info!(
-                            dir = %store.dir.display(),
-                            certificates = stats.certificates,
-                            addresses = stats.addresses,
-                            skipped = stats.skipped,
-                            problems = stats.problems,
-                            "key store reloaded"
-                        ),
-                        Ok(_) => {}
-                        Err(err) => warn!(
-                            dir = %store.dir.display(),
-                            err = %error_chain(&err),
-                            "key store reload failed; keeping the previous index"
-                        ),
-                    }
-                }
-            });
-        if let Err(err) = spawned {
-            error!(dir = %dir.display(), %err, "cannot start the key store watcher");
-        }
-    }
-
     fn current(&self) -> Arc<Index> {
         Arc::clone(&self.index.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -777,6 +729,44 @@ impl KeyStore {
             .loaded_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = SystemTime::now();
+    }
+}
+
+impl Reload for KeyStore {
+    fn what(&self) -> &'static str {
+        "key store"
+    }
+
+    fn thread_name(&self) -> &'static str {
+        "sealgate-keystore"
+    }
+
+    fn reload_logged(&self, trigger: Trigger) {
+        let dir = self.dir.display();
+        match self.reload(trigger == Trigger::Signal) {
+            Ok(stats) if trigger == Trigger::Signal => info!(
+                %dir,
+                certificates = stats.certificates,
+                addresses = stats.addresses,
+                skipped = stats.skipped,
+                problems = stats.problems,
+                "key store reloaded (SIGHUP)"
+            ),
+            Ok(stats) if stats.changed => info!(
+                %dir,
+                certificates = stats.certificates,
+                addresses = stats.addresses,
+                skipped = stats.skipped,
+                problems = stats.problems,
+                "key store reloaded"
+            ),
+            Ok(_) => {}
+            Err(err) => warn!(
+                %dir,
+                err = %error_chain(&err),
+                "key store reload failed; keeping the previous index"
+            ),
+        }
     }
 }
 
@@ -1233,6 +1223,8 @@ mod tests {
     use sequoia_openpgp::types::SignatureType;
 
     use super::*;
+    use crate::store::watch::RACY_MARGIN;
+    use std::thread;
 
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -1856,7 +1848,7 @@ mod tests {
     fn watch_reloads_in_the_background() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(KeyStore::open(tmp.path()).expect("open"));
-        store.watch(MIN_WATCH_INTERVAL);
+        watch::watch(store.clone(), watch::MIN_WATCH_INTERVAL);
         let mia = cert(&["<mia@example.org>"]);
         write(tmp.path(), &mia);
         // Poll for the condition with a deadline (no sleep-as-synchronisation).

@@ -22,11 +22,12 @@
 //!   cannot tell answers as if the address required TLS.
 //! - **Usable is decided once** ([`crate::openpgp`]); a backend returns every usable
 //!   certificate of the address, newest first, and the stage judges them again at plan time.
-//! - **Reloading** is the backend's own business (the file backends poll their files and
-//!   re-read them on SIGHUP).
+//! - **Reloading** is the backend's own business; the file backends implement
+//!   [`watch::Reload`] and share the one poller and the SIGHUP path in [`watch`].
 
 pub mod keys;
 pub mod secure;
+pub mod watch;
 
 use std::future::Future;
 use std::pin::Pin;

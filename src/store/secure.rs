@@ -7,23 +7,15 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::thread;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::SystemTime;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::message::address::{self, Address};
 use crate::store::SecureLookup;
 use crate::store::keys::error_chain;
-
-/// Shortest interval [`SecureAddresses::watch`] polls at; shorter requests are raised to this.
-pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// A mailbox file modified less than this before it was read may change again within the same
-/// (coarse) file-system timestamp without changing its size: such a read is not trusted, and
-/// the next [`SecureAddresses::reload`] reads the file again even if it looks unchanged.
-pub const RACY_MARGIN: Duration = Duration::from_secs(2);
+use crate::store::watch::{self, Reload, Trigger};
 
 /// Why the secure addresses could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +50,7 @@ pub struct SecureAddresses {
 #[derive(Debug, Default)]
 struct Mailboxes {
     /// The file's state when it was read; `None` when never read or read too soon after a
-    /// change to trust (see [`RACY_MARGIN`]).
+    /// change to trust (see [`watch::RACY_MARGIN`]).
     stamp: Option<Stamp>,
     /// Canonical addresses ([`crate::message::address`]).
     addresses: HashSet<String>,
@@ -135,7 +127,7 @@ impl SecureAddresses {
         let text = fs::read_to_string(path).map_err(read_error)?;
         let addresses = parse_mailbox_file(path, &text);
         let changed = addresses != old.addresses;
-        let racy = stamp.modified + RACY_MARGIN > sampled;
+        let racy = watch::racy(stamp.modified, sampled);
         let fresh = Mailboxes {
             stamp: (!racy).then_some(stamp),
             addresses,
@@ -145,44 +137,6 @@ impl SecureAddresses {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
         Ok(changed)
-    }
-
-    /// Starts a background thread that calls [`SecureAddresses::reload`]`(false)` every
-    /// `interval` (at least [`MIN_WATCH_INTERVAL`]), logging changes and errors. Returns at
-    /// once; the thread ends when the last `Arc` is dropped. Does nothing without a file.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
-        let Some(path) = self.file.clone() else {
-            return;
-        };
-        let interval = interval.max(MIN_WATCH_INTERVAL);
-        let secure: Weak<SecureAddresses> = Arc::downgrade(self);
-        let file = path.clone();
-        let spawned = thread::Builder::new()
-            .name("sealgate-secure".into())
-            .spawn(move || {
-                loop {
-                    thread::sleep(interval);
-                    let Some(secure) = secure.upgrade() else {
-                        break;
-                    };
-                    match secure.reload(false) {
-                        Ok(true) => info!(
-                            file = %file.display(),
-                            mailboxes = secure.current().addresses.len(),
-                            "secure mailbox list reloaded"
-                        ),
-                        Ok(false) => {}
-                        Err(err) => warn!(
-                            file = %file.display(),
-                            err = %error_chain(&err),
-                            "secure mailbox list reload failed; keeping the previous list"
-                        ),
-                    }
-                }
-            });
-        if let Err(err) = spawned {
-            error!(file = %path.display(), %err, "cannot start the secure mailbox watcher");
-        }
     }
 
     /// `None`: `address` is not a secure address. `Some(mailbox)`: it is, and its mail goes to
@@ -217,6 +171,43 @@ impl SecureAddresses {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner),
         )
+    }
+}
+
+impl Reload for SecureAddresses {
+    fn what(&self) -> &'static str {
+        "secure mailbox"
+    }
+
+    fn thread_name(&self) -> &'static str {
+        "sealgate-secure"
+    }
+
+    fn watched(&self) -> bool {
+        self.file.is_some()
+    }
+
+    fn reload_logged(&self, trigger: Trigger) {
+        let file = self.file.as_deref().unwrap_or(Path::new("")).display();
+        match self.reload(trigger == Trigger::Signal) {
+            Ok(changed) if trigger == Trigger::Signal => info!(
+                %file,
+                changed,
+                mailboxes = self.current().addresses.len(),
+                "secure mailboxes reloaded (SIGHUP)"
+            ),
+            Ok(true) => info!(
+                %file,
+                mailboxes = self.current().addresses.len(),
+                "secure mailbox list reloaded"
+            ),
+            Ok(false) => {}
+            Err(err) => warn!(
+                %file,
+                err = %error_chain(&err),
+                "secure mailbox list reload failed; keeping the previous list"
+            ),
+        }
     }
 }
 
@@ -282,7 +273,10 @@ mod tests {
     use super::*;
     use crate::message::received;
     use crate::message::tls::{TlsEvidence, TlsVersion, tls_verdict};
+    use crate::store::watch::RACY_MARGIN;
     use sealgate_protocol::{EnhancedCode, Reply};
+    use std::thread;
+    use std::time::Duration;
 
     use TlsVersion::{Tls1_0, Tls1_1, Tls1_2, Tls1_3};
 
@@ -690,7 +684,7 @@ mod tests {
         let path = tmp.path().join("secure_mailboxes");
         fs::write(&path, "a@example.org\n").unwrap();
         let secure = Arc::new(SecureAddresses::new(Vec::new(), Some(path.clone())).unwrap());
-        secure.watch(MIN_WATCH_INTERVAL);
+        watch::watch(secure.clone(), watch::MIN_WATCH_INTERVAL);
         fs::write(&path, "a@example.org\nb@example.org\n").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while secure.classify("b@example.org").is_none() {
@@ -698,7 +692,7 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "watcher did not reload"
             );
-            thread::sleep(MIN_WATCH_INTERVAL);
+            thread::sleep(watch::MIN_WATCH_INTERVAL);
         }
         let weak = Arc::downgrade(&secure);
         drop(secure);
@@ -706,7 +700,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while weak.upgrade().is_some() {
             assert!(std::time::Instant::now() < deadline, "watcher kept the Arc");
-            thread::sleep(MIN_WATCH_INTERVAL);
+            thread::sleep(watch::MIN_WATCH_INTERVAL);
         }
     }
 }
