@@ -739,7 +739,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A store as `sealgate keys` makes it (with its manifest), then a planted entry.
         if with_manifest {
-            crate::store::keys::init(dir.path()).unwrap();
+            crate::store::certd::init(dir.path()).unwrap();
         }
         plant_expired(dir.path(), EXPIRED);
         let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
@@ -1154,7 +1154,7 @@ mod tests {
             unreachable!()
         };
         assert!(text.starts_with("4.7.0 "), "{text}");
-        assert!(text.contains(crate::store::keys::MANIFEST), "{text}");
+        assert!(text.contains(crate::store::manifest::MANIFEST), "{text}");
     }
 
     #[tokio::test]

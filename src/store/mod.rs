@@ -25,7 +25,9 @@
 //! - **Reloading** is the backend's own business; the file backends implement
 //!   [`watch::Reload`] and share the one poller and the SIGHUP path in [`watch`].
 
+pub mod certd;
 pub mod keys;
+pub mod manifest;
 pub mod secure;
 pub mod watch;
 

@@ -12,9 +12,9 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
+use crate::error::error_chain;
 use crate::message::address::{self, Address};
 use crate::store::SecureLookup;
-use crate::store::keys::error_chain;
 use crate::store::watch::{self, Reload, Trigger};
 
 /// Why the secure addresses could not be loaded.
