@@ -211,6 +211,38 @@ fn decrypt(key: &TestKey, armored: &[u8]) -> Vec<u8> {
     plaintext
 }
 
+/// Where the PGP/MIME skeleton's golden file is: what follows the outer fields, up to the
+/// armor's first line, with `{boundary}` and `{fingerprint}` for what changes per copy.
+const SKELETON: &str = "corpus/skeleton/pgp-mime.eml";
+
+/// The golden PGP/MIME skeleton ([`SKELETON`]).
+fn skeleton() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SKELETON);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// Compares `actual` with the golden file `relative` (from the crate root); with
+/// `SEALGATE_BLESS=1` a missing or different file is written instead (review the diff).
+fn golden(relative: &str, actual: &[u8]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    let expected = std::fs::read(&path).ok();
+    if expected.as_deref() == Some(actual) {
+        return;
+    }
+    if crate::config::environment()
+        .get("SEALGATE_BLESS")
+        .is_some_and(|v| v == "1")
+    {
+        std::fs::write(&path, actual).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        return;
+    }
+    panic!(
+        "{relative} differs (SEALGATE_BLESS=1 rewrites it):\n--- got\n{}\n--- expected\n{}",
+        String::from_utf8_lossy(actual),
+        String::from_utf8_lossy(expected.as_deref().unwrap_or(b"(missing)"))
+    );
+}
+
 /// Checks the PGP/MIME layout byte for byte and returns the armored message.
 fn check_layout(original: &[u8], output: &[u8], key: &TestKey, protect: bool) -> Vec<u8> {
     for (i, &b) in output.iter().enumerate() {
@@ -242,28 +274,10 @@ fn check_layout(original: &[u8], output: &[u8], key: &TestKey, protect: bool) ->
         expected.extend_from_slice(b"MIME-Version: 1.0\r\n");
     }
     expected.extend_from_slice(
-        format!(
-            "Content-Type: multipart/encrypted;\r\n \
-         protocol=\"application/pgp-encrypted\";\r\n \
-         boundary=\"{boundary}\"\r\n\
-             X-Sealgate-Encrypted: {}\r\n\
-             \r\n\
-             This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
-             --{boundary}\r\n\
-             Content-Type: application/pgp-encrypted\r\n\
-             Content-Description: PGP/MIME version identification\r\n\
-             \r\n\
-             Version: 1\r\n\
-             \r\n\
-             --{boundary}\r\n\
-             Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
-             Content-Description: OpenPGP encrypted message\r\n\
-             Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\
-             \r\n\
-             -----BEGIN PGP MESSAGE-----\r\n",
-            key.fingerprint()
-        )
-        .as_bytes(),
+        skeleton()
+            .replace("{boundary}", boundary)
+            .replace("{fingerprint}", &key.fingerprint())
+            .as_bytes(),
     );
     assert!(
         output.starts_with(&expected),
@@ -280,6 +294,27 @@ fn check_layout(original: &[u8], output: &[u8], key: &TestKey, protect: bool) ->
     // One armored block, no stray boundary inside.
     assert!(memchr::memmem::find(armored, boundary.as_bytes()).is_none());
     armored.to_vec()
+}
+
+/// The skeleton every encrypted copy has after its outer fields, as a golden file: the
+/// output for a message without fields, its boundary and fingerprint put back as
+/// placeholders.
+#[test]
+fn skeleton_matches_its_golden_file() {
+    let key = &keys()[0];
+    let mut rewrite = PgpMime::new(vec![Arc::clone(&key.public)], false, PEEK_LIMIT, metrics());
+    let output = run(&mut rewrite, b"\r\nbody\r\n", 4096).unwrap();
+    let text = String::from_utf8(output).unwrap();
+    let begin = "-----BEGIN PGP MESSAGE-----\r\n";
+    let end = text.find(begin).unwrap() + begin.len();
+    let at = text.find("boundary=\"").unwrap() + "boundary=\"".len();
+    let boundary = &text[at..at + text[at..].find('"').unwrap()];
+    let skeleton = text[..end]
+        .strip_prefix("MIME-Version: 1.0\r\n")
+        .unwrap()
+        .replace(boundary, "{boundary}")
+        .replace(&key.fingerprint(), "{fingerprint}");
+    golden(SKELETON, skeleton.as_bytes());
 }
 
 /// The entity the recipient gets after decryption: the original Content-* fields (or
