@@ -23,7 +23,8 @@ use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
 use sealgate::config::{self, Config};
 use sealgate::error::error_chain;
 use sealgate::openpgp::{self, POLICY, Unusable};
-use sealgate::store::keys::{KeyStore, KeyStoreError};
+use sealgate::store::certd::KeyStoreError;
+use sealgate::store::keys::KeyStore;
 use sealgate::store::manifest::MANIFEST;
 use sealgate::store::{Lookup, certd};
 

@@ -15,9 +15,98 @@ use sequoia_openpgp::serialize::MarshalInto;
 use sequoia_openpgp::{Cert, Fingerprint};
 use tracing::warn;
 
+use crate::error::BoxError;
 use crate::openpgp::strip_third_party_certifications;
-use crate::store::keys::{KeyStoreError, Problem};
+use crate::store::keys::Problem;
 use crate::store::manifest::{MANIFEST, Manifest, is_hex};
+
+/// Why the key store could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    /// The store directory could not be created.
+    #[error("cannot create key store directory {}", dir.display())]
+    Create {
+        /// The store directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The store directory could not be read.
+    #[error("cannot read key store directory {}", dir.display())]
+    Read {
+        /// The store directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The manifest is missing where it must be, or can't be read or written.
+    #[error("key store manifest {}: {reason}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store's write lock could not be taken.
+    #[error("cannot lock key store {}", dir.display())]
+    Lock {
+        /// The store directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A stored certificate could not be read.
+    #[error("cannot read certificate {fingerprint}")]
+    Fetch {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+        /// The cause.
+        #[source]
+        source: openpgp_cert_d::Error,
+    },
+    /// A certificate could not be written to the store.
+    #[error("cannot store certificate {fingerprint}")]
+    Insert {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+        /// The cause.
+        #[source]
+        source: openpgp_cert_d::Error,
+    },
+    /// A certificate could not be removed from the store.
+    #[error("cannot remove certificate {fingerprint}")]
+    Remove {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A certificate could not be read back, re-encoded or rebuilt.
+    #[error("invalid certificate {fingerprint}")]
+    Certificate {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl KeyStoreError {
+    pub(crate) fn certificate(
+        fingerprint: &Fingerprint,
+        err: sequoia_openpgp::anyhow::Error,
+    ) -> Self {
+        KeyStoreError::Certificate {
+            fingerprint: fingerprint.to_hex(),
+            source: err.into(),
+        }
+    }
+}
 
 /// Name of the cert-d lock file (draft-nwjw-openpgp-cert-d, "writelock").
 const WRITELOCK: &str = "writelock";

@@ -10,22 +10,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use openpgp_cert_d::{CertD, Tag};
-use sequoia_openpgp::{Cert, Fingerprint};
+use sequoia_openpgp::Cert;
 use tracing::{info, warn};
 
-use crate::error::{BoxError, error_chain};
+use crate::error::error_chain;
 use crate::message::address;
 use crate::openpgp::{self, Unusable};
 use crate::store::certd::{
-    digest, entry_path, newest_subdir_mtime, open_certd, parse_stored, read_manifest, stat_digest,
-    walk,
+    KeyStoreError, digest, entry_path, newest_subdir_mtime, open_certd, parse_stored,
+    read_manifest, stat_digest, walk,
 };
 use crate::store::manifest::MANIFEST;
 use crate::store::watch::{self, Reload, Trigger};
@@ -71,94 +70,6 @@ pub struct ReloadStats {
     /// Whether the index differs from the previous one (certificates added, removed or
     /// updated).
     pub changed: bool,
-}
-
-/// Why the key store could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyStoreError {
-    /// The store directory could not be created.
-    #[error("cannot create key store directory {}", dir.display())]
-    Create {
-        /// The store directory.
-        dir: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The store directory could not be read.
-    #[error("cannot read key store directory {}", dir.display())]
-    Read {
-        /// The store directory.
-        dir: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The manifest is missing where it must be, or can't be read or written.
-    #[error("key store manifest {}: {reason}", path.display())]
-    Manifest {
-        /// The manifest file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The store's write lock could not be taken.
-    #[error("cannot lock key store {}", dir.display())]
-    Lock {
-        /// The store directory.
-        dir: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A stored certificate could not be read.
-    #[error("cannot read certificate {fingerprint}")]
-    Fetch {
-        /// The certificate's fingerprint.
-        fingerprint: String,
-        /// The cause.
-        #[source]
-        source: openpgp_cert_d::Error,
-    },
-    /// A certificate could not be written to the store.
-    #[error("cannot store certificate {fingerprint}")]
-    Insert {
-        /// The certificate's fingerprint.
-        fingerprint: String,
-        /// The cause.
-        #[source]
-        source: openpgp_cert_d::Error,
-    },
-    /// A certificate could not be removed from the store.
-    #[error("cannot remove certificate {fingerprint}")]
-    Remove {
-        /// The certificate's fingerprint.
-        fingerprint: String,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A certificate could not be read back, re-encoded or rebuilt.
-    #[error("invalid certificate {fingerprint}")]
-    Certificate {
-        /// The certificate's fingerprint.
-        fingerprint: String,
-        /// The cause.
-        #[source]
-        source: BoxError,
-    },
-}
-
-impl KeyStoreError {
-    pub(crate) fn certificate(
-        fingerprint: &Fingerprint,
-        err: sequoia_openpgp::anyhow::Error,
-    ) -> Self {
-        KeyStoreError::Certificate {
-            fingerprint: fingerprint.to_hex(),
-            source: err.into(),
-        }
-    }
 }
 
 /// The certificates of a cert-d directory, indexed by e-mail address. `Send + Sync`; share it

@@ -1,9 +1,9 @@
-use sequoia_openpgp::Packet;
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::packet::UserID;
 use sequoia_openpgp::packet::signature::SignatureBuilder;
 use sequoia_openpgp::serialize::MarshalInto;
 use sequoia_openpgp::types::SignatureType;
+use sequoia_openpgp::{Fingerprint, Packet};
 
 use std::collections::BTreeSet;
 use std::thread;
