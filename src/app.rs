@@ -89,8 +89,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let Stores { keys, secure } = stores;
-    // Secure addresses first, then keys, on every SIGHUP, as the poller does on its own.
-    let reloadable: Vec<Arc<dyn Reload>> = vec![secure.clone(), keys.clone()];
+    // One poller per store; a SIGHUP re-reads them in this order through the same reload.
+    let reloadable: Vec<Arc<dyn Reload>> = vec![Arc::clone(&secure) as _, Arc::clone(&keys) as _];
     for store in &reloadable {
         watch::watch(Arc::clone(store), config.keystore_reload);
     }
