@@ -317,6 +317,45 @@ fn skeleton_matches_its_golden_file() {
     golden(SKELETON, skeleton.as_bytes());
 }
 
+/// Whole encrypted copies of corpus messages as golden files (`corpus/skeleton/<case>.eml`):
+/// the outer fields as kept or hidden, the skeleton, and the armor's frame; the boundary, the
+/// fingerprint and the armored lines (random per copy) as placeholders.
+#[test]
+fn corpus_copies_match_their_golden_files() {
+    let key = &keys()[0];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (case, protect) in [
+        ("01-plain-ascii", false),
+        ("15-folded-headers", true),
+        ("19-nested-multipart", false),
+    ] {
+        let message = std::fs::read(root.join(format!("corpus/messages/{case}.eml"))).unwrap();
+        let mut rewrite = PgpMime::new(
+            vec![Arc::clone(&key.public)],
+            protect,
+            PEEK_LIMIT,
+            metrics(),
+        );
+        let text = String::from_utf8(run(&mut rewrite, &message, 4096).unwrap()).unwrap();
+        let at = text.find("boundary=\"").unwrap() + "boundary=\"".len();
+        let boundary = &text[at..at + text[at..].find('"').unwrap()];
+        let begin = text.find("-----BEGIN PGP MESSAGE-----\r\n").unwrap();
+        let end = text.find("-----END PGP MESSAGE-----\r\n").unwrap();
+        let framed = format!(
+            "{}-----BEGIN PGP MESSAGE-----\r\n{{armored}}\r\n{}",
+            &text[..begin],
+            &text[end..]
+        );
+        let normalized = framed
+            .replace(boundary, "{boundary}")
+            .replace(&key.fingerprint(), "{fingerprint}");
+        golden(
+            &format!("corpus/skeleton/{case}.eml"),
+            normalized.as_bytes(),
+        );
+    }
+}
+
 /// The entity the recipient gets after decryption: the original Content-* fields (or
 /// text/plain), the empty line, the body.
 fn expected_inner(original: &[u8]) -> Vec<u8> {
