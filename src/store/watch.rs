@@ -93,3 +93,75 @@ pub async fn reload_all(stores: &[Arc<dyn Reload>]) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A store that records what asked it to reload.
+    struct Recorder(&'static str, Arc<Mutex<Vec<(&'static str, Trigger)>>>);
+
+    impl Reload for Recorder {
+        fn what(&self) -> &'static str {
+            self.0
+        }
+
+        fn thread_name(&self) -> &'static str {
+            "sealgate-test"
+        }
+
+        fn reload_logged(&self, trigger: Trigger) {
+            self.1.lock().unwrap().push((self.0, trigger));
+        }
+    }
+
+    #[test]
+    fn a_stamp_within_the_margin_is_racy() {
+        let now = SystemTime::now();
+        assert!(racy(now, now));
+        assert!(racy(now - RACY_MARGIN / 2, now));
+        assert!(!racy(now - RACY_MARGIN, now));
+        assert!(!racy(now - 10 * RACY_MARGIN, now));
+    }
+
+    #[tokio::test]
+    async fn sighup_reloads_every_store_in_order_as_a_signal() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stores: Vec<Arc<dyn Reload>> = vec![
+            Arc::new(Recorder("first", Arc::clone(&seen))),
+            Arc::new(Recorder("second", Arc::clone(&seen))),
+        ];
+        reload_all(&stores).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [("first", Trigger::Signal), ("second", Trigger::Signal)]
+        );
+    }
+
+    #[test]
+    fn the_poller_reloads_and_ends_with_the_last_arc() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let store = Arc::new(Recorder("polled", Arc::clone(&seen)));
+        watch(Arc::clone(&store) as _, MIN_WATCH_INTERVAL);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no poll");
+            thread::sleep(MIN_WATCH_INTERVAL / 2);
+        }
+        assert_eq!(seen.lock().unwrap()[0], ("polled", Trigger::Poll));
+        let weak = Arc::downgrade(&store);
+        drop(store);
+        // The thread holds only a Weak between polls: the store goes with the last Arc (once a
+        // poll in progress is over).
+        while weak.upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the poller keeps the store"
+            );
+            thread::sleep(MIN_WATCH_INTERVAL / 2);
+        }
+    }
+}
