@@ -13,13 +13,14 @@
 //!   a network backend makes one round trip for all of them; it never fails (what it could
 //!   not fetch is answered "unknown" by the lookup), and the caller may bound it with a
 //!   timeout. A backend that holds everything in memory (cert-d, the mailbox file) needs no
-//!   prefetch: the default is ready at once.
+//!   prefetch: the default is ready at once, and nothing calls it yet; the LMTP and milter
+//!   sessions await it before their RCPT checks once a backend needs it (issue 14).
 //! - **"Cannot tell" is an answer.** [`Lookup::Unknown`] is distinct from [`Lookup::None`]:
 //!   it tempfails the recipient (`451 4.7.0`), never turns it into a plaintext recipient. A
 //!   backend answers it whenever it cannot vouch for "no key" (an unreadable entry, a store
 //!   that shrank, a database away for longer than its staleness limit, an address never
 //!   fetched). For the secure addresses the fail-closed side is "secure": a backend that
-//!   cannot tell answers as if the address required TLS.
+//!   cannot tell answers `Some(address)` (TLS required, delivered as addressed).
 //! - **Usable is decided once** ([`crate::openpgp`]); a backend returns every usable
 //!   certificate of the address, newest first, and the stage judges them again at plan time.
 //! - **Reloading** is the backend's own business; the file backends implement
