@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use sealgate::ops::metrics::Metrics;
 use sealgate::pipeline::Rewrite;
 use sealgate::pipeline::encrypt::PgpMime;
 use sealgate_protocol::{
@@ -1114,9 +1115,10 @@ fn baseline_run(
     min: Duration,
 ) -> BareRun {
     let pieces: Vec<Vec<u8>> = pieces(size).collect();
+    let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("metrics"));
     let one = |select: &mut Duration| match baseline {
         Baseline::Bare => bare_encrypt(cert, &pieces, select),
-        Baseline::Stage => stage_encrypt(cert, &pieces),
+        Baseline::Stage => stage_encrypt(cert, &metrics, &pieces),
     };
     std::thread::scope(|scope| {
         scope
@@ -1155,8 +1157,13 @@ fn bare_encrypt(cert: &Cert, pieces: &[Vec<u8>], select: &mut Duration) {
 /// encoder, CRLF) over the header block and then the body pieces as the session hands them
 /// over; the output is dropped piece by piece. Includes `recipients()`, which the rewrite
 /// calls itself.
-fn stage_encrypt(cert: &Arc<Cert>, pieces: &[Vec<u8>]) {
-    let mut rewrite = PgpMime::new(vec![Arc::clone(cert)], false, STAGE_PEEK_LIMIT);
+fn stage_encrypt(cert: &Arc<Cert>, metrics: &Arc<Metrics>, pieces: &[Vec<u8>]) {
+    let mut rewrite = PgpMime::new(
+        vec![Arc::clone(cert)],
+        false,
+        STAGE_PEEK_LIMIT,
+        Arc::clone(metrics),
+    );
     let mut out = BytesMut::with_capacity(PIECE * 2);
     let (headers, body) = pieces.split_first().expect("a header block");
     rewrite

@@ -5,8 +5,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tracing::{info, warn};
-
 use crate::config::Config;
 use crate::delivery::NextHop;
 use crate::lmtp;
@@ -16,14 +14,14 @@ use crate::net::Listener;
 use crate::ops::metrics::{Metrics, SessionProtocol};
 use crate::ops::{http, metrics};
 use crate::pipeline::Pipeline;
-use crate::pipeline::encrypt::{EncryptStage, Observe};
+use crate::pipeline::encrypt::{EncryptConfig, EncryptStage, Observe};
 use crate::pipeline::require_tls::RequireTlsStage;
 use crate::pipeline::scrub::ScrubStage;
 use crate::server::{self, Limits};
 use crate::shutdown::Shutdown;
-use crate::store::keys;
 use crate::store::keys::KeyStore;
 use crate::store::secure::SecureAddresses;
+use crate::store::watch::{self, Reload};
 
 /// The configured stages, in order: scrub, TLS policy (which routes secure twins to their
 /// mailbox), encrypt (which looks keys up by mailbox and counts in `metrics`).
@@ -47,9 +45,11 @@ pub fn pipeline(
         )),
         Box::new(EncryptStage::new(
             keys,
-            config.unusable_key,
-            config.protected_headers,
-            config.max_inspect_size,
+            EncryptConfig {
+                unusable: config.unusable_key,
+                protected_headers: config.protected_headers,
+                peek_limit: config.max_inspect_size,
+            },
             Observe {
                 metrics,
                 log: config.log_addresses,
@@ -103,35 +103,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let Stores { keys, secure } = stores;
-    keys.watch(config.keystore_reload);
-    secure.watch(config.keystore_reload);
-    let reloader = Arc::clone(&keys);
-    let secure_reloader = Arc::clone(&secure);
+    // One poller per store; a SIGHUP re-reads them in this order through the same reload.
+    let reloadable: Vec<Arc<dyn Reload>> = vec![Arc::clone(&secure) as _, Arc::clone(&keys) as _];
+    for store in &reloadable {
+        watch::watch(Arc::clone(store), config.keystore_reload);
+    }
     tokio::spawn(async move {
         while reload.recv().await.is_some() {
-            let secure = Arc::clone(&secure_reloader);
-            match tokio::task::spawn_blocking(move || secure.reload(true)).await {
-                Ok(Ok(changed)) => info!(changed, "secure mailboxes reloaded (SIGHUP)"),
-                Ok(Err(err)) => warn!(
-                    err = %keys::error_chain(&err),
-                    "secure mailbox reload failed; keeping the previous list"
-                ),
-                Err(err) => warn!(%err, "secure mailbox reload task failed"),
-            }
-            let store = Arc::clone(&reloader);
-            match tokio::task::spawn_blocking(move || store.reload(true)).await {
-                Ok(Ok(stats)) => info!(
-                    certificates = stats.certificates,
-                    addresses = stats.addresses,
-                    skipped = stats.skipped,
-                    "key store reloaded (SIGHUP)"
-                ),
-                Ok(Err(err)) => warn!(
-                    err = %keys::error_chain(&err),
-                    "key store reload failed; keeping the previous index"
-                ),
-                Err(err) => warn!(%err, "key store reload task failed"),
-            }
+            watch::reload_all(&reloadable).await;
         }
     });
     let registry = prometheus::Registry::new();

@@ -8,12 +8,14 @@
 //! - [`pipeline`]: the stages scrub, require-TLS and encrypt ([`pipeline::encrypt`] decides
 //!   what is already encrypted and seals the rest);
 //! - [`delivery`]: the next hop (Dovecot LMTP, SMTP reinjection or Maildir);
-//! - [`store`]: recipients' keys and the secure addresses, kept in memory and reloaded;
+//! - [`store`]: recipients' keys and the secure addresses behind one lookup contract, kept in
+//!   memory and reloaded by one watcher;
 //! - [`ops`]: metrics, the HTTP probes, how addresses appear in logs;
 //! - [`net`]: socket addresses, the listener, the connector; [`conn`]: one session's byte
 //!   I/O with timeouts; [`shutdown`]: "are we stopping?";
 //! - [`config`]: the `SEALGATE_*` settings, each declared once (`config/vars.rs`) and parsed
-//!   once, with a section per component (`config.lmtp()`); [`app`] wires it all together.
+//!   once, with a section per component (`config.lmtp()`); [`app`] wires it all together;
+//! - [`openpgp`]: the one place that decides "usable"; [`error`]: error chains for logs.
 //!
 //! The library exists for the binary, the integration tests and the benchmarks; it makes no
 //! stability promise.
@@ -22,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod conn;
 pub mod delivery;
+pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lmtp;

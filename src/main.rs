@@ -114,7 +114,7 @@ fn check_config() -> ExitCode {
                     eprintln!(
                         "sealgate: key store {}: {}",
                         config.keystore.display(),
-                        sealgate::store::keys::error_chain(&err)
+                        sealgate::error::error_chain(&err)
                     );
                     return ExitCode::from(Exit::TempFail);
                 }
@@ -151,7 +151,7 @@ fn preflight(config: &Config) -> Result<(), String> {
     .map_err(|err| {
         format!(
             "SEALGATE_SECURE_MAILBOXES: {}",
-            sealgate::store::keys::error_chain(&err)
+            sealgate::error::error_chain(&err)
         )
     })?;
     keystore_can_exist(&config.keystore).map_err(|err| format!("SEALGATE_KEYSTORE: {err}"))?;
@@ -266,7 +266,7 @@ fn run() -> ExitCode {
             eprintln!(
                 "sealgate: cannot open the key store {}: {}",
                 config.keystore.display(),
-                sealgate::store::keys::error_chain(&err)
+                sealgate::error::error_chain(&err)
             );
             return ExitCode::from(Exit::Config);
         }
@@ -279,7 +279,7 @@ fn run() -> ExitCode {
         Err(err) => {
             eprintln!(
                 "sealgate: invalid configuration: SEALGATE_SECURE_MAILBOXES: {}",
-                sealgate::store::keys::error_chain(&err)
+                sealgate::error::error_chain(&err)
             );
             return ExitCode::from(Exit::Config);
         }

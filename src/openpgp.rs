@@ -8,11 +8,14 @@ use std::time::SystemTime;
 
 use sequoia_openpgp::cert::ValidCert;
 use sequoia_openpgp::cert::amalgamation::key::ValidErasedKeyAmalgamation;
+use sequoia_openpgp::packet::Signature;
 use sequoia_openpgp::packet::key::PublicParts;
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::stream::Recipient;
 use sequoia_openpgp::types::{Features, KeyFlags, RevocationStatus};
-use sequoia_openpgp::{Cert, KeyHandle};
+use sequoia_openpgp::{Cert, KeyHandle, Packet};
+
+use crate::message::address;
 
 /// Sequoia's standard policy, judged at the current time.
 pub static POLICY: StandardPolicy<'static> = StandardPolicy::new();
@@ -131,6 +134,66 @@ fn encryption_keys(cert: &Cert) -> Result<(ValidCert<'_>, Vec<EncryptionKey<'_>>
 }
 
 type EncryptionKey<'a> = ValidErasedKeyAmalgamation<'a, PublicParts>;
+
+/// The canonical e-mail addresses of `cert`'s self-signed user IDs (sequoia's parsing), in
+/// order, without duplicates. A user ID whose newest self-signature is older than a
+/// self-revocation is left out; third-party certifications count for nothing.
+pub fn email_addresses(cert: &Cert) -> Vec<String> {
+    let mut addresses = Vec::new();
+    for uid in cert.userids() {
+        let bundle = uid.bundle();
+        // Both iterators verify the signatures and yield the newest first.
+        let Some(newest) = bundle.self_signatures().next() else {
+            continue;
+        };
+        if let Some(revocation) = bundle.self_revocations().next()
+            && revocation.signature_creation_time() >= newest.signature_creation_time()
+        {
+            continue;
+        }
+        let Ok(Some(email)) = uid.userid().email() else {
+            continue;
+        };
+        let address = address::canonical(email);
+        if !addresses.contains(&address) {
+            addresses.push(address);
+        }
+    }
+    addresses
+}
+
+/// `cert` with only the holder's own signatures: third-party certifications (and signatures
+/// that don't verify) are dropped, self-signatures and revocations kept.
+///
+/// # Errors
+/// The remaining packets don't form a certificate (not expected: the primary key and its
+/// self-signatures always remain).
+pub fn strip_third_party_certifications(cert: Cert) -> sequoia_openpgp::Result<Cert> {
+    let foreign: Vec<Signature> = cert
+        .primary_key()
+        .bundle()
+        .certifications()
+        .chain(cert.userids().flat_map(|uid| uid.bundle().certifications()))
+        .chain(
+            cert.user_attributes()
+                .flat_map(|ua| ua.bundle().certifications()),
+        )
+        .chain(
+            cert.keys()
+                .subkeys()
+                .flat_map(|ka| ka.bundle().certifications()),
+        )
+        .chain(cert.bad_signatures())
+        .cloned()
+        .collect();
+    if foreign.is_empty() {
+        return Ok(cert);
+    }
+    let packets = cert
+        .into_packets()
+        .filter(|packet| !matches!(packet, Packet::Signature(sig) if foreign.contains(sig)));
+    Cert::from_packets(packets)
+}
 
 #[cfg(test)]
 mod tests {

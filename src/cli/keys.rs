@@ -21,8 +21,12 @@ use sequoia_openpgp::types::{HashAlgorithm, PublicKeyAlgorithm};
 use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
 
 use sealgate::config::{self, Config};
+use sealgate::error::error_chain;
 use sealgate::openpgp::{self, POLICY, Unusable};
-use sealgate::store::keys::{self, KeyStore, KeyStoreError, Lookup};
+use sealgate::store::certd::KeyStoreError;
+use sealgate::store::keys::KeyStore;
+use sealgate::store::manifest::MANIFEST;
+use sealgate::store::{Lookup, certd};
 
 use super::{Exit, init_command_logs};
 
@@ -104,7 +108,7 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
         Verb::List => list(&dir),
         Verb::Show(address) => show(&dir, address),
         Verb::Remove(fingerprint) => remove(&dir, &fingerprint),
-        Verb::Init => match keys::init(&dir) {
+        Verb::Init => match certd::init(&dir) {
             Ok(manifest) => {
                 println!(
                     "key store {} ready (id {}, {} certificate(s) listed)",
@@ -116,7 +120,7 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
             }
             Err(err) => store_failure("init", &err),
         },
-        Verb::Reindex => match keys::reindex(&dir) {
+        Verb::Reindex => match certd::reindex(&dir) {
             Ok(manifest) => {
                 println!(
                     "key store {} reindexed: {} certificate(s) expected from now on",
@@ -213,7 +217,7 @@ impl Owner {
     /// service user, as the package creates the store (owner sealgate, mode 0700).
     fn hand_over(&self, dir: &Path) -> Result<(), String> {
         let mut paths = vec![dir.to_path_buf()];
-        for name in [keys::MANIFEST, "writelock"] {
+        for name in [MANIFEST, "writelock"] {
             paths.push(dir.join(name));
         }
         if let Ok(subdirs) = std::fs::read_dir(dir) {
@@ -323,7 +327,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
         let fingerprint = cert.fingerprint();
         match import_one(dir, cert) {
             Ok(stored) => {
-                let addresses = keys::email_addresses(&stored);
+                let addresses = openpgp::email_addresses(&stored);
                 println!("imported {fingerprint} {}", bracketed(&addresses));
             }
             Err(ImportError::Refused(reason)) => {
@@ -333,7 +337,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
             Err(ImportError::Store(err)) => {
                 eprintln!(
                     "sealgate keys import: {}",
-                    keys::error_chain(&err).replace('\n', " ")
+                    error_chain(&err).replace('\n', " ")
                 );
                 return ExitCode::from(Exit::IoErr);
             }
@@ -365,7 +369,7 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
         ));
     }
     let fingerprint = cert.fingerprint();
-    let stored = keys::stored(dir, &fingerprint)?;
+    let stored = certd::stored(dir, &fingerprint)?;
     let update = stored.is_some();
     let candidate = match stored {
         Some(old) => old.merge_public(cert.clone()).map_err(|err| {
@@ -376,7 +380,7 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
         })?,
         None => cert.clone(),
     };
-    let problem = if keys::email_addresses(&candidate).is_empty() {
+    let problem = if openpgp::email_addresses(&candidate).is_empty() {
         Some("no self-signed user ID with an e-mail address".to_string())
     } else {
         openpgp::check(&candidate)
@@ -384,9 +388,9 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
             .map(|why| explain(&candidate, &why))
     };
     match problem {
-        None => Ok(keys::insert(dir, &cert)?),
+        None => Ok(certd::insert(dir, &cert)?),
         Some(reason) if update => {
-            keys::insert(dir, &cert)?;
+            certd::insert(dir, &cert)?;
             Err(ImportError::Refused(format!(
                 "{reason} (merged into the stored copy, which is no longer used)"
             )))
@@ -574,7 +578,7 @@ fn remove(dir: &Path, text: &str) -> ExitCode {
         );
         return ExitCode::from(Exit::Usage);
     };
-    match keys::remove(dir, &fingerprint) {
+    match certd::remove(dir, &fingerprint) {
         Ok(true) => {
             println!("removed {fingerprint}");
             ExitCode::SUCCESS
@@ -593,7 +597,7 @@ fn summary(cert: &Cert) -> String {
         Ok(()) => "usable".to_string(),
         Err(why) => format!("unusable:{}", why.kind()),
     };
-    let addresses = keys::email_addresses(cert);
+    let addresses = openpgp::email_addresses(cert);
     let addresses = if addresses.is_empty() {
         "(no e-mail address)".to_string()
     } else {
@@ -677,10 +681,7 @@ fn read_input(source: &str) -> io::Result<Vec<u8>> {
 }
 
 fn store_failure(verb: &str, err: &KeyStoreError) -> ExitCode {
-    eprintln!(
-        "sealgate keys {verb}: {}",
-        one_line(&keys::error_chain(err))
-    );
+    eprintln!("sealgate keys {verb}: {}", one_line(&error_chain(err)));
     ExitCode::from(Exit::IoErr)
 }
 

@@ -33,7 +33,7 @@ impl Client {
     fn start(vars: &[(&str, &str)]) -> Client {
         let maildir = testkit::Maildir::new();
         let keys = tempfile::tempdir().unwrap();
-        crate::store::keys::init(keys.path()).unwrap();
+        crate::store::certd::init(keys.path()).unwrap();
         let next_hop = maildir.next_hop();
         let mut all = vec![
             ("SEALGATE_NEXT_HOP", next_hop.as_str()),

@@ -57,7 +57,7 @@ fn test_context_with(
     let dir = tempfile::tempdir().unwrap();
     // A store as `sealgate keys` makes it (with its manifest), then a planted entry.
     if with_manifest {
-        crate::store::keys::init(dir.path()).unwrap();
+        crate::store::certd::init(dir.path()).unwrap();
     }
     plant_expired(dir.path(), EXPIRED);
     let vars: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -394,7 +394,7 @@ async fn unknown_key_state_tempfails_at_rcpt_like_lmtp() {
         unreachable!()
     };
     assert!(text.starts_with("4.7.0 "), "{text}");
-    assert!(text.contains(crate::store::keys::MANIFEST), "{text}");
+    assert!(text.contains(crate::store::manifest::MANIFEST), "{text}");
 }
 
 #[tokio::test]
