@@ -2,4 +2,5 @@
 //! secure (TLS-only) mailbox list.
 
 pub mod keys;
+pub mod postgres;
 pub mod secure;
