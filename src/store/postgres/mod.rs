@@ -88,8 +88,10 @@ pub enum PgError {
 pub struct Counters {
     /// Addresses looked up.
     pub lookups: AtomicU64,
-    /// Of those, answered from the cache while it was current.
-    pub cache_hits: AtomicU64,
+    /// Addresses the cache had no current answer for (each one asked of the database).
+    pub cache_misses: AtomicU64,
+    /// Answered from an answer the database keeps current.
+    pub current_answers: AtomicU64,
     /// Answered from a cached answer the database had not confirmed lately (link down,
     /// within the staleness limit).
     pub stale_answers: AtomicU64,
@@ -186,31 +188,37 @@ impl PgKeyStore {
     /// What is known about each of `addresses` (in order), in at most one round trip for all
     /// of them. Never waits longer than [`QUERY_TIMEOUT`].
     pub async fn lookup_many(&self, addresses: &[&str]) -> Vec<Lookup> {
-        let forms: Vec<(String, Option<String>)> = addresses
+        self.prefetch(addresses).await;
+        addresses.iter().map(|a| self.lookup_cached(a)).collect()
+    }
+
+    /// Makes sure each of `addresses` has a current answer in the cache: one round trip for
+    /// all that lack one (none when the link is down). The protocol task calls this for every
+    /// RCPT it has read (pipelined RCPTs together) before it judges them with
+    /// [`PgKeyStore::lookup_cached`], which never waits.
+    pub async fn prefetch(&self, addresses: &[&str]) {
+        let wanted: Vec<String> = addresses
             .iter()
-            .map(|a| {
+            .flat_map(|a| {
                 let canonical = address::canonical(a);
                 let base = address::without_subaddress(&canonical);
-                (canonical, base)
+                std::iter::once(canonical).chain(base)
             })
-            .collect();
-        self.counters
-            .lookups
-            .fetch_add(addresses.len() as u64, Ordering::Relaxed);
-        let wanted: Vec<String> = forms
-            .iter()
-            .flat_map(|(c, b)| std::iter::once(c.clone()).chain(b.clone()))
             .collect();
         let (missing, client) = {
             let mut state = self.lock();
-            let now = Instant::now();
             let link = state.link.clone();
-            let missing = state.cache.missing(&wanted, &link, now);
+            let missing = state.cache.missing(&wanted, &link, Instant::now());
             (missing, state.client.clone())
         };
-        let all_cached = missing.is_empty();
         // No client: the link is down, and the cache alone answers (stale or unknown).
-        if !all_cached && let Some(client) = client {
+        if missing.is_empty() {
+            return;
+        }
+        self.counters
+            .cache_misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        if let Some(client) = client {
             let started = Instant::now();
             match fetch(&client, &missing).await {
                 Ok(rows) => {
@@ -221,33 +229,29 @@ impl PgKeyStore {
                 Err(err) => self.link_failed(&err),
             }
         }
+    }
+
+    /// What the cache says about `address` now, without waiting: current, stale (the
+    /// database away, within `max_stale`) or unknown (never "no key" for want of an answer).
+    pub fn lookup_cached(&self, address_text: &str) -> Lookup {
+        let canonical = address::canonical(address_text);
+        let base = address::without_subaddress(&canonical);
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let state = self.lock();
-        let now = Instant::now();
-        let link = state.link.clone();
-        let max_stale = self.max_stale;
-        forms
-            .iter()
-            .map(|(canonical, base)| {
-                let answer = state
-                    .cache
-                    .answer(canonical, base.as_deref(), &link, now, max_stale);
-                match &answer {
-                    cache::Served::Current(_) if all_cached => {
-                        self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    }
-                    cache::Served::Stale(_) => {
-                        self.counters.stale_answers.fetch_add(1, Ordering::Relaxed);
-                    }
-                    cache::Served::Unknown(_) => {
-                        self.counters
-                            .unknown_answers
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    cache::Served::Current(_) => {}
-                }
-                answer.into_lookup()
-            })
-            .collect()
+        let answer = state.cache.answer(
+            &canonical,
+            base.as_deref(),
+            &state.link,
+            Instant::now(),
+            self.max_stale,
+        );
+        let counter = match &answer {
+            cache::Served::Current(_) => &self.counters.current_answers,
+            cache::Served::Stale(_) => &self.counters.stale_answers,
+            cache::Served::Unknown(_) => &self.counters.unknown_answers,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        answer.into_lookup()
     }
 
     /// Whether `address` (canonical) must be received over TLS (`mailbox_flags.tls_required`);
