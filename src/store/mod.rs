@@ -29,6 +29,7 @@
 pub mod certd;
 pub mod keys;
 pub mod manifest;
+pub mod postgres;
 pub mod secure;
 pub mod watch;
 

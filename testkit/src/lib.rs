@@ -32,6 +32,7 @@ pub mod lmtp;
 pub mod maildir;
 pub mod peers;
 pub mod pgp;
+pub mod postgres;
 pub mod sealgate;
 pub mod tmpfs;
 

@@ -31,6 +31,7 @@ mod thunderbird; // Thunderbird's own librnp decrypts what sealgate stores
 // Keys and the key store
 mod keys; // `sealgate keys` against real GnuPG and sq keys
 mod keystore_fail_closed; // an unreadable store tempfails, never plaintext
+mod keystore_postgres; // the PostgreSQL key store against a private PostgreSQL server
 
 // Robustness
 mod at_rest; // no plaintext outside the next hop: files, logs, core dumps

@@ -1,0 +1,417 @@
+//! The PostgreSQL key store against a real, private PostgreSQL server: migrations, imports in
+//! one transaction, the index constraint, lookups kept current across hosts by NOTIFY, and
+//! failing closed while the database is away.
+
+use std::time::{Duration, Instant};
+
+use sealgate::store::keys::Lookup;
+use sealgate::store::postgres::admin::{Admin, Imported};
+use sealgate::store::postgres::{Location, PgError, PgKeyStore, schema};
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::parse::Parse;
+use testkit::pgp::Gpg;
+use testkit::postgres::{self, Postgres};
+
+/// What a lookup said, in a comparable word.
+fn word(lookup: &Lookup) -> String {
+    match lookup {
+        Lookup::None => "none".into(),
+        Lookup::Usable(certs) => format!("usable {}", certs.len()),
+        Lookup::Unusable { reason, .. } => format!("unusable {reason}"),
+        Lookup::Unknown { reason } => format!("unknown: {reason}"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn password_file(pg: &Postgres) -> std::path::PathBuf {
+    let path = pg.dir.path().join("sealgate.pw");
+    std::fs::write(&path, format!("{}\n", postgres::PASSWORD)).expect("write password file");
+    path
+}
+
+fn location(pg: &Postgres) -> Location {
+    Location::parse(&pg.url(), Some(&password_file(pg))).expect("valid URL")
+}
+
+/// A migrated database.
+fn migrated() -> Option<Postgres> {
+    if !postgres::require() {
+        return None;
+    }
+    let pg = Postgres::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut admin = Admin::connect_unchecked(&location(&pg))
+            .await
+            .expect("connect");
+        assert_eq!(admin.migrate().await.expect("migrate"), vec![1]);
+        admin.close().await;
+    });
+    Some(pg)
+}
+
+fn cert_of(gpg: &Gpg, address: &str) -> Cert {
+    gpg.generate(&format!("Test <{address}>"), "future-default", "default");
+    Cert::from_bytes(&gpg.export(address)).expect("gpg's export parses")
+}
+
+fn judge(cert: &Cert) -> Option<String> {
+    sealgate::openpgp::check(cert)
+        .err()
+        .map(|why| why.to_string())
+}
+
+async fn import(pg: &Postgres, cert: &Cert) {
+    let mut admin = Admin::connect(&location(pg)).await.expect("connect");
+    match admin
+        .import(cert, "test@host", judge)
+        .await
+        .expect("import")
+    {
+        Imported::Stored(_) => {}
+        other => panic!("not stored: {other:?}"),
+    }
+    admin.close().await;
+}
+
+/// Polls `store` until `address`'s answer is `want`, for up to `limit`; returns the time it
+/// took, or panics with the last answer.
+async fn answer_becomes(
+    store: &PgKeyStore,
+    address: &str,
+    want: &str,
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = word(&store.lookup_many(&[address]).await[0]);
+        if got.starts_with(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{address}: still {got:?} after {limit:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn migrations_apply_once_and_the_service_refuses_unknown_schemas() {
+    if !postgres::require() {
+        return;
+    }
+    let pg = Postgres::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let location = location(&pg);
+        let err = PgKeyStore::preflight(&location)
+            .await
+            .expect_err("no schema yet");
+        assert!(
+            err.to_string().contains("run `sealgate keys migrate`"),
+            "{err}"
+        );
+        let mut admin = Admin::connect_unchecked(&location).await.expect("connect");
+        assert_eq!(admin.migrate().await.expect("migrate"), vec![1]);
+        assert_eq!(admin.migrate().await.expect("again"), Vec::<i32>::new());
+        assert_eq!(
+            admin.schema_version().await.expect("version"),
+            Some(schema::CURRENT)
+        );
+        admin.close().await;
+        PgKeyStore::preflight(&location)
+            .await
+            .expect("current schema");
+    });
+    pg.psql("INSERT INTO sealgate.schema_version (version) VALUES (99)");
+    rt.block_on(async {
+        let err = PgKeyStore::preflight(&location(&pg))
+            .await
+            .expect_err("newer schema");
+        assert!(matches!(err, PgError::Schema(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("newer than this sealgate knows"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn imported_keys_are_found_with_every_key_of_a_user() {
+    let Some(pg) = migrated() else { return };
+    let gpg = Gpg::new();
+    let laptop = cert_of(&gpg, "nina@example.org");
+    let gpg2 = Gpg::new();
+    let phone = cert_of(&gpg2, "nina@example.org");
+    let rt = runtime();
+    rt.block_on(async {
+        import(&pg, &laptop).await;
+        import(&pg, &phone).await;
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let store = PgKeyStore::new(location(&pg), Duration::from_secs(300));
+        store.start(shutdown);
+        answer_becomes(
+            &store,
+            "Nina@Example.org",
+            "usable 2",
+            Duration::from_secs(10),
+        )
+        .await;
+        // The subaddress falls back to the address; another address has no key.
+        let answers = store
+            .lookup_many(&["nina+lists@example.org", "otto@example.org"])
+            .await;
+        assert_eq!(word(&answers[0]), "usable 2");
+        assert_eq!(word(&answers[1]), "none");
+        let mut admin = Admin::connect(&location(&pg)).await.expect("connect");
+        assert_eq!(
+            admin
+                .certificates_for("nina@example.org")
+                .await
+                .expect("show")
+                .len(),
+            2
+        );
+        // Removing one key leaves the other; the change reaches the running store.
+        assert!(
+            admin
+                .remove(&phone.fingerprint().to_hex())
+                .await
+                .expect("remove")
+        );
+        assert!(
+            !admin
+                .remove(&phone.fingerprint().to_hex())
+                .await
+                .expect("again")
+        );
+        answer_becomes(
+            &store,
+            "nina@example.org",
+            "usable 1",
+            Duration::from_secs(1),
+        )
+        .await;
+        // Re-importing the same certificate merges (no second row).
+        match admin
+            .import(&laptop, "test@host", judge)
+            .await
+            .expect("import")
+        {
+            Imported::Stored(_) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(admin.certificates().await.expect("list").len(), 1);
+        admin.close().await;
+    });
+}
+
+#[test]
+fn a_key_imported_on_one_host_is_used_by_another_within_a_second() {
+    let Some(pg) = migrated() else { return };
+    let gpg = Gpg::new();
+    let cert = cert_of(&gpg, "kai@example.org");
+    let rt = runtime();
+    rt.block_on(async {
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let host_b = PgKeyStore::new(location(&pg), Duration::from_secs(300));
+        host_b.start(shutdown);
+        // Host B has the negative answer cached and current.
+        answer_becomes(&host_b, "kai@example.org", "none", Duration::from_secs(10)).await;
+        let imported = Instant::now();
+        import(&pg, &cert).await; // host A: `sealgate keys import`
+        answer_becomes(
+            &host_b,
+            "kai@example.org",
+            "usable 1",
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(imported.elapsed() < Duration::from_secs(2));
+        assert!(
+            host_b
+                .counters
+                .notifications
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+    });
+}
+
+#[test]
+fn the_index_only_points_at_certificates_that_carry_the_address() {
+    let Some(pg) = migrated() else { return };
+    let gpg = Gpg::new();
+    let cert = cert_of(&gpg, "lea@example.org");
+    let fingerprint = cert.fingerprint().to_hex();
+    let rt = runtime();
+    rt.block_on(import(&pg, &cert));
+    // A control panel pointing mallory's mail at lea's key is refused by the database.
+    let (ok, out) = pg.try_psql(&format!(
+        "INSERT INTO sealgate.addresses (address, fingerprint) VALUES ('mallory@example.org', '{fingerprint}')"
+    ));
+    assert!(!ok && out.contains("foreign key"), "{out}");
+    let (ok, out) = pg.try_psql(&format!(
+        "INSERT INTO sealgate.addresses (address, fingerprint) VALUES ('Lea@Example.org', '{fingerprint}')"
+    ));
+    assert!(!ok && out.contains("check constraint"), "{out}");
+    // A row the certificate does not back (written around the constraint) is a doubt.
+    pg.psql(&format!(
+        "INSERT INTO sealgate.certificate_addresses VALUES ('{fingerprint}', 'mallory@example.org');
+         INSERT INTO sealgate.addresses (address, fingerprint) VALUES ('mallory@example.org', '{fingerprint}')"
+    ));
+    rt.block_on(async {
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let store = PgKeyStore::new(location(&pg), Duration::from_secs(300));
+        store.start(shutdown);
+        answer_becomes(&store, "lea@example.org", "usable 1", Duration::from_secs(10)).await;
+        let answer = word(&store.lookup_many(&["mallory@example.org"]).await[0]);
+        assert!(answer.contains("no user ID for the address"), "{answer}");
+        // Damaged certificate bytes: unknown for that address, never "no key".
+        pg.psql(&format!(
+            "UPDATE sealgate.certificates SET certificate = '\\x00ff' WHERE fingerprint = '{fingerprint}'"
+        ));
+        let took = answer_becomes(&store, "lea@example.org", "unknown", Duration::from_secs(1)).await;
+        assert!(took < Duration::from_secs(1));
+        let answer = word(&store.lookup_many(&["lea@example.org"]).await[0]);
+        assert!(answer.contains("cannot be read"), "{answer}");
+    });
+}
+
+#[test]
+fn while_the_database_is_away_cached_answers_last_max_stale_then_unknown() {
+    let Some(mut pg) = migrated() else { return };
+    let gpg = Gpg::new();
+    let cert = cert_of(&gpg, "ida@example.org");
+    let rt = runtime();
+    rt.block_on(import(&pg, &cert));
+    let max_stale = Duration::from_secs(2);
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let store = PgKeyStore::new(location(&pg), max_stale);
+    rt.block_on(async {
+        store.start(shutdown);
+        answer_becomes(
+            &store,
+            "ida@example.org",
+            "usable 1",
+            Duration::from_secs(10),
+        )
+        .await;
+        answer_becomes(&store, "ivo@example.org", "none", Duration::from_secs(1)).await;
+    });
+    pg.stop();
+    rt.block_on(async {
+        // The link is noticed down (the next ping, or the next lookup's error).
+        let start = Instant::now();
+        while store.health().up {
+            assert!(start.elapsed() < Duration::from_secs(10), "link still up");
+            let _ = store.lookup_many(&["new@example.org"]).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(store.health().error.is_some());
+        // Never seen before: unknown at once.
+        let answer = word(&store.lookup_many(&["new@example.org"]).await[0]);
+        assert!(answer.starts_with("unknown"), "{answer}");
+        // Cached: still used, then unknown once max_stale has passed.
+        let cached = word(&store.lookup_many(&["ida@example.org"]).await[0]);
+        assert!(
+            cached == "usable 1" || cached.starts_with("unknown"),
+            "{cached}"
+        );
+        answer_becomes(
+            &store,
+            "ida@example.org",
+            "unknown",
+            Duration::from_secs(10),
+        )
+        .await;
+        answer_becomes(&store, "ivo@example.org", "unknown", Duration::from_secs(1)).await;
+        assert!(
+            store
+                .counters
+                .unknown_answers
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+    });
+    pg.restart();
+    rt.block_on(async {
+        answer_becomes(
+            &store,
+            "ida@example.org",
+            "usable 1",
+            Duration::from_secs(40),
+        )
+        .await;
+        assert!(store.health().up);
+        assert_eq!(store.health().error, None);
+    });
+}
+
+#[test]
+fn tls_and_unix_sockets_and_passwords_as_the_url_says() {
+    if !postgres::require() || !testkit::require("openssl") {
+        return;
+    }
+    let pg = Postgres::start_with_tls();
+    let rt = runtime();
+    let pw = password_file(&pg);
+    let connects = |url: String| {
+        rt.block_on(async {
+            let location = Location::parse(&url, Some(&pw)).expect("valid URL");
+            Admin::connect_unchecked(&location).await.map(|_| ())
+        })
+    };
+    connects(format!("{}?sslmode=require", pg.url())).expect("sslmode=require");
+    let root = pg.dir.path().join("tls").join("server.crt");
+    let verified = format!(
+        "postgresql://{}@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+        postgres::ROLE,
+        pg.port,
+        postgres::DATABASE,
+        root.display()
+    );
+    connects(verified).expect("verify-full with the right root and name");
+    let wrong_name = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        root.display()
+    );
+    let err = connects(wrong_name).expect_err("127.0.0.1 is not the certificate's name");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+    let err = connects(format!("{}?sslmode=verify-ca", pg.url())).expect_err("untrusted root");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // The unix socket, trusted locally (no password needed).
+    rt.block_on(async {
+        let location = Location::parse(&pg.socket_url(), None).expect("socket URL");
+        Admin::connect_unchecked(&location)
+            .await
+            .expect("unix socket")
+            .close()
+            .await;
+    });
+    // A wrong password fails without showing it.
+    let err = rt
+        .block_on(async {
+            let url = format!(
+                "postgresql://{}:wrong-pw-1234@127.0.0.1:{}/{}",
+                postgres::ROLE,
+                pg.port,
+                postgres::DATABASE
+            );
+            let location = Location::parse(&url, None).expect("valid");
+            Admin::connect_unchecked(&location).await.map(|_| ())
+        })
+        .expect_err("wrong password");
+    let text = err.to_string();
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("wrong-pw-1234"), "{text}");
+}
