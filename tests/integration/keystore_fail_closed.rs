@@ -363,9 +363,12 @@ fn an_emptied_store_tempfails_instead_of_plaintext() {
                 }
             }
         }
+        // Wait for the blind state itself: while the files go one by one, a reload can see
+        // the manifest still there but a certificate it lists gone, a problem whose text also
+        // names the manifest (".sealgate-manifest but missing") and which is not blind.
         testkit::wait_until("/readyz to report the missing manifest", WAIT, || {
             let (status, body) = sealgate.http_get("/readyz");
-            status == 503 && body.contains(".sealgate-manifest")
+            status == 503 && body.contains(".sealgate-manifest: missing")
         });
 
         client.expect("DATA", "354");

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sealgate::store::keys::Lookup;
+use sealgate::store::Lookup;
 use sealgate::store::postgres::admin::{Admin, Imported};
 use sealgate::store::postgres::{Location, PgError, PgKeyStore, schema};
 use sequoia_openpgp::Cert;

@@ -8,7 +8,7 @@ use sequoia_openpgp::serialize::SerializeInto;
 use tokio_postgres::{Client, GenericClient};
 
 use super::{Location, PgError, schema};
-use crate::store::keys::{email_addresses, strip_third_party_certifications};
+use crate::openpgp::{email_addresses, strip_third_party_certifications};
 
 /// An administrative connection (short-lived: one `sealgate keys` command).
 pub struct Admin {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sequoia_openpgp::Cert;
 
 use crate::openpgp::{self, Unusable};
-use crate::store::keys::Lookup;
+use crate::store::Lookup;
 
 /// The state of the link to the database.
 #[derive(Debug, Clone, Default)]

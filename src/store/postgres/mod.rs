@@ -37,7 +37,7 @@ use tokio_postgres::{AsyncMessage, Client};
 use tracing::{error, info, warn};
 
 use crate::message::address;
-use crate::store::keys::Lookup;
+use crate::store::Lookup;
 
 use cache::{Cache, CertRow, Fetched, Link};
 pub use connect::Location;
@@ -514,7 +514,7 @@ impl CertRow {
                 cert.fingerprint().to_hex()
             ));
         }
-        if !crate::store::keys::email_addresses(&cert)
+        if !crate::openpgp::email_addresses(&cert)
             .iter()
             .any(|a| a == address)
         {
@@ -523,5 +523,15 @@ impl CertRow {
             ));
         }
         CertRow::Readable(cache::Key::new(cert))
+    }
+}
+
+impl crate::store::KeyLookup for PgKeyStore {
+    fn lookup(&self, address: &str) -> Lookup {
+        self.lookup_cached(address)
+    }
+
+    fn prefetch<'a>(&'a self, addresses: &'a [&'a str]) -> crate::store::Prefetch<'a> {
+        Box::pin(PgKeyStore::prefetch(self, addresses))
     }
 }
