@@ -48,9 +48,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use sealgate::ops::metrics::Metrics;
-use sealgate::pipeline::Rewrite;
-use sealgate::pipeline::encrypt::PgpMime;
+use sealgate::bench::Metrics;
+use sealgate::bench::PgpMime;
+use sealgate::bench::Rewrite;
 use sealgate_protocol::{
     BareNewline, Command as Cmd, DataDecoder, DotStuffer, EnhancedCode, LineDecoder, Reply,
     ReplyDecoder, parse_command,

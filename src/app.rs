@@ -25,7 +25,7 @@ use crate::store::watch::{self, Reload};
 
 /// The configured stages, in order: scrub, TLS policy (which routes secure twins to their
 /// mailbox), encrypt (which looks keys up by mailbox and counts in `metrics`).
-pub fn pipeline(
+pub(crate) fn pipeline(
     config: &Config,
     keys: Arc<KeyStore>,
     secure: Arc<SecureAddresses>,

@@ -13,10 +13,10 @@ use tokio::time::timeout;
 use crate::shutdown::Shutdown;
 
 /// Bytes asked of the socket per read; also the size of one LMTP DATA chunk.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// What a session does after a command.
-pub enum Next {
+pub(crate) enum Next {
     /// Read the next command.
     Continue,
     /// Flush the replies and close.
@@ -25,7 +25,7 @@ pub enum Next {
 
 /// Why a read brought nothing.
 #[derive(Debug)]
-pub enum ReadEnd {
+pub(crate) enum ReadEnd {
     /// The peer closed its end (whatever is still in the input buffer stays there).
     Closed,
     /// Reading failed.
@@ -38,7 +38,7 @@ pub enum ReadEnd {
 
 /// Why the output could not be written.
 #[derive(Debug)]
-pub enum WriteEnd {
+pub(crate) enum WriteEnd {
     /// Writing failed.
     Failed(io::Error),
     /// The peer did not take it within the wait.
@@ -56,7 +56,7 @@ impl fmt::Display for WriteEnd {
 
 /// A session's connection: the stream, what was read and not yet consumed (`input`), what is
 /// queued to be written (`output`), and the shutdown signal.
-pub struct Conn<S> {
+pub(crate) struct Conn<S> {
     stream: S,
     /// Bytes read and not yet consumed by the session's decoder.
     pub input: BytesMut,
@@ -67,7 +67,7 @@ pub struct Conn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// A connection over `stream` with an output buffer of `output_capacity` to start with.
-    pub fn new(stream: S, shutdown: Shutdown, output_capacity: usize) -> Conn<S> {
+    pub(crate) fn new(stream: S, shutdown: Shutdown, output_capacity: usize) -> Conn<S> {
         Conn {
             stream,
             input: BytesMut::with_capacity(READ_CHUNK),
@@ -77,7 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Shutdown was requested (the session closes once what is open is finished).
-    pub fn is_shutdown(&self) -> bool {
+    pub(crate) fn is_shutdown(&self) -> bool {
         self.shutdown.is_shutdown()
     }
 
@@ -87,7 +87,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ///
     /// # Errors
     /// Nothing was read: see [`ReadEnd`].
-    pub async fn read_more(&mut self, wait: Duration, interruptible: bool) -> Result<(), ReadEnd> {
+    pub(crate) async fn read_more(
+        &mut self,
+        wait: Duration,
+        interruptible: bool,
+    ) -> Result<(), ReadEnd> {
         self.input.reserve(READ_CHUNK);
         loop {
             tokio::select! {
@@ -113,7 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ///
     /// # Errors
     /// The write failed or timed out.
-    pub async fn flush(&mut self, wait: Duration) -> Result<(), WriteEnd> {
+    pub(crate) async fn flush(&mut self, wait: Duration) -> Result<(), WriteEnd> {
         if self.output.is_empty() {
             return Ok(());
         }

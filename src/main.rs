@@ -43,9 +43,9 @@ fn main() -> ExitCode {
             println!(
                 "sealgate {}\ncommit: {}\nrustc: {}\ncrypto backend: {}",
                 env!("CARGO_PKG_VERSION"),
-                sealgate::ops::metrics::BUILD_COMMIT,
-                sealgate::ops::metrics::BUILD_RUSTC,
-                sealgate::ops::metrics::CRYPTO_BACKEND
+                sealgate::BUILD_COMMIT,
+                sealgate::BUILD_RUSTC,
+                sealgate::CRYPTO_BACKEND
             );
             ExitCode::SUCCESS
         }

@@ -15,7 +15,7 @@ use crate::shutdown::Shutdown;
 
 /// What a listener allows and how its sessions end at shutdown.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The `protocol` field of the listener's log lines (`lmtp`, `milter`, `http`).
     pub protocol: &'static str,
     /// Sessions at once; at the limit the listener stops accepting until one ends.
@@ -28,7 +28,7 @@ pub struct Limits {
 /// Accepts sessions on `listener` until `shutdown` completes, running `handler` for each
 /// (with the stream, the peer and the shutdown signal); then lets them finish within the
 /// grace period and cuts the rest.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: Listener,
     limits: Limits,
     shutdown: impl Future<Output = ()>,

@@ -5,7 +5,7 @@ use tokio::sync::watch;
 
 /// Listens for the shutdown signal; remembers that it came.
 #[derive(Debug)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     rx: watch::Receiver<bool>,
     /// The signal came: the session finishes what is open and then closes.
     draining: bool,
@@ -13,7 +13,7 @@ pub struct Shutdown {
 
 impl Shutdown {
     /// Watches `rx`, which becomes `true` (or whose sender is dropped) when the process stops.
-    pub fn new(rx: watch::Receiver<bool>) -> Shutdown {
+    pub(crate) fn new(rx: watch::Receiver<bool>) -> Shutdown {
         Shutdown {
             rx,
             draining: false,
@@ -21,12 +21,12 @@ impl Shutdown {
     }
 
     /// The signal has been received (by [`Shutdown::recv`]).
-    pub fn is_shutdown(&self) -> bool {
+    pub(crate) fn is_shutdown(&self) -> bool {
         self.draining
     }
 
     /// Waits for the signal (at once if it was already received).
-    pub async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         if self.draining {
             return;
         }

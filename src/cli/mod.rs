@@ -43,7 +43,7 @@ pub(crate) fn init_service_logs(filter: EnvFilter, format: LogFormat) {
         .with_ansi(false);
     match format {
         // logfmt: a value with spaces (a reply text) is quoted, so fields stay fields.
-        LogFormat::Text => logs.fmt_fields(sealgate::ops::redact::Logfmt).init(),
+        LogFormat::Text => logs.fmt_fields(sealgate::Logfmt).init(),
         // Every line carries its spans' fields (the transaction's `queue_id`).
         LogFormat::Json => logs
             .json()

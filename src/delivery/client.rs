@@ -22,7 +22,7 @@ use crate::pipeline::{Envelope, Recipient};
 const WRITE_CHUNK: usize = 64 * 1024;
 
 /// The next hop's LMTP or SMTP server.
-pub struct Client {
+pub(crate) struct Client {
     endpoint: Address,
     lmtp: bool,
     hostname: String,
@@ -101,7 +101,12 @@ impl Failure {
 impl Client {
     /// A client for `endpoint`; `lmtp` picks LMTP (LHLO, per-recipient replies) over SMTP.
     /// Failures and refusals are counted in `metrics`.
-    pub fn new(endpoint: &Address, lmtp: bool, config: &Config, metrics: Arc<Metrics>) -> Client {
+    pub(crate) fn new(
+        endpoint: &Address,
+        lmtp: bool,
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Client {
         Client {
             endpoint: endpoint.clone(),
             lmtp,
@@ -116,7 +121,7 @@ impl Client {
     }
 
     /// Whether this is an LMTP (not an SMTP) client.
-    pub fn is_lmtp(&self) -> bool {
+    pub(crate) fn is_lmtp(&self) -> bool {
         self.lmtp
     }
 
@@ -458,7 +463,7 @@ fn relayable(reply: Reply) -> Reply {
 }
 
 /// One copy in its DATA phase towards the next hop.
-pub struct Delivery {
+pub(crate) struct Delivery {
     client: Arc<Client>,
     conn: Option<Connection>,
     /// Final reply per recipient; `None` while the next hop still owes one.

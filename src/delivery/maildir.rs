@@ -21,7 +21,7 @@ use crate::pipeline::{Envelope, Recipient};
 const NAME_MAX: usize = 255;
 
 /// The Maildir tree.
-pub struct Maildir {
+pub(crate) struct Maildir {
     root: PathBuf,
     hostname: String,
     /// Makes file names unique within this process (the Maildir `Q` field).
@@ -33,7 +33,7 @@ pub struct Maildir {
 impl Maildir {
     /// A Maildir tree under `root`; recipient folders are created on first delivery.
     /// Storage errors are counted in `metrics`.
-    pub fn new(root: &Path, hostname: &str, metrics: Arc<Metrics>) -> Maildir {
+    pub(crate) fn new(root: &Path, hostname: &str, metrics: Arc<Metrics>) -> Maildir {
         Maildir {
             root: root.to_path_buf(),
             hostname: hostname.to_string(),
@@ -126,7 +126,7 @@ impl Maildir {
 }
 
 /// One copy's files, one per recipient.
-pub struct Delivery {
+pub(crate) struct Delivery {
     files: Vec<Copy>,
     metrics: Arc<Metrics>,
 }

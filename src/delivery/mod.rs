@@ -19,11 +19,11 @@ use crate::net::{self, ConnectError};
 use crate::ops::metrics::{Metrics, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
 
-pub use client::Client;
-pub use maildir::Maildir;
+pub(crate) use client::Client;
+pub(crate) use maildir::Maildir;
 
 /// The configured next hop, shared by all sessions.
-pub enum NextHop {
+pub(crate) enum NextHop {
     /// Files in a Maildir tree.
     Maildir(Maildir),
     /// An LMTP or SMTP server.
@@ -33,7 +33,7 @@ pub enum NextHop {
 impl NextHop {
     /// Builds the next hop named by the configuration; its failures are counted in
     /// `metrics`. Nothing is opened yet.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> NextHop {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> NextHop {
         match &config.next_hop {
             NextHopAddr::Maildir(root) => {
                 NextHop::Maildir(Maildir::new(root, &config.hostname, metrics))
@@ -48,7 +48,7 @@ impl NextHop {
     }
 
     /// Maildir, LMTP or SMTP: the `kind` label of the next-hop metrics.
-    pub fn kind(&self) -> NextHopKind {
+    pub(crate) fn kind(&self) -> NextHopKind {
         match self {
             NextHop::Maildir(_) => NextHopKind::Maildir,
             NextHop::Client(client) if client.is_lmtp() => NextHopKind::Lmtp,
@@ -57,13 +57,13 @@ impl NextHop {
     }
 
     /// Whether the next hop stores mail that needs SMTPUTF8, so we may announce it.
-    pub fn supports_smtputf8(&self) -> bool {
+    pub(crate) fn supports_smtputf8(&self) -> bool {
         matches!(self, NextHop::Maildir(_))
     }
 
     /// Opens one delivery of one copy to `recipients`. Refusals by the next hop (e.g. Dovecot's
     /// `550 5.1.1` for an unknown user) are kept and reported by [`Delivery::finish`].
-    pub async fn begin(&self, envelope: &Envelope, recipients: &[&Recipient]) -> Delivery {
+    pub(crate) async fn begin(&self, envelope: &Envelope, recipients: &[&Recipient]) -> Delivery {
         match self {
             NextHop::Maildir(maildir) => maildir.begin(envelope, recipients).await,
             NextHop::Client(client) => client.begin(envelope, recipients).await,
@@ -77,7 +77,7 @@ impl NextHop {
 ///
 /// # Errors
 /// Why not, in a few words.
-pub async fn probe(next_hop: &NextHopAddr, wait: Duration) -> Result<(), String> {
+pub(crate) async fn probe(next_hop: &NextHopAddr, wait: Duration) -> Result<(), String> {
     match next_hop {
         NextHopAddr::Lmtp(endpoint) | NextHopAddr::Smtp(endpoint) => {
             let started = Instant::now();
@@ -122,7 +122,7 @@ fn writable(root: &Path) -> Result<(), String> {
 }
 
 /// One copy on its way to the next hop.
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Maildir files being written.
     Maildir(maildir::Delivery),
     /// An LMTP/SMTP transaction in its DATA phase.
@@ -134,7 +134,7 @@ pub enum Delivery {
 impl Delivery {
     /// Appends message bytes (unstuffed, CRLF lines). After a failure this does nothing and the
     /// failure shows in [`Delivery::finish`].
-    pub async fn write(&mut self, data: &[u8]) {
+    pub(crate) async fn write(&mut self, data: &[u8]) {
         match self {
             Delivery::Maildir(d) => d.write(data).await,
             Delivery::Client(d) => d.write(data).await,
@@ -143,7 +143,7 @@ impl Delivery {
     }
 
     /// False once nothing written can reach any recipient, so callers may skip work.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         match self {
             Delivery::Maildir(d) => d.is_open(),
             Delivery::Client(d) => d.is_open(),
@@ -153,7 +153,7 @@ impl Delivery {
 
     /// Ends the message and waits until the next hop has stored it (or refused it): one final
     /// reply per recipient given to [`NextHop::begin`], in that order.
-    pub async fn finish(self) -> Vec<Reply> {
+    pub(crate) async fn finish(self) -> Vec<Reply> {
         match self {
             Delivery::Maildir(d) => d.finish().await,
             Delivery::Client(d) => d.finish().await,
@@ -162,7 +162,7 @@ impl Delivery {
     }
 
     /// Abandons the copy: nothing is stored and nothing acknowledged.
-    pub async fn abort(self) {
+    pub(crate) async fn abort(self) {
         match self {
             Delivery::Maildir(d) => d.abort().await,
             Delivery::Client(d) => d.abort(),

@@ -24,7 +24,7 @@ use crate::pipeline::{Chain, Envelope, Recipient};
 const MAX_QUEUE_ID: usize = 64;
 
 /// The message in flight for one transaction.
-pub struct Fanout<'a> {
+pub(crate) struct Fanout<'a> {
     shared: &'a Context,
     envelope: &'a Envelope,
     recipients: &'a [Recipient],
@@ -69,7 +69,7 @@ struct Copy {
 impl<'a> Fanout<'a> {
     /// Starts a message for `recipients` (the transaction's accepted RCPTs, in order), to go
     /// through `shared`'s pipeline to its next hop.
-    pub fn new(
+    pub(crate) fn new(
         shared: &'a Context,
         envelope: &'a Envelope,
         recipients: &'a [Recipient],
@@ -95,7 +95,7 @@ impl<'a> Fanout<'a> {
     /// Once the header block is complete and the envelope has no queue ID (no XFORWARD), the
     /// `id` of the first Received field written by a trusted MTA is recorded as `queue_id` in
     /// the current span (the transaction's), before any stage logs about the message.
-    pub async fn feed(&mut self, mut data: &[u8]) {
+    pub(crate) async fn feed(&mut self, mut data: &[u8]) {
         let max_header_size = self.shared.config.max_header_size;
         if let State::Headers { buffer, scanned } = &mut self.state {
             let before = buffer.len();
@@ -126,7 +126,7 @@ impl<'a> Fanout<'a> {
 
     /// The message is complete: finishes every copy and waits for the next hop. Returns one
     /// final answer per recipient, in RCPT order.
-    pub async fn finish(mut self) -> Vec<Answer> {
+    pub(crate) async fn finish(mut self) -> Vec<Answer> {
         if let State::Headers { buffer, .. } = &mut self.state {
             // No empty line: the whole message is its header block.
             let buffer = std::mem::take(buffer);
@@ -203,18 +203,18 @@ impl<'a> Fanout<'a> {
 
     /// Postfix's queue ID from our MTA's Received field, when the envelope had none; known
     /// once the header block is.
-    pub fn queue_id(&self) -> Option<&str> {
+    pub(crate) fn queue_id(&self) -> Option<&str> {
         self.queue_id.as_deref()
     }
 
     /// The Message-ID as a log token (a hash: it may name people), once the header block is
     /// known.
-    pub fn message_id(&self) -> Option<&str> {
+    pub(crate) fn message_id(&self) -> Option<&str> {
         self.message_id.as_deref()
     }
 
     /// Abandons the message: nothing is stored.
-    pub async fn abort(self) {
+    pub(crate) async fn abort(self) {
         if let State::Body(copies) = self.state {
             for copy in copies {
                 copy.delivery.abort().await;

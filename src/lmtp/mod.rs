@@ -1,8 +1,8 @@
 //! The LMTP wing: one session per connection from Postfix, and the fan-out of each message
 //! into per-recipient copies for the next hop.
 
-pub mod fanout;
-pub mod session;
+pub(crate) mod fanout;
+pub(crate) mod session;
 #[cfg(test)]
 mod tests;
 
@@ -14,7 +14,7 @@ use crate::ops::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
 /// What LMTP sessions share: built once by `app::run`, read by every session and fan-out.
-pub struct Context {
+pub(crate) struct Context {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The stages every message goes through (the milter runs the same RCPT checks).

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use sealgate_protocol::{
-    BareNewline, Command, DataDecoder, EnhancedCode, LineDecoder, LineError, MailParams, Reply,
-    parse_command,
+    BareNewline, Command, DataDecoder, LineDecoder, LineError, MailParams, Reply, parse_command,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, Span, debug, info, info_span, warn};
@@ -47,8 +46,12 @@ struct Transaction {
 
 /// Serves one LMTP connection until QUIT, EOF, a timeout or shutdown. Errors end as a reply to
 /// the client or a closed connection, never as a panic.
-pub async fn serve<S>(io: S, peer: String, shared: Arc<Context>, shutdown: impl Into<Shutdown>)
-where
+pub(crate) async fn serve<S>(
+    io: S,
+    peer: String,
+    shared: Arc<Context>,
+    shutdown: impl Into<Shutdown>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let span = info_span!("lmtp", %peer);
@@ -134,8 +137,7 @@ impl From<End> for String {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn run(&mut self) -> Result<(), End> {
-        let greeting = format!("{} sealgate LMTP ready", self.shared.config.hostname);
-        self.reply(Reply::new(220, EnhancedCode::new(2, 0, 0), greeting));
+        self.reply(replies::greeting(&self.shared.config.hostname));
         loop {
             match self.lines.decode(&mut self.io.input) {
                 Ok(Some(line)) => {
@@ -157,14 +159,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return self.close_for(end).await;
                     }
                 }
-                Err(LineError::TooLong) => self.reply(Reply::new(
-                    500,
-                    EnhancedCode::new(5, 5, 2),
-                    format!(
-                        "Line too long (limit {} octets)",
-                        self.shared.config.max_line_length
-                    ),
-                )),
+                Err(LineError::TooLong) => {
+                    self.reply(replies::line_too_long(self.shared.config.max_line_length));
+                }
                 Err(_) => self.reply(syntax_error("Malformed command line")),
             }
         }
@@ -187,14 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ReadEnd::Closed => return Ok(()),
             ReadEnd::TimedOut => {
                 info!("timeout, closing");
-                self.reply(Reply::new(
-                    421,
-                    EnhancedCode::new(4, 4, 2),
-                    format!(
-                        "{} Timeout, closing connection",
-                        self.shared.config.hostname
-                    ),
-                ));
+                self.reply(replies::timed_out(&self.shared.config.hostname));
             }
             ReadEnd::Shutdown => self.reply(shutting_down(&self.shared.config.hostname)),
         }

@@ -23,7 +23,7 @@ use std::fmt;
 
 /// An address in canonical form: `local@domain`, or a bare local part (`postmaster`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Address {
+pub(crate) struct Address {
     /// Dequoted, lower-cased, quoted again if it is not a dot-atom.
     local: String,
     /// A-labels or an address literal, lower-case; `None` for a bare local part.
@@ -32,7 +32,7 @@ pub struct Address {
 
 /// Why a string is not an address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
+pub(crate) enum AddressError {
     /// Nothing before the `@`, or nothing at all.
     #[error("empty local part")]
     EmptyLocal,
@@ -50,7 +50,7 @@ impl Address {
     ///
     /// # Errors
     /// The text has no local part, an empty domain or a broken quoted string.
-    pub fn parse(text: &str) -> Result<Address, AddressError> {
+    pub(crate) fn parse(text: &str) -> Result<Address, AddressError> {
         let mailbox = path_mailbox(text);
         let (local, domain) = split(mailbox)?;
         if local.is_empty() && !mailbox.starts_with('"') {
@@ -66,13 +66,8 @@ impl Address {
         })
     }
 
-    /// The canonical local part.
-    pub fn local(&self) -> &str {
-        &self.local
-    }
-
     /// The canonical domain, if the address has one.
-    pub fn domain(&self) -> Option<&str> {
+    pub(crate) fn domain(&self) -> Option<&str> {
         self.domain.as_deref()
     }
 }
@@ -89,7 +84,7 @@ impl fmt::Display for Address {
 /// The canonical form of `text` as a string, for comparisons. Never fails: what
 /// [`Address::parse`] refuses is trimmed and lower-cased, so a malformed address still equals
 /// itself (and only itself) however it is cased.
-pub fn canonical(text: &str) -> String {
+pub(crate) fn canonical(text: &str) -> String {
     match Address::parse(text) {
         Ok(address) => address.to_string(),
         Err(_) => text.trim().to_lowercase(),
@@ -98,7 +93,7 @@ pub fn canonical(text: &str) -> String {
 
 /// `user+tag@domain` → `user@domain` for a canonical address; `None` when there is no `+tag`,
 /// nothing before it, or the local part is quoted (a `+` inside quotes is no subaddress).
-pub fn without_subaddress(canonical: &str) -> Option<String> {
+pub(crate) fn without_subaddress(canonical: &str) -> Option<String> {
     let (local, domain) = canonical.rsplit_once('@')?;
     if local.starts_with('"') {
         return None;
@@ -108,7 +103,7 @@ pub fn without_subaddress(canonical: &str) -> Option<String> {
 }
 
 /// The canonical form of a domain name or address literal; `None` when it is empty.
-pub fn canonical_domain(domain: &str) -> Option<String> {
+pub(crate) fn canonical_domain(domain: &str) -> Option<String> {
     let domain = domain.trim();
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     if domain.is_empty() {
@@ -122,7 +117,7 @@ pub fn canonical_domain(domain: &str) -> Option<String> {
 
 /// The mailbox inside an RFC 5321 path: `<@a,@b:user@example.org>` → `user@example.org`. Text
 /// without angle brackets is taken as the mailbox itself (trimmed).
-pub fn path_mailbox(path: &str) -> &str {
+pub(crate) fn path_mailbox(path: &str) -> &str {
     let path = path.trim();
     let inner = path
         .strip_prefix('<')

@@ -14,7 +14,7 @@
 
 /// One field of a header block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field<'a> {
+pub(crate) struct Field<'a> {
     /// Offset of the field in the block.
     pub start: usize,
     /// The field byte for byte: its folded lines and its final line ending (absent only when
@@ -27,7 +27,7 @@ pub struct Field<'a> {
 
 impl Field<'_> {
     /// Whether the field is called `name` (ASCII case-insensitive).
-    pub fn is(&self, name: &str) -> bool {
+    pub(crate) fn is(&self, name: &str) -> bool {
         self.name
             .is_some_and(|own| own.eq_ignore_ascii_case(name.as_bytes()))
     }
@@ -43,7 +43,7 @@ enum LineEnd {
 }
 
 /// The fields of a header block, up to its empty line.
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     block: &'a [u8],
     pos: usize,
     done: bool,
@@ -53,7 +53,7 @@ pub struct Fields<'a> {
 impl Fields<'_> {
     /// Where the fields end: the empty line that ends the block, or the end of the input.
     /// Meaningful once the iterator returned `None`.
-    pub fn end(&self) -> usize {
+    pub(crate) fn end(&self) -> usize {
         self.pos
     }
 }
@@ -61,7 +61,7 @@ impl Fields<'_> {
 /// The fields of `block`; a line ends at LF (CRLF or bare LF), a field at a line end not
 /// followed by SP or HT, the block at the first empty line (`LF`, `CRLF`, or a `CR` that ends
 /// the input) or at the end of the input.
-pub fn fields(block: &[u8]) -> Fields<'_> {
+pub(crate) fn fields(block: &[u8]) -> Fields<'_> {
     Fields {
         block,
         pos: 0,
@@ -72,7 +72,7 @@ pub fn fields(block: &[u8]) -> Fields<'_> {
 
 /// The fields of `block`; a line ends at CRLF only, a field at a CRLF not followed by SP or
 /// HT, the block at the first empty line (`CRLF`) or at the end of the input.
-pub fn crlf_fields(block: &[u8]) -> Fields<'_> {
+pub(crate) fn crlf_fields(block: &[u8]) -> Fields<'_> {
     Fields {
         lines: LineEnd::Crlf,
         ..fields(block)
@@ -126,42 +126,21 @@ impl Fields<'_> {
 /// A header block tokenized once (the LF rule of [`fields`]), for a caller that asks it
 /// several questions (the fan-out: the Received evidence, the queue ID, the Message-ID).
 #[derive(Debug, Clone)]
-pub struct Head<'a> {
-    block: &'a [u8],
+pub(crate) struct Head<'a> {
     fields: Vec<Field<'a>>,
-    end: usize,
 }
 
 impl<'a> Head<'a> {
     /// Tokenizes `block`.
-    pub fn parse(block: &'a [u8]) -> Head<'a> {
-        let mut tokens = fields(block);
-        let fields = tokens.by_ref().collect();
+    pub(crate) fn parse(block: &'a [u8]) -> Head<'a> {
         Head {
-            block,
-            fields,
-            end: tokens.end(),
+            fields: fields(block).collect(),
         }
     }
 
-    /// The block as given.
-    pub fn block(&self) -> &'a [u8] {
-        self.block
-    }
-
-    /// Its fields, in order.
-    pub fn fields(&self) -> &[Field<'a>] {
-        &self.fields
-    }
-
     /// The first field called `name` (ASCII case-insensitive).
-    pub fn first(&self, name: &str) -> Option<&Field<'a>> {
+    pub(crate) fn first(&self, name: &str) -> Option<&Field<'a>> {
         self.fields.iter().find(|field| field.is(name))
-    }
-
-    /// Where the fields end: the empty line, or the end of the block.
-    pub fn end(&self) -> usize {
-        self.end
     }
 }
 
@@ -169,7 +148,7 @@ impl<'a> Head<'a> {
 /// `None` while it has not ended; the search starts near `scanned`, the length already known
 /// not to hold the end. The same end as [`crlf_fields`]' empty line, found without splitting
 /// fields: the fan-out asks this for every chunk of a header block.
-pub fn end(buffer: &[u8], scanned: usize) -> Option<usize> {
+pub(crate) fn end(buffer: &[u8], scanned: usize) -> Option<usize> {
     if buffer.starts_with(b"\r\n") {
         return Some(2);
     }
@@ -179,7 +158,7 @@ pub fn end(buffer: &[u8], scanned: usize) -> Option<usize> {
 
 /// Where the value of the field `raw` starts (under the LF rule): after the colon of a
 /// well-formed `name:` on its first line, else at 0.
-pub fn value_start(raw: &[u8]) -> usize {
+pub(crate) fn value_start(raw: &[u8]) -> usize {
     let first_line = &raw[..memchr::memchr(b'\n', raw).map_or(raw.len(), |lf| lf + 1)];
     match (field_name(first_line), memchr::memchr(b':', first_line)) {
         (Some(_), Some(colon)) => colon + 1,
@@ -245,12 +224,10 @@ mod tests {
     fn a_head_is_its_fields() {
         let block = b"Subject: a\r\nReceived: x\r\n y\r\nreceived: z\r\n\r\nbody";
         let head = Head::parse(block);
-        assert_eq!(head.fields(), fields(block).collect::<Vec<_>>());
+        assert_eq!(head.fields, fields(block).collect::<Vec<_>>());
         assert_eq!(
             head.first("RECEIVED").map(|f| f.raw),
             Some(&b"Received: x\r\n y\r\n"[..])
         );
-        assert_eq!(&block[head.end()..], b"\r\nbody");
-        assert!(std::ptr::eq(head.block(), block));
     }
 }

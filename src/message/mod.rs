@@ -1,12 +1,12 @@
 //! Facts about a message, with no I/O: the envelope, canonical addresses, the header
 //! tokenizer, the Received trace and TLS evidence.
 
-pub mod address;
-pub mod header;
-pub mod outcome;
-pub mod received;
-pub mod replies;
-pub mod tls;
+pub(crate) mod address;
+pub(crate) mod header;
+pub(crate) mod outcome;
+pub(crate) mod received;
+pub(crate) mod replies;
+pub(crate) mod tls;
 
 use sealgate_protocol::MailParams;
 
@@ -14,7 +14,7 @@ use crate::message::tls::TlsEvidence;
 
 /// The transaction's envelope, as far as stages need it.
 #[derive(Debug, Clone, Default)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     /// MAIL FROM's address, `""` for the null sender.
     pub reverse_path: String,
     /// MAIL FROM's parameters.
@@ -29,7 +29,7 @@ pub struct Envelope {
 
 /// One accepted RCPT.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
+pub(crate) struct Recipient {
     /// The address as the client sent it, without angle brackets: what replies and logs name.
     pub address: String,
     /// The mailbox the message is delivered to and looked up for (keys): the address, unless
@@ -40,7 +40,7 @@ pub struct Recipient {
 
 impl Recipient {
     /// A recipient delivered to the address it was sent to.
-    pub fn new(address: String) -> Recipient {
+    pub(crate) fn new(address: String) -> Recipient {
         Recipient {
             mailbox: address.clone(),
             address,

@@ -21,7 +21,7 @@ pub enum CopyKind {
 
 /// Why a stage refused a recipient: what the refusal counts as in metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalReason {
+pub(crate) enum RefusalReason {
     /// A secure (TLS-only) address, and the message came without (enough) TLS.
     NoTls,
     /// Any other refusal (an unusable or unknown key, ...): it counts by its reply code.
@@ -30,7 +30,7 @@ pub enum RefusalReason {
 
 /// A stage's refusal of one recipient, at RCPT or once the header block is known.
 #[derive(Debug, Clone)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// What the refusal counts as: the refusing stage's
     /// [`crate::pipeline::Stage::refusal_reason`].
     pub reason: RefusalReason,
@@ -147,7 +147,7 @@ impl MessageOutcome {
 
 /// One recipient's final reply, and what it came to.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The reply the client gets.
     pub reply: Reply,
     /// Its classification for metrics and logs.
@@ -158,7 +158,7 @@ pub struct Answer {
 
 /// Where an answer was decided: what its log line says besides the recipient and outcome.
 #[derive(Debug, Clone, Copy)]
-pub enum Decided<'a> {
+pub(crate) enum Decided<'a> {
     /// An LMTP RCPT refused (the transaction's span names the queue ID).
     LmtpRcpt,
     /// The final reply after LMTP DATA: the message's size, and the time since MAIL.
@@ -188,14 +188,14 @@ const MILTER: &str = "sealgate::milter";
 
 /// Where recipient outcomes are counted: [`crate::ops::metrics::Metrics`]. A trait, so that
 /// the metrics may import these outcomes without an import circle.
-pub trait Tally {
+pub(crate) trait Tally {
     /// One recipient got its final answer.
     fn tally(&self, outcome: RecipientOutcome);
 }
 
 impl Answer {
     /// A reply decided without a copy being stored (a limit or a failure).
-    pub fn refused(reply: Reply) -> Answer {
+    pub(crate) fn refused(reply: Reply) -> Answer {
         Answer::of_refusal(Refusal {
             reason: RefusalReason::Other,
             reply,
@@ -203,7 +203,7 @@ impl Answer {
     }
 
     /// A stage's refusal: no copy is stored.
-    pub fn of_refusal(refusal: Refusal) -> Answer {
+    pub(crate) fn of_refusal(refusal: Refusal) -> Answer {
         let no_tls = refusal.reason == RefusalReason::NoTls;
         let outcome = RecipientOutcome::classify(refusal.reply.code, CopyKind::Plain, no_tls);
         Answer {
@@ -215,7 +215,7 @@ impl Answer {
 
     /// The recipient's outcome line (addresses as `log` says) and count: the one place both
     /// happen, for LMTP and the milter alike.
-    pub fn report(&self, rcpt: &str, log: AddressLog, tally: &dyn Tally, at: Decided<'_>) {
+    pub(crate) fn report(&self, rcpt: &str, log: AddressLog, tally: &dyn Tally, at: Decided<'_>) {
         let shown = log.show(rcpt);
         let outcome = self.outcome.as_str();
         let code = self.reply.code;

@@ -17,7 +17,7 @@ use crate::message::tls::{TlsInfo, TlsVersion};
 
 /// One parsed Received field.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Received<'a> {
+pub(crate) struct Received<'a> {
     /// The whole field as given: name, colon, folded value and final line ending (if any).
     pub raw: &'a [u8],
     /// The `from` clause: the client's name as it said it (HELO) and the comments after it,
@@ -44,7 +44,7 @@ pub struct Received<'a> {
 
 /// A clause of a Received field, by position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clause<'a> {
+pub(crate) struct Clause<'a> {
     /// Byte range in [`Received::raw`]: from the clause keyword up to (not including) the next
     /// clause keyword, the `;` before the date, or the final line ending. Comments and folding
     /// white space in between belong to the clause.
@@ -56,13 +56,13 @@ pub struct Clause<'a> {
 impl Received<'_> {
     /// Whether the protocol word says TLS (RFC 3848, RFC 6531): ESMTPS, ESMTPSA, LMTPS,
     /// LMTPSA, UTF8SMTPS, UTF8SMTPSA, UTF8LMTPS, UTF8LMTPSA.
-    pub fn with_tls(&self) -> bool {
+    pub(crate) fn with_tls(&self) -> bool {
         self.protocol().is_some_and(|p| p.tls)
     }
 
     /// Whether the protocol word says the client authenticated (RFC 3848, RFC 6531): ESMTPA,
     /// ESMTPSA, LMTPA, LMTPSA, UTF8SMTPA, UTF8SMTPSA, UTF8LMTPA, UTF8LMTPSA.
-    pub fn authenticated(&self) -> bool {
+    pub(crate) fn authenticated(&self) -> bool {
         self.protocol().is_some_and(|p| p.auth)
     }
 
@@ -126,7 +126,7 @@ impl Protocol {
 /// must not pose as the receiving MTA's own clauses. The receiving MTA writes `by` last of
 /// all that a client can influence, so the *last* `by` outside comments and quoted strings
 /// starts its clauses; `via`, `with`, `id` and `for` count only after it. A TLS comment before that `by` is marked as such ([`TlsInfo::in_from_clause`]).
-pub fn parse(raw: &[u8]) -> Received<'_> {
+pub(crate) fn parse(raw: &[u8]) -> Received<'_> {
     let value_start = value_start(raw);
     let value_end = raw.len() - line_ending_len(raw);
 
@@ -276,24 +276,24 @@ impl<'a> Received<'a> {
 /// a milter may insert fields above it. The block is a sequence of fields, each possibly
 /// folded (CRLF or bare LF followed by SP or HT), optionally ended by an empty line; the name
 /// matches case-insensitively, also with white space before the colon (`Received :`).
-pub fn first(headers: &[u8]) -> Option<Received<'_>> {
+pub(crate) fn first(headers: &[u8]) -> Option<Received<'_>> {
     first_field(headers).map(|field| parse(field.raw))
 }
 
 /// [`first`]`(headers)` if and only if its `by` host is one of `trusted` (ASCII
 /// case-insensitive, trailing dots ignored), else `None`. A Received field further down never
 /// counts, even when the first one is not trusted: a sender can forge it.
-pub fn first_trusted<'a>(headers: &'a [u8], trusted: &[String]) -> Option<Received<'a>> {
+pub(crate) fn first_trusted<'a>(headers: &'a [u8], trusted: &[String]) -> Option<Received<'a>> {
     first(headers).filter(|received| received.is_by(trusted))
 }
 
 /// [`first`] of a header block already tokenized.
-pub fn first_in<'a>(head: &Head<'a>) -> Option<Received<'a>> {
+pub(crate) fn first_in<'a>(head: &Head<'a>) -> Option<Received<'a>> {
     head.first("Received").map(|field| parse(field.raw))
 }
 
 /// [`first_trusted`] of a header block already tokenized.
-pub fn first_trusted_in<'a>(head: &Head<'a>, trusted: &[String]) -> Option<Received<'a>> {
+pub(crate) fn first_trusted_in<'a>(head: &Head<'a>, trusted: &[String]) -> Option<Received<'a>> {
     first_in(head).filter(|received| received.is_by(trusted))
 }
 
@@ -517,7 +517,7 @@ fn is_version_text(word: &[u8]) -> bool {
 
 /// Normalises the spellings of OpenSSL/Postfix (`TLSv1.3`, `TLSv1`), Exim (`TLS1.3`),
 /// Microsoft and Google (`TLS1_2`) and SSLv3 to a [`TlsVersion`].
-pub fn tls_version(text: &[u8]) -> Option<TlsVersion> {
+pub(crate) fn tls_version(text: &[u8]) -> Option<TlsVersion> {
     let (tls, rest) = if let Some(rest) = strip_prefix_ignore_case(text, b"tls") {
         (true, rest)
     } else {

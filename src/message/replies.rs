@@ -5,7 +5,7 @@
 use sealgate_protocol::{CommandError, EnhancedCode, Reply};
 
 /// `220`: the LMTP greeting.
-pub fn greeting(hostname: &str) -> Reply {
+pub(crate) fn greeting(hostname: &str) -> Reply {
     Reply::new(
         220,
         EnhancedCode::new(2, 0, 0),
@@ -14,22 +14,22 @@ pub fn greeting(hostname: &str) -> Reply {
 }
 
 /// `250 2.0.0`: a command done.
-pub fn ok(text: &str) -> Reply {
+pub(crate) fn ok(text: &str) -> Reply {
     Reply::new(250, EnhancedCode::new(2, 0, 0), text)
 }
 
 /// `250 2.1.0`: MAIL accepted.
-pub fn sender_ok() -> Reply {
+pub(crate) fn sender_ok() -> Reply {
     Reply::new(250, EnhancedCode::new(2, 1, 0), "Ok")
 }
 
 /// `250 2.1.5`: RCPT accepted.
-pub fn recipient_ok() -> Reply {
+pub(crate) fn recipient_ok() -> Reply {
     Reply::new(250, EnhancedCode::new(2, 1, 5), "Ok")
 }
 
 /// `354`: send the message.
-pub fn start_data() -> Reply {
+pub(crate) fn start_data() -> Reply {
     Reply::new(
         354,
         EnhancedCode::new(2, 0, 0),
@@ -38,12 +38,12 @@ pub fn start_data() -> Reply {
 }
 
 /// `221`: QUIT.
-pub fn bye() -> Reply {
+pub(crate) fn bye() -> Reply {
     Reply::new(221, EnhancedCode::new(2, 0, 0), "Bye")
 }
 
 /// `252`: VRFY is not answered.
-pub fn cannot_vrfy() -> Reply {
+pub(crate) fn cannot_vrfy() -> Reply {
     Reply::new(
         252,
         EnhancedCode::new(2, 5, 0),
@@ -52,12 +52,12 @@ pub fn cannot_vrfy() -> Reply {
 }
 
 /// `250 2.0.0`: a copy that reached the next hop and was stored.
-pub fn stored(detail: &str) -> Reply {
+pub(crate) fn stored(detail: &str) -> Reply {
     Reply::new(250, EnhancedCode::new(2, 0, 0), format!("Ok: {detail}"))
 }
 
 /// `421 4.4.2`: the client was silent too long.
-pub fn timed_out(hostname: &str) -> Reply {
+pub(crate) fn timed_out(hostname: &str) -> Reply {
     Reply::new(
         421,
         EnhancedCode::new(4, 4, 2),
@@ -66,7 +66,7 @@ pub fn timed_out(hostname: &str) -> Reply {
 }
 
 /// `421 4.3.2`: sealgate is stopping.
-pub fn shutting_down(hostname: &str) -> Reply {
+pub(crate) fn shutting_down(hostname: &str) -> Reply {
     Reply::new(
         421,
         EnhancedCode::new(4, 3, 2),
@@ -75,17 +75,17 @@ pub fn shutting_down(hostname: &str) -> Reply {
 }
 
 /// `451 4.3.0`: something failed here; Postfix retries.
-pub fn local_error(text: impl Into<String>) -> Reply {
+pub(crate) fn local_error(text: impl Into<String>) -> Reply {
     Reply::new(451, EnhancedCode::new(4, 3, 0), text.into())
 }
 
 /// `451 4.3.0`: a failure with nothing more to say.
-pub fn internal_error() -> Reply {
+pub(crate) fn internal_error() -> Reply {
     local_error("Internal error, try again later")
 }
 
 /// `451 4.4.1`: the next hop could not be reached.
-pub fn unreachable(what: &str) -> Reply {
+pub(crate) fn unreachable(what: &str) -> Reply {
     Reply::new(
         451,
         EnhancedCode::new(4, 4, 1),
@@ -94,7 +94,7 @@ pub fn unreachable(what: &str) -> Reply {
 }
 
 /// `451 4.4.2`: the conversation with the next hop broke off.
-pub fn connection_lost(what: &str) -> Reply {
+pub(crate) fn connection_lost(what: &str) -> Reply {
     Reply::new(
         451,
         EnhancedCode::new(4, 4, 2),
@@ -103,7 +103,7 @@ pub fn connection_lost(what: &str) -> Reply {
 }
 
 /// `452 4.3.1`: the disk (or the quota) is full.
-pub fn insufficient_storage() -> Reply {
+pub(crate) fn insufficient_storage() -> Reply {
     Reply::new(
         452,
         EnhancedCode::new(4, 3, 1),
@@ -113,7 +113,7 @@ pub fn insufficient_storage() -> Reply {
 
 /// `452 4.3.4`: the next hop refused an encrypted copy of `octets` for its size (encryption
 /// made it larger than what the sender sent).
-pub fn encrypted_copy_too_big(octets: u64) -> Reply {
+pub(crate) fn encrypted_copy_too_big(octets: u64) -> Reply {
     Reply::new(
         452,
         EnhancedCode::new(4, 3, 4),
@@ -125,12 +125,12 @@ pub fn encrypted_copy_too_big(octets: u64) -> Reply {
 }
 
 /// `452 4.5.3`: more RCPTs than `SEALGATE_MAX_RECIPIENTS`.
-pub fn too_many_recipients() -> Reply {
+pub(crate) fn too_many_recipients() -> Reply {
     Reply::new(452, EnhancedCode::new(4, 5, 3), "Too many recipients")
 }
 
 /// `500 5.5.2`: a command line over the limit.
-pub fn line_too_long(limit: usize) -> Reply {
+pub(crate) fn line_too_long(limit: usize) -> Reply {
     Reply::new(
         500,
         EnhancedCode::new(5, 5, 2),
@@ -139,27 +139,27 @@ pub fn line_too_long(limit: usize) -> Reply {
 }
 
 /// `500 5.5.1`: HELO or EHLO on an LMTP socket.
-pub fn use_lhlo() -> Reply {
+pub(crate) fn use_lhlo() -> Reply {
     Reply::new(500, EnhancedCode::new(5, 5, 1), "This is LMTP: use LHLO")
 }
 
 /// `501 5.5.4`: a command's syntax.
-pub fn syntax_error(text: &str) -> Reply {
+pub(crate) fn syntax_error(text: &str) -> Reply {
     Reply::new(501, EnhancedCode::new(5, 5, 4), text)
 }
 
 /// `502 5.5.1`: a command sealgate does not implement.
-pub fn not_implemented() -> Reply {
+pub(crate) fn not_implemented() -> Reply {
     Reply::new(502, EnhancedCode::new(5, 5, 1), "Command not implemented")
 }
 
 /// `503 5.5.1`: a command out of sequence.
-pub fn bad_sequence(text: &str) -> Reply {
+pub(crate) fn bad_sequence(text: &str) -> Reply {
     Reply::new(503, EnhancedCode::new(5, 5, 1), text)
 }
 
 /// `550 5.5.2`: bare CR or LF under `SEALGATE_BARE_NEWLINE=reject`.
-pub fn bare_newline() -> Reply {
+pub(crate) fn bare_newline() -> Reply {
     Reply::new(
         550,
         EnhancedCode::new(5, 5, 2),
@@ -168,7 +168,7 @@ pub fn bare_newline() -> Reply {
 }
 
 /// `552 5.3.4`: a message over `SEALGATE_MAX_MESSAGE_SIZE`.
-pub fn too_big(limit: u64) -> Reply {
+pub(crate) fn too_big(limit: u64) -> Reply {
     Reply::new(
         552,
         EnhancedCode::new(5, 3, 4),
@@ -177,7 +177,7 @@ pub fn too_big(limit: u64) -> Reply {
 }
 
 /// `552 5.3.4`: a header block over `SEALGATE_MAX_HEADER_SIZE`.
-pub fn header_too_large(limit: usize) -> Reply {
+pub(crate) fn header_too_large(limit: usize) -> Reply {
     Reply::new(
         552,
         EnhancedCode::new(5, 3, 4),
@@ -186,7 +186,7 @@ pub fn header_too_large(limit: usize) -> Reply {
 }
 
 /// The reply to a command line the parser refused.
-pub fn command_error(err: &CommandError) -> Reply {
+pub(crate) fn command_error(err: &CommandError) -> Reply {
     match err {
         CommandError::Unknown => {
             Reply::new(500, EnhancedCode::new(5, 5, 1), "Command unrecognized")

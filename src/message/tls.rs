@@ -52,7 +52,7 @@ impl fmt::Display for TlsVersion {
 
 /// TLS details a Received field gives in a comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
+pub(crate) struct TlsInfo {
     /// The version, when it is one [`TlsVersion`] knows.
     pub version: Option<TlsVersion>,
     /// The version as written: `TLSv1.3`, `TLS1_2`, ...
@@ -67,7 +67,7 @@ pub struct TlsInfo {
 
 /// What we know about how the message reached our MTA.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsEvidence {
+pub(crate) enum TlsEvidence {
     /// No TLS, or nothing we trust says there was TLS.
     Plaintext,
     /// The client talked to our MTA over TLS.
@@ -96,7 +96,7 @@ impl TlsEvidence {
     /// so is a TLS comment in the `from` clause with no protocol word at all. The clauses
     /// themselves are read by the field's structure ([`received::parse`]): `by` and `with`
     /// words inside a HELO do not count.
-    pub fn from_received(headers: &[u8], trusted: &[String]) -> TlsEvidence {
+    pub(crate) fn from_received(headers: &[u8], trusted: &[String]) -> TlsEvidence {
         let Some(received) = received::first_trusted(headers, trusted) else {
             return TlsEvidence::Plaintext;
         };
@@ -121,7 +121,7 @@ impl TlsEvidence {
     /// Milter: the evidence of Postfix's `{tls_version}` and `{cipher}` macros. Postfix sends
     /// them only for a TLS session, so an absent (or empty) `{tls_version}` means plaintext,
     /// whatever `{cipher}` says. A version we don't know (`TLSv1.4`) gives `version: None`.
-    pub fn from_macros(tls_version: Option<&str>, cipher: Option<&str>) -> TlsEvidence {
+    pub(crate) fn from_macros(tls_version: Option<&str>, cipher: Option<&str>) -> TlsEvidence {
         let Some(version) = tls_version.map(str::trim).filter(|v| !v.is_empty()) else {
             return TlsEvidence::Plaintext;
         };
@@ -167,7 +167,11 @@ impl fmt::Display for TlsEvidence {
 ///
 /// # Errors
 /// The reply for this recipient when the evidence falls short.
-pub fn tls_verdict(address: &str, evidence: &TlsEvidence, min: TlsVersion) -> Result<(), Reply> {
+pub(crate) fn tls_verdict(
+    address: &str,
+    evidence: &TlsEvidence,
+    min: TlsVersion,
+) -> Result<(), Reply> {
     let why = match evidence {
         // After the queue this means only that no first Received field from a trusted MTA
         // shows TLS (a wrong SEALGATE_TRUSTED_MTA looks the same); in the milter, that

@@ -30,12 +30,11 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::scrub::ScrubStage;
 use crate::shutdown::Shutdown;
 use negotiate::Negotiated;
-pub use negotiate::{MAIL_MACROS, MILTER_VERSION, MIN_MILTER_VERSION, RCPT_MACROS};
 use session::{ConnState, Message};
 
 /// What milter sessions share: the configuration, the pipeline (whose RCPT checks the milter
 /// runs too: the LMTP side holds the same one) and the counters.
-pub struct Context {
+pub(crate) struct Context {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The stages; the milter asks their RCPT-time checks.
@@ -49,7 +48,11 @@ pub struct Context {
 impl Context {
     /// The milter's share of the wiring: `pipeline` is the one the LMTP side holds too; the
     /// scrub rules come from `config` as the scrub stage's do.
-    pub fn new(config: Arc<Config>, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Context {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        pipeline: Arc<Pipeline>,
+        metrics: Arc<Metrics>,
+    ) -> Context {
         let scrub = ScrubStage::new(
             config.scrub,
             config.scrub_headers.clone(),
@@ -66,8 +69,12 @@ impl Context {
 
 /// Serves one milter connection until QUIT, EOF, a timeout, a protocol error or shutdown.
 /// Errors end the session with a log line (warn for a misbehaving peer), never a panic.
-pub async fn serve<S>(io: S, peer: String, context: Arc<Context>, shutdown: impl Into<Shutdown>)
-where
+pub(crate) async fn serve<S>(
+    io: S,
+    peer: String,
+    context: Arc<Context>,
+    shutdown: impl Into<Shutdown>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // `mta` is Postfix's end of the milter socket; `client` (the SMTP client, from CONNECT)

@@ -14,18 +14,19 @@ use tracing::{debug, warn};
 use super::{End, Session};
 
 /// The milter protocol version sealgate speaks (Postfix ≥ 2.6 and Sendmail 8.14 speak it).
-pub const MILTER_VERSION: u32 = 6;
+pub(crate) const MILTER_VERSION: u32 = 6;
 
 /// The oldest MTA protocol version we answer (version 2 is Sendmail 8.11's).
-pub const MIN_MILTER_VERSION: u32 = 2;
+pub(crate) const MIN_MILTER_VERSION: u32 = 2;
 
 /// Macros asked for at MAIL. The TLS macros are asked for again here (Postfix sends them with
 /// HELO by default) because a client may send MAIL without the EHLO after STARTTLS; and a list
 /// replaces `milter_mail_macros`, so `{auth_authen}` must be named too.
-pub const MAIL_MACROS: &str = "i {mail_addr} {auth_authen} {tls_version} {cipher} {cipher_bits}";
+pub(crate) const MAIL_MACROS: &str =
+    "i {mail_addr} {auth_authen} {tls_version} {cipher} {cipher_bits}";
 
 /// Macros asked for at RCPT (the queue ID `i` exists only from the first accepted RCPT on).
-pub const RCPT_MACROS: &str = "i {rcpt_addr} {tls_version} {cipher} {cipher_bits}";
+pub(crate) const RCPT_MACROS: &str = "i {rcpt_addr} {tls_version} {cipher} {cipher_bits}";
 
 /// Set once the missing-SETSYMLIST warning was logged (it would repeat on every connection).
 static WARNED_NO_SYMLIST: AtomicBool = AtomicBool::new(false);

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use super::negotiate::{MAIL_MACROS, RCPT_MACROS};
 use super::session::{bare_address, reply_code};
 use super::*;
 use crate::pipeline::{Envelope, Recipient};

@@ -26,28 +26,28 @@ use crate::store::keys::KeyStore;
 
 /// Largest request head (request line and header fields) in octets; a larger one gets
 /// `431 Request Header Fields Too Large`.
-pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// How long a client may take to send its request head; then `408 Request Timeout`. Writing
 /// the response gets as long again.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Concurrent HTTP connections; at the limit the listener stops accepting until one ends.
-pub const MAX_CONNECTIONS: usize = 16;
+pub(crate) const MAX_CONNECTIONS: usize = 16;
 
 /// How long the readiness probe waits for the next hop to accept a connection.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a readiness probe's result is reused, so frequent `/readyz` requests do not hammer
 /// the next hop.
-pub const PROBE_CACHE: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_CACHE: Duration = Duration::from_secs(2);
 
 /// The `Content-Type` of the Prometheus text exposition format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What `/readyz` checks: the listeners serve, the key store is loaded, the next hop can be
 /// reached.
-pub struct Readiness {
+pub(crate) struct Readiness {
     serving: AtomicBool,
     keystore: AtomicBool,
     /// The loaded key store, whose problems make us unready.
@@ -60,7 +60,7 @@ pub struct Readiness {
 
 impl Readiness {
     /// Nothing is ready yet; `next_hop` is probed on request.
-    pub fn new(next_hop: NextHopAddr) -> Readiness {
+    pub(crate) fn new(next_hop: NextHopAddr) -> Readiness {
         Readiness {
             serving: AtomicBool::new(false),
             keystore: AtomicBool::new(false),
@@ -71,23 +71,23 @@ impl Readiness {
     }
 
     /// The listeners are bound and accepting (`true`), or shutting down (`false`).
-    pub fn set_serving(&self, serving: bool) {
+    pub(crate) fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::Relaxed);
     }
 
     /// The key store has been loaded.
-    pub fn set_keystore_loaded(&self, loaded: bool) {
+    pub(crate) fn set_keystore_loaded(&self, loaded: bool) {
         self.keystore.store(loaded, Ordering::Relaxed);
     }
 
     /// The key store is loaded; from now on each of its [`KeyStore::problems`] is a failure.
-    pub fn set_keystore(&self, keys: Arc<KeyStore>) {
+    pub(crate) fn set_keystore(&self, keys: Arc<KeyStore>) {
         let _ = self.store.set(keys);
         self.set_keystore_loaded(true);
     }
 
     /// The checks that fail right now, one line each; empty when ready.
-    pub async fn failures(&self) -> Vec<String> {
+    pub(crate) async fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
         if !self.serving.load(Ordering::Relaxed) {
             failures.push("listeners: not serving (starting or shutting down)".to_string());
@@ -126,7 +126,7 @@ impl Readiness {
 
 /// Serves `/metrics` (from `registry`), `/healthz` and `/readyz` (from `readiness`) on
 /// `listener` until `shutdown` completes; open requests are then cut.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: Listener,
     registry: Registry,
     readiness: Arc<Readiness>,

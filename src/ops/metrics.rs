@@ -19,7 +19,7 @@ use prometheus::{
 
 use crate::config::{Keyword, UnusableKey};
 use crate::message::outcome::Tally;
-pub use crate::message::outcome::{MessageOutcome, RecipientOutcome};
+pub(crate) use crate::message::outcome::{MessageOutcome, RecipientOutcome};
 use crate::openpgp::Unusable;
 use crate::store::keys::KeyStore;
 
@@ -418,7 +418,10 @@ pub const CRYPTO_BACKEND: &str = "openssl";
 ///
 /// # Errors
 /// Registration failed (the registry already has them).
-pub fn register_keystore(registry: &Registry, keys: Arc<KeyStore>) -> prometheus::Result<()> {
+pub(crate) fn register_keystore(
+    registry: &Registry,
+    keys: Arc<KeyStore>,
+) -> prometheus::Result<()> {
     let collector = KeyStoreCollector {
         keys,
         certificates: IntGauge::new(
@@ -490,7 +493,7 @@ impl Collector for KeyStoreCollector {
 }
 
 /// Seconds since the Unix epoch, for timestamps in metrics.
-pub fn unix_time(at: SystemTime) -> f64 {
+pub(crate) fn unix_time(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()

@@ -1,6 +1,6 @@
 //! What operators see: Prometheus metrics, the HTTP health probes, and how addresses appear
 //! in logs.
 
-pub mod http;
-pub mod metrics;
-pub mod redact;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod redact;

@@ -189,7 +189,7 @@ impl Visit for LogfmtVisitor<'_, '_> {
 }
 
 /// `value` as a logfmt value: bare when that is unambiguous, else quoted.
-pub fn logfmt_value(value: &str) -> String {
+pub(crate) fn logfmt_value(value: &str) -> String {
     let bare = !value.is_empty()
         && !value
             .chars()

@@ -6,9 +6,9 @@
 //! all?) and once the header block is complete (what happens to this recipient's copy?).
 //! Recipients whose copies come out identical share one delivery to the next hop.
 
-pub mod encrypt;
-pub mod require_tls;
-pub mod scrub;
+pub(crate) mod encrypt;
+pub(crate) mod require_tls;
+pub(crate) mod scrub;
 
 use std::time::{Duration, Instant};
 
@@ -16,24 +16,20 @@ use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
 use crate::message::outcome::RefusalReason;
-pub use crate::message::outcome::{CopyKind, Refusal};
-pub use crate::message::{Envelope, Recipient};
+pub(crate) use crate::message::outcome::{CopyKind, Refusal};
+pub(crate) use crate::message::{Envelope, Recipient};
 
 /// What one stage does to one recipient's copy.
-pub enum Plan {
+pub(crate) enum Plan {
     /// The stage leaves this copy alone.
     Unchanged,
-    /// The stage leaves this copy alone because the message is already encrypted (the
-    /// encryption stage, for a recipient with a key): the copy is shared with the unchanged
-    /// ones, but counted as [`CopyKind::PassedEncrypted`].
-    AlreadyEncrypted,
     /// The stage rewrites this copy.
     Rewrite(Box<dyn Rewrite>),
 }
 
 /// A pipeline stage. Implementations keep their decision logic pure and unit-testable; the
 /// trait only wires them in.
-pub trait Stage: Send + Sync {
+pub(crate) trait Stage: Send + Sync {
     /// Short name for logs.
     fn name(&self) -> &'static str;
 
@@ -109,23 +105,24 @@ pub trait Rewrite: Send {
 
 /// The configured stages, in order.
 #[derive(Default)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
 }
 
 impl Pipeline {
     /// The pass-through pipeline: no stages, every copy is the message as received.
-    pub fn pass_through() -> Pipeline {
+    #[cfg(test)]
+    pub(crate) fn pass_through() -> Pipeline {
         Pipeline::default()
     }
 
     /// A pipeline of the given stages, applied in order.
-    pub fn new(stages: Vec<Box<dyn Stage>>) -> Pipeline {
+    pub(crate) fn new(stages: Vec<Box<dyn Stage>>) -> Pipeline {
         Pipeline { stages }
     }
 
     /// The stages' names, in order: the indexes of [`Chain::elapsed`].
-    pub fn stage_names(&self) -> Vec<&'static str> {
+    pub(crate) fn stage_names(&self) -> Vec<&'static str> {
         self.stages.iter().map(|stage| stage.name()).collect()
     }
 
@@ -133,7 +130,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// The refusing stage's reply, and what it counts as.
-    pub fn check_recipient(
+    pub(crate) fn check_recipient(
         &self,
         envelope: &Envelope,
         rcpt: &mut Recipient,
@@ -150,7 +147,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// The first refusing stage's reply, and what it counts as.
-    pub fn plan(
+    pub(crate) fn plan(
         &self,
         envelope: &Envelope,
         headers: &[u8],
@@ -159,14 +156,14 @@ impl Pipeline {
         let mut rewrites = Vec::new();
         let mut stage_of = Vec::new();
         let mut elapsed = vec![Duration::ZERO; self.stages.len()];
-        let mut kind = CopyKind::Plain;
+        // A rewrite says what it made of the copy (encrypted, or passed as already encrypted).
+        let kind = CopyKind::Plain;
         for (i, stage) in self.stages.iter().enumerate() {
             let started = Instant::now();
             let plan = stage.plan(envelope, headers, rcpt);
             elapsed[i] = started.elapsed();
             match plan {
                 Ok(Plan::Unchanged) => {}
-                Ok(Plan::AlreadyEncrypted) => kind = CopyKind::PassedEncrypted,
                 Ok(Plan::Rewrite(rewrite)) => {
                     rewrites.push(rewrite);
                     stage_of.push(i);
@@ -179,7 +176,7 @@ impl Pipeline {
 }
 
 /// The rewrites one copy goes through, applied in stage order.
-pub struct Chain {
+pub(crate) struct Chain {
     rewrites: Vec<Box<dyn Rewrite>>,
     variant: String,
     /// One output buffer per rewrite, reused for every chunk.
@@ -217,32 +214,32 @@ impl Chain {
 
     /// Time spent so far in each stage for this copy (plan and rewrite calls), by stage
     /// index ([`Pipeline::stage_names`]).
-    pub fn elapsed(&self) -> &[Duration] {
+    pub(crate) fn elapsed(&self) -> &[Duration] {
         &self.elapsed
     }
 
     /// What the copy is: as planned, unless a rewrite (encryption) has decided otherwise.
-    pub fn copy_kind(&self) -> CopyKind {
+    pub(crate) fn copy_kind(&self) -> CopyKind {
         self.decided_kind().unwrap_or(self.planned)
     }
 
     /// What a rewrite (encryption) has decided the copy is, if one has.
-    pub fn decided_kind(&self) -> Option<CopyKind> {
+    pub(crate) fn decided_kind(&self) -> Option<CopyKind> {
         self.rewrites.iter().rev().find_map(|r| r.copy_kind())
     }
 
     /// The key a rewrite encrypted this copy to, if one did.
-    pub fn fingerprint(&self) -> Option<&str> {
+    pub(crate) fn fingerprint(&self) -> Option<&str> {
         self.rewrites.iter().rev().find_map(|r| r.fingerprint())
     }
 
     /// True when the copy is the message as received (no stage rewrites it).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rewrites.is_empty()
     }
 
     /// Identical for chains that produce identical copies.
-    pub fn variant(&self) -> &str {
+    pub(crate) fn variant(&self) -> &str {
         &self.variant
     }
 
@@ -250,7 +247,7 @@ impl Chain {
     ///
     /// # Errors
     /// A rewrite's reply.
-    pub fn headers<'a>(&'a mut self, input: &'a [u8]) -> Result<&'a [u8], Reply> {
+    pub(crate) fn headers<'a>(&'a mut self, input: &'a [u8]) -> Result<&'a [u8], Reply> {
         self.run(input, |r, i, o| r.headers(i, o))
     }
 
@@ -258,7 +255,7 @@ impl Chain {
     ///
     /// # Errors
     /// A rewrite's reply.
-    pub fn body<'a>(&'a mut self, input: &'a [u8]) -> Result<&'a [u8], Reply> {
+    pub(crate) fn body<'a>(&'a mut self, input: &'a [u8]) -> Result<&'a [u8], Reply> {
         self.run(input, |r, i, o| r.body(i, o))
     }
 
@@ -266,7 +263,7 @@ impl Chain {
     ///
     /// # Errors
     /// A rewrite's reply.
-    pub fn finish(&mut self) -> Result<&[u8], Reply> {
+    pub(crate) fn finish(&mut self) -> Result<&[u8], Reply> {
         self.run(&[], |r, i, o| {
             r.body(i, o)?;
             r.finish(o)

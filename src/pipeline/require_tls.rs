@@ -22,13 +22,13 @@ use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
 use crate::store::secure::SecureAddresses;
 
 /// The stage's name ([`Stage::name`]); its refusals are [`RefusalReason::NoTls`].
-pub const NAME: &str = "require_tls";
+pub(crate) const NAME: &str = "require_tls";
 
 /// The header field that tells the stored copy of a secure twin which address it was sent to.
-pub const ORIGINAL_TO: &str = "X-Original-To";
+pub(crate) const ORIGINAL_TO: &str = "X-Original-To";
 
 /// Enforces TLS-only receipt for secure addresses and routes secure twins to their mailbox.
-pub struct RequireTlsStage {
+pub(crate) struct RequireTlsStage {
     secure: Arc<SecureAddresses>,
     /// Host names of our own MTAs (lower-case): only their Received field is evidence.
     trusted: Vec<String>,
@@ -42,7 +42,7 @@ impl RequireTlsStage {
     /// The stage for `secure`, trusting the Received fields written by `trusted_mta`
     /// (`SEALGATE_TRUSTED_MTA`, lower-case) and requiring at least `min`
     /// (`SEALGATE_TLS_MIN_VERSION`); addresses are logged as `log` says.
-    pub fn new(
+    pub(crate) fn new(
         secure: Arc<SecureAddresses>,
         trusted_mta: Vec<String>,
         min: TlsVersion,
@@ -194,7 +194,7 @@ mod tests {
         let mut rcpt = Recipient::new(address.into());
         stage.check_recipient(&envelope, &mut rcpt).unwrap();
         match stage.plan(&envelope, headers.as_bytes(), &rcpt) {
-            Ok(Plan::Unchanged | Plan::AlreadyEncrypted) => Ok(String::new()),
+            Ok(Plan::Unchanged) => Ok(String::new()),
             Ok(Plan::Rewrite(rewrite)) => Ok(rewrite.variant()),
             Err(reply) => {
                 assert_eq!(reply.code, 550);

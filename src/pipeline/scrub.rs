@@ -20,10 +20,10 @@ use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
 /// The field the encryption stage adds to the copies it encrypts. A sender's own copy of it
 /// would claim encryption on a copy sealgate did not encrypt: it is removed from every copy,
 /// whatever `SEALGATE_SCRUB` says, before the encryption stage adds ours.
-pub const MARKER: &str = "X-Sealgate-Encrypted";
+pub(crate) const MARKER: &str = "X-Sealgate-Encrypted";
 
 /// The scrub stage (`SEALGATE_SCRUB`, `SEALGATE_SCRUB_HEADERS`, `SEALGATE_TRUSTED_MTA`).
-pub struct ScrubStage {
+pub(crate) struct ScrubStage {
     mode: ScrubMode,
     /// Lower-case names of the fields to remove.
     headers: Arc<[String]>,
@@ -35,7 +35,7 @@ impl ScrubStage {
     /// A stage that cleans the mail `mode` selects: it removes the fields named in `headers`
     /// (case-insensitive) and the `from` clause of the submission Received field, if its `by`
     /// is one of `trusted_mta`.
-    pub fn new(mode: ScrubMode, headers: Vec<String>, trusted_mta: Vec<String>) -> Self {
+    pub(crate) fn new(mode: ScrubMode, headers: Vec<String>, trusted_mta: Vec<String>) -> Self {
         let headers = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
         ScrubStage {
             mode,
@@ -48,7 +48,7 @@ impl ScrubStage {
     /// user's with [`ScrubMode::Authenticated`], none with [`ScrubMode::Off`]. After the queue
     /// `authenticated` is what the trusted first Received field says; the milter knows it from
     /// `{auth_authen}`.
-    pub fn applies(&self, authenticated: bool) -> bool {
+    pub(crate) fn applies(&self, authenticated: bool) -> bool {
         match self.mode {
             ScrubMode::All => true,
             ScrubMode::Authenticated => authenticated,
@@ -59,7 +59,7 @@ impl ScrubStage {
     /// Whether a field called `name` goes from a message that is `scrubbed` ([`Self::applies`]):
     /// a sender's [`MARKER`] always, the configured fields from scrubbed mail. Received fields
     /// never go this way: those that reach the list belong to other hops.
-    pub fn removes(&self, name: &[u8], scrubbed: bool) -> bool {
+    pub(crate) fn removes(&self, name: &[u8], scrubbed: bool) -> bool {
         is_marker(Some(name)) || (scrubbed && is_removed(Some(name), &self.headers))
     }
 }
@@ -129,7 +129,7 @@ impl Rewrite for ScrubRewrite {
 ///
 /// Everything else, the empty line that ends the block and anything after it stay byte for
 /// byte.
-pub fn scrub_headers(
+pub(crate) fn scrub_headers(
     headers: &[u8],
     mode: ScrubMode,
     remove: &[String],

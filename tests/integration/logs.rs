@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use sealgate::ops::redact::{AddressLog, token};
+use sealgate::{AddressLog, token};
 use sealgate_protocol::{EnhancedCode, Reply};
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;

@@ -27,7 +27,7 @@ const END: &[u8] = b"-----END PGP MESSAGE-----\r\n";
 /// [`ArmorEncoder::output`] for the caller to drain.
 ///
 /// Call [`ArmorEncoder::finish`] to add the last line, the checksum and the footer.
-pub struct ArmorEncoder {
+pub(crate) struct ArmorEncoder {
     /// Input octets that do not fill a line yet.
     stash: [u8; LINE_OCTETS],
     stash_len: usize,
@@ -52,13 +52,13 @@ impl Default for ArmorEncoder {
 
 impl ArmorEncoder {
     /// The armored text produced so far and not yet taken.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn output(&mut self) -> &mut Vec<u8> {
         &mut self.output
     }
 
     /// Encodes what is stashed and writes the checksum and the footer. Like sequoia's
     /// writer, writes nothing at all if no data was ever written.
-    pub fn finish(&mut self) -> io::Result<()> {
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
         if self.finished {
             return Err(io::Error::other("armor already finished"));
         }

@@ -3,11 +3,11 @@
 //! already encrypted is decided from its content by [`crate::pipeline::encrypt::verify`].
 
 use crate::message::header;
-pub use crate::message::header::Field;
+pub(crate) use crate::message::header::Field;
 
 /// A header block split for PGP/MIME: what stays outside, what goes inside.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderSplit<'a> {
+pub(crate) struct HeaderSplit<'a> {
     /// Every field that is not `Content-*`, in original order (MIME-Version and junk lines
     /// included).
     pub outer: Vec<Field<'a>>,
@@ -26,7 +26,7 @@ pub struct HeaderSplit<'a> {
 /// ([`header::crlf_fields`]): a field ends at a CRLF not followed by SP or HT; the block ends
 /// at the first empty line or at the end of the input. Never fails: a line that is not a
 /// well-formed field stays in `outer`.
-pub fn split_header_block(block: &[u8]) -> HeaderSplit<'_> {
+pub(crate) fn split_header_block(block: &[u8]) -> HeaderSplit<'_> {
     let mut split = HeaderSplit::default();
     let mut fields = header::crlf_fields(block);
     for field in fields.by_ref() {

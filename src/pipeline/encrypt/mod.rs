@@ -6,10 +6,10 @@
 //! plaintext. Only [`UnusableKey::Plaintext`] delivers in clear, and only for a
 //! certificate that is known to be unusable before the copy starts.
 
-pub mod armor;
-pub mod mime;
-pub mod pgp_mime;
-pub mod verify;
+pub(crate) mod armor;
+pub(crate) mod mime;
+pub(crate) mod pgp_mime;
+pub(crate) mod verify;
 
 pub use pgp_mime::PgpMime;
 
@@ -26,7 +26,7 @@ use crate::pipeline::{Envelope, Plan, Recipient, Stage};
 use crate::store::{KeyLookup, Lookup};
 
 /// The encryption stage.
-pub struct EncryptStage {
+pub(crate) struct EncryptStage {
     keys: Arc<dyn KeyLookup>,
     config: EncryptConfig,
     metrics: Arc<Metrics>,
@@ -35,7 +35,7 @@ pub struct EncryptStage {
 
 /// The encryption stage's settings.
 #[derive(Debug, Clone, Copy)]
-pub struct EncryptConfig {
+pub(crate) struct EncryptConfig {
     /// `SEALGATE_UNUSABLE_KEY`: what happens to a recipient whose certificate is unusable.
     pub unusable: UnusableKey,
     /// `SEALGATE_PROTECTED_HEADERS`: copy the protected fields into the encrypted part.
@@ -47,7 +47,7 @@ pub struct EncryptConfig {
 }
 
 /// How the encryption stage counts and logs: its metrics and how addresses appear in logs.
-pub struct Observe {
+pub(crate) struct Observe {
     /// Where unusable keys and encryption failures are counted.
     pub metrics: Arc<Metrics>,
     /// `SEALGATE_LOG_ADDRESSES`.
@@ -56,7 +56,7 @@ pub struct Observe {
 
 impl EncryptStage {
     /// A stage that looks recipients up in `keys`.
-    pub fn new(keys: Arc<dyn KeyLookup>, config: EncryptConfig, observe: Observe) -> Self {
+    pub(crate) fn new(keys: Arc<dyn KeyLookup>, config: EncryptConfig, observe: Observe) -> Self {
         EncryptStage {
             keys,
             config,

@@ -988,7 +988,6 @@ fn recipients_by_key_and_policy() {
             .plan(&envelope, headers, &rcpt(address))
             .map(|plan| match plan {
                 Plan::Unchanged => None,
-                Plan::AlreadyEncrypted => Some("already encrypted".to_owned()),
                 Plan::Rewrite(rewrite) => Some(rewrite.variant()),
             })
             .map_err(refused);

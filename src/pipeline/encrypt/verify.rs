@@ -68,10 +68,10 @@ use crate::pipeline::encrypt::mime::{self, Field};
 
 /// A run of this many printable octets in ciphertext means it is not ciphertext: random
 /// octets are printable with p = 98/256, so a run of 64 has p ≈ 2e-27.
-pub const PRINTABLE_RUN: usize = 64;
+pub(crate) const PRINTABLE_RUN: usize = 64;
 
 /// Ciphertext is judged in blocks of this many octets (the last one may be shorter).
-pub const BLOCK: usize = 4096;
+pub(crate) const BLOCK: usize = 4096;
 
 /// A block shorter than this is only held to the run test.
 const MIN_JUDGED: usize = 16;
@@ -88,12 +88,12 @@ const PRINTABLE_SIGMAS: f64 = 8.0;
 const CHI_SQUARE_LIMIT: f64 = 526.0;
 
 /// How much of a multipart body must pass without an armor marker before it is encrypted.
-pub const MULTIPART_PROBE: usize = 16 * 1024;
+pub(crate) const MULTIPART_PROBE: usize = 16 * 1024;
 
 /// MIME preambles that known tools write before PGP/MIME (compared after trimming white
 /// space, exactly): Thunderbird/Enigmail, Mutt/GPGTools/Enigmail on RFC 2440, and the
 /// generic MIME notice.
-pub const PREAMBLES: [&str; 4] = [
+pub(crate) const PREAMBLES: [&str; 4] = [
     "This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)",
     "This is an OpenPGP/MIME encrypted message (RFC 2440 and 3156)",
     "This is an OpenPGP/MIME encrypted message",
@@ -102,7 +102,7 @@ pub const PREAMBLES: [&str; 4] = [
 
 /// `Content-Description` values a client may show (ASCII case-insensitive, white space
 /// trimmed): what Thunderbird, Enigmail, GpgOL, Exchange and OpenSSL-based clients write.
-pub const DESCRIPTIONS: [&str; 6] = [
+pub(crate) const DESCRIPTIONS: [&str; 6] = [
     "PGP/MIME version identification",
     "PGP/MIME Versions Identification",
     "OpenPGP encrypted message",
@@ -112,7 +112,7 @@ pub const DESCRIPTIONS: [&str; 6] = [
 ];
 
 /// File names (`name`, `filename`) a client may show, exactly (ASCII case-insensitive).
-pub const FILE_NAMES: [&str; 6] = [
+pub(crate) const FILE_NAMES: [&str; 6] = [
     "encrypted.asc",
     "msg.asc",
     "OpenPGP_encrypted_message.asc",
@@ -123,13 +123,13 @@ pub const FILE_NAMES: [&str; 6] = [
 
 /// The only markup allowed around an armored block in the HTML twin (ASCII
 /// case-insensitive, exactly as written: no attributes, no comments).
-pub const HTML_WRAPPERS: [&str; 15] = [
+pub(crate) const HTML_WRAPPERS: [&str; 15] = [
     "<html>", "</html>", "<head>", "</head>", "<body>", "</body>", "<pre>", "</pre>", "<p>",
     "</p>", "<div>", "</div>", "<br>", "<br/>", "<br />",
 ];
 
 /// Tool names an armor `Version` header may start with (what OpenPGP implementations write).
-pub const VERSION_TOOLS: [&str; 16] = [
+pub(crate) const VERSION_TOOLS: [&str; 16] = [
     "GnuPG",
     "GPG",
     "PGP",
@@ -195,7 +195,7 @@ const MAX_BER_DEPTH: usize = 32;
 
 /// A verified encrypted form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
+pub(crate) enum Form {
     PgpMime,
     Exchange,
     Smime,
@@ -204,7 +204,7 @@ pub enum Form {
 }
 
 impl Form {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Form::PgpMime => "pgp/mime",
             Form::Exchange => "exchange pgp/mime",
@@ -217,7 +217,7 @@ impl Form {
 
 /// Why a message was not verified; the detail names the first rule it broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// Ordinary mail: the top-level type is none of the encrypted forms, or the body does not
     /// start like one.
     NotAnEncryptedForm(&'static str),
@@ -237,7 +237,7 @@ pub enum Reason {
 
 impl Reason {
     /// A short label for metrics.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Reason::NotAnEncryptedForm(_) => "not_an_encrypted_form",
             Reason::BeyondWindow => "beyond_window",
@@ -265,7 +265,7 @@ impl fmt::Display for Reason {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Verified(Form),
     NotVerified(Reason),
 }
@@ -288,7 +288,7 @@ enum Shape {
 /// The streaming verifier: fed the message (header block first) chunk by chunk, holding at
 /// most `window` octets.
 #[derive(Debug)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     window: usize,
     held: Vec<u8>,
     header_len: usize,
@@ -302,7 +302,7 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(window: usize) -> Verifier {
+    pub(crate) fn new(window: usize) -> Verifier {
         Verifier {
             window,
             held: Vec::new(),
@@ -317,7 +317,7 @@ impl Verifier {
     /// Takes the next chunk. `Some(reason)` once the message can no longer be verified; with
     /// [`Reason::BeyondWindow`] this chunk was not kept (the caller still has it), with any
     /// other reason it was.
-    pub fn feed(&mut self, chunk: &[u8]) -> Option<Reason> {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Option<Reason> {
         if self.decided.is_none() {
             if self.held.len() + chunk.len() > self.window {
                 self.decided = Some(Reason::BeyondWindow);
@@ -330,17 +330,17 @@ impl Verifier {
     }
 
     /// What has been kept so far: the message from its first octet.
-    pub fn held(&self) -> &[u8] {
+    pub(crate) fn held(&self) -> &[u8] {
         &self.held
     }
 
     /// Gives the held octets back.
-    pub fn into_held(self) -> Vec<u8> {
+    pub(crate) fn into_held(self) -> Vec<u8> {
         self.held
     }
 
     /// The verdict on the complete message.
-    pub fn finish(&mut self) -> Verdict {
+    pub(crate) fn finish(&mut self) -> Verdict {
         if self.decided.is_none() {
             self.decided = self.early(true).err();
         }
@@ -423,7 +423,7 @@ fn shape(content: &[Field<'_>]) -> Check<Shape> {
 }
 
 /// Verifies a whole message held in memory.
-pub fn verify_message(message: &[u8]) -> Verdict {
+pub(crate) fn verify_message(message: &[u8]) -> Verdict {
     match check_message(message) {
         Ok(form) => Verdict::Verified(form),
         Err(reason) => Verdict::NotVerified(reason),
@@ -1461,7 +1461,7 @@ fn feed_octet_strings(randomness: &mut Randomness, tlv: &Tlv<'_>, depth: usize) 
 /// for blocks of 512 octets or more a chi-square statistic of at most [`CHI_SQUARE_LIMIT`].
 /// Genuine gpg, sq and OpenSSL output passes (tests use messages of several MiB).
 #[derive(Debug, Clone)]
-pub struct Randomness {
+pub(crate) struct Randomness {
     counts: [u32; 256],
     in_block: usize,
     run: usize,
@@ -1495,7 +1495,7 @@ fn longest_printable_run(data: &[u8]) -> usize {
 }
 
 impl Randomness {
-    pub fn feed(&mut self, data: &[u8]) {
+    pub(crate) fn feed(&mut self, data: &[u8]) {
         for &b in data {
             if self.failed.is_some() {
                 return;
