@@ -1,4 +1,4 @@
-//! Binary-only code: the exit codes, the log set-up, the listeners, the `sealgate keys`
+//! Binary-only code: the exit codes, the log set-up, serving (`run`), the listeners, the `sealgate keys`
 //! commands and the systemd integration.
 
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 pub(crate) mod keys;
 pub(crate) mod listen;
+pub(crate) mod run;
 pub(crate) mod systemd;
 
 /// How the process ends other than with success: sysexits(3) codes.
