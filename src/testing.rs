@@ -64,3 +64,25 @@ impl Wiring {
         })
     }
 }
+
+/// Compares `actual` with the golden file `relative` (from the crate root); with
+/// `TEST_BLESS=1` a missing or different file is written instead (review the diff).
+pub(crate) fn golden(relative: &str, actual: &[u8]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    let expected = std::fs::read(&path).ok();
+    if expected.as_deref() == Some(actual) {
+        return;
+    }
+    if crate::config::environment()
+        .get("TEST_BLESS")
+        .is_some_and(|v| v == "1")
+    {
+        std::fs::write(&path, actual).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        return;
+    }
+    panic!(
+        "{relative} differs (TEST_BLESS=1 rewrites it):\n--- got\n{}\n--- expected\n{}",
+        String::from_utf8_lossy(actual),
+        String::from_utf8_lossy(expected.as_deref().unwrap_or(b"(missing)"))
+    );
+}

@@ -536,6 +536,33 @@ mod tests {
         }
     }
 
+    /// A whole header block from a mail client, as the scrub stage leaves it: the golden file
+    /// shows at a glance what an authenticated user's recipients see (`TEST_BLESS=1`
+    /// rewrites it).
+    #[test]
+    fn a_mail_clients_submission_as_its_recipients_see_it() {
+        let input =
+            b"Received: from [192.168.1.20] (dsl-203-0-113-7.example.net [203.0.113.7])\r\n\
+            \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n\
+            \t(No client certificate requested)\r\n\
+            \tby mx.example.org (Postfix) with ESMTPSA id 4ABCD1234;\r\n\
+            \tTue,  1 Dec 2026 10:00:00 +0100 (CET)\r\n\
+            Message-ID: <a1b2c3@example.org>\r\n\
+            Date: Tue, 1 Dec 2026 10:00:00 +0100\r\n\
+            MIME-Version: 1.0\r\n\
+            User-Agent: Mozilla Thunderbird\r\n\
+            X-Originating-IP: [203.0.113.7]\r\n\
+            From: Alice <alice@example.org>\r\n\
+            To: bob@example.net\r\n\
+            Subject: hello\r\n\
+            X-Mailer: Thunderbird 128.5\r\n\
+            Content-Type: text/plain; charset=UTF-8\r\n\
+            \r\n";
+        let output = scrub_headers(input, ScrubMode::Authenticated, &remove(), &trusted())
+            .expect("an authenticated submission is scrubbed");
+        crate::testing::golden("corpus/skeleton/scrub-mail-client.eml", &output);
+    }
+
     #[test]
     fn configured_fields_go_with_their_folded_lines() {
         let received = b"Received: from x (x [192.0.2.1])\r\n\tby mx.example.org with ESMTPSA \

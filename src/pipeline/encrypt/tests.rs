@@ -21,6 +21,7 @@ use super::pgp_mime::{BOUNDARY_OCTETS, field_name_with_colon, new_boundary};
 use super::*;
 use crate::openpgp;
 use crate::pipeline::Rewrite;
+use crate::testing::golden;
 
 /// Metrics nobody reads, for rewrites whose counts a test does not check.
 fn metrics() -> Arc<Metrics> {
@@ -219,28 +220,6 @@ const SKELETON: &str = "corpus/skeleton/pgp-mime.eml";
 fn skeleton() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SKELETON);
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-}
-
-/// Compares `actual` with the golden file `relative` (from the crate root); with
-/// `TEST_BLESS=1` a missing or different file is written instead (review the diff).
-fn golden(relative: &str, actual: &[u8]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    let expected = std::fs::read(&path).ok();
-    if expected.as_deref() == Some(actual) {
-        return;
-    }
-    if crate::config::environment()
-        .get("TEST_BLESS")
-        .is_some_and(|v| v == "1")
-    {
-        std::fs::write(&path, actual).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-        return;
-    }
-    panic!(
-        "{relative} differs (TEST_BLESS=1 rewrites it):\n--- got\n{}\n--- expected\n{}",
-        String::from_utf8_lossy(actual),
-        String::from_utf8_lossy(expected.as_deref().unwrap_or(b"(missing)"))
-    );
 }
 
 /// Checks the PGP/MIME layout byte for byte and returns the armored message.
