@@ -19,7 +19,9 @@ use crate::pipeline::require_tls::RequireTlsStage;
 use crate::pipeline::scrub::ScrubStage;
 use crate::server::{self, Limits};
 use crate::shutdown::Shutdown;
+use crate::store::KeyLookup;
 use crate::store::keys::KeyStore;
+use crate::store::postgres::PgKeyStore;
 use crate::store::secure::SecureAddresses;
 use crate::store::watch::{self, Reload};
 
@@ -27,7 +29,7 @@ use crate::store::watch::{self, Reload};
 /// mailbox), encrypt (which looks keys up by mailbox and counts in `metrics`).
 pub(crate) fn pipeline(
     config: &Config,
-    keys: Arc<KeyStore>,
+    keys: Arc<dyn KeyLookup>,
     secure: Arc<SecureAddresses>,
     metrics: Arc<Metrics>,
 ) -> Pipeline {
@@ -62,9 +64,26 @@ pub(crate) fn pipeline(
 /// bound and reloaded on SIGHUP.
 pub struct Stores {
     /// Recipients' certificates.
-    pub keys: Arc<KeyStore>,
+    pub keys: Keys,
     /// Secure (TLS-only) addresses.
     pub secure: Arc<SecureAddresses>,
+}
+
+/// Where recipients' certificates come from (`SEALGATE_KEYSTORE`).
+pub enum Keys {
+    /// A cert-d directory, loaded in memory and reloaded by the watcher.
+    Directory(Arc<KeyStore>),
+    /// A PostgreSQL database, cached and kept current by its notifications.
+    Database(Arc<PgKeyStore>),
+}
+
+impl Keys {
+    fn lookup(&self) -> Arc<dyn KeyLookup> {
+        match self {
+            Keys::Directory(keys) => Arc::clone(keys) as _,
+            Keys::Database(keys) => Arc::clone(keys) as _,
+        }
+    }
 }
 
 /// The bound listening sockets, one per protocol; at least one is there.
@@ -104,7 +123,10 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let Stores { keys, secure } = stores;
     // One poller per store; a SIGHUP re-reads them in this order through the same reload.
-    let reloadable: Vec<Arc<dyn Reload>> = vec![Arc::clone(&secure) as _, Arc::clone(&keys) as _];
+    let mut reloadable: Vec<Arc<dyn Reload>> = vec![Arc::clone(&secure) as _];
+    if let Keys::Directory(keys) = &keys {
+        reloadable.push(Arc::clone(keys) as _);
+    }
     for store in &reloadable {
         watch::watch(Arc::clone(store), config.keystore_reload);
     }
@@ -115,11 +137,39 @@ pub async fn run(
     });
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::new(&registry).map_err(AppError::Metrics)?);
-    metrics::register_keystore(&registry, Arc::clone(&keys)).map_err(AppError::KeyStoreMetrics)?;
     let readiness = Arc::new(http::Readiness::new(config.next_hop.clone()));
-    readiness.set_keystore(Arc::clone(&keys));
+    // The database's connection task stops with the process, after the listeners drained.
+    let (database_stop, database_stopped) = tokio::sync::watch::channel(false);
+    match &keys {
+        Keys::Directory(store) => {
+            metrics::register_keystore(&registry, Arc::clone(store))
+                .map_err(AppError::KeyStoreMetrics)?;
+            readiness.set_keystore(Arc::clone(store));
+        }
+        Keys::Database(store) => {
+            metrics::register_key_database(&registry, Arc::clone(store))
+                .map_err(AppError::KeyStoreMetrics)?;
+            readiness.set_key_database(Arc::clone(store));
+            store.start(database_stopped);
+            // The first recipients should not tempfail while the connection is being made.
+            if !store
+                .wait_up(crate::store::postgres::connect::CONNECT_TIMEOUT)
+                .await
+            {
+                tracing::warn!(
+                    keystore = %store.location(),
+                    "key database not connected yet; recipients get 451 until it answers"
+                );
+            }
+        }
+    }
     let next_hop = NextHop::new(&config, Arc::clone(&metrics));
-    let pipeline = pipeline(&config, keys, Arc::clone(&secure), Arc::clone(&metrics));
+    let pipeline = pipeline(
+        &config,
+        keys.lookup(),
+        Arc::clone(&secure),
+        Arc::clone(&metrics),
+    );
     metrics.declare(&pipeline.stage_names(), next_hop.kind());
     let config = Arc::new(config);
     let pipeline = Arc::new(pipeline);
@@ -185,5 +235,6 @@ pub async fn run(
     };
     readiness.set_serving(true);
     tokio::join!(signal, servers, http);
+    let _ = database_stop.send(true);
     Ok(())
 }

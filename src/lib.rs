@@ -51,7 +51,7 @@ pub mod openpgp;
 /// The key stores and the secure addresses: `sealgate keys` writes and shows them.
 pub mod store;
 
-pub use app::{AppError, Listeners, Stores, run};
+pub use app::{AppError, Keys, Listeners, Stores, run};
 pub use ops::metrics::{BUILD_COMMIT, BUILD_RUSTC, CRYPTO_BACKEND};
 pub use ops::redact::{AddressLog, Logfmt, token};
 

@@ -9,6 +9,7 @@ use std::io::{self, Read as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sequoia_openpgp::cert::CertParser;
@@ -20,7 +21,7 @@ use sequoia_openpgp::serialize::stream::Recipient;
 use sequoia_openpgp::types::{HashAlgorithm, PublicKeyAlgorithm};
 use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
 
-use sealgate::config::{self, Config};
+use sealgate::config::{self, Config, KeyStoreLocation};
 use sealgate::error::error_chain;
 use sealgate::openpgp::{self, POLICY, Unusable};
 use sealgate::store::certd::KeyStoreError;
@@ -43,12 +44,19 @@ Usage:
   sealgate keys reindex            accept the certificates present now as the store's
                                    contents (after removing files on purpose, or a store
                                    written by another tool)
+  sealgate keys migrate            create or upgrade a PostgreSQL key store's schema
+  sealgate keys copy --from STORE --to STORE
+                                   copy every certificate from one store to another (a
+                                   directory or a postgresql:// URL, either way), with the
+                                   refusals of import
 
-The store is the cert-d directory in SEALGATE_KEYSTORE (default ./keys), read like the
-service reads it: the environment, over the env file in SEALGATE_ENV_FILE (default
-/etc/sealgate/sealgate.env when it exists; systemd EnvironmentFile= syntax).
+The store is SEALGATE_KEYSTORE (default ./keys): a cert-d directory or a postgresql:// URL
+(docs/keystore-postgres.md), read like the service reads it: the environment, over the env
+file in SEALGATE_ENV_FILE (default /etc/sealgate/sealgate.env when it exists; systemd
+EnvironmentFile= syntax). init and reindex are for directories, migrate for databases.
 Exit codes: 0 done; 1 refused or not found; 64 usage; 74 I/O error; 75 the store is
-degraded (list and show print why); 78 bad configuration.
+degraded or the database does not answer (list and show print why); 78 bad configuration,
+or a database schema to migrate.
 ";
 
 /// A parsed `sealgate keys` command line.
@@ -59,6 +67,8 @@ enum Verb<'a> {
     Remove(String),
     Init,
     Reindex,
+    Migrate,
+    Copy { from: &'a str, to: &'a str },
 }
 
 /// Runs `sealgate keys ARGS...` and returns the process exit code. The store is the
@@ -72,6 +82,10 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
         ["remove", parts @ ..] if !parts.is_empty() => Verb::Remove(parts.concat()),
         ["init"] => Verb::Init,
         ["reindex"] => Verb::Reindex,
+        ["migrate"] => Verb::Migrate,
+        ["copy", "--from", from, "--to", to] | ["copy", "--to", to, "--from", from] => {
+            Verb::Copy { from, to }
+        }
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -81,8 +95,8 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
             return ExitCode::from(Exit::Usage);
         }
     };
-    let dir = match service_config() {
-        Ok(config) => config.keystore,
+    let config = match service_config() {
+        Ok(config) => config,
         Err(err) => {
             eprintln!("sealgate keys: invalid configuration: {err}");
             return ExitCode::from(Exit::Config);
@@ -90,6 +104,21 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
     };
     // Warnings from the key store (e.g. skipped files) go to stderr.
     init_command_logs();
+    if let Verb::Copy { from, to } = verb {
+        return database::copy(&config, from, to);
+    }
+    let dir = match &config.keystore {
+        KeyStoreLocation::Directory(dir) => dir.clone(),
+        KeyStoreLocation::Database(url) => return database::main(&config, url, verb),
+    };
+    if let Verb::Migrate = verb {
+        eprintln!(
+            "sealgate keys migrate: SEALGATE_KEYSTORE is a directory ({}); migrate is for a \
+             postgresql:// key store",
+            dir.display()
+        );
+        return ExitCode::from(Exit::Usage);
+    }
     // Only the verbs that write need the service user's access (list and show only read).
     let writes = matches!(
         verb,
@@ -104,7 +133,7 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
         Err(_) => None,
     };
     let code = match verb {
-        Verb::Import(source) => import(&dir, source),
+        Verb::Import(source) => import(source, |cert| import_one(&dir, cert)),
         Verb::List => list(&dir),
         Verb::Show(address) => show(&dir, address),
         Verb::Remove(fingerprint) => remove(&dir, &fingerprint),
@@ -120,6 +149,8 @@ pub(crate) fn main(args: &[&str]) -> ExitCode {
             }
             Err(err) => store_failure("init", &err),
         },
+        // Answered above, before the directory was known.
+        Verb::Migrate | Verb::Copy { .. } => ExitCode::from(Exit::Usage),
         Verb::Reindex => match certd::reindex(&dir) {
             Ok(manifest) => {
                 println!(
@@ -281,17 +312,18 @@ fn may(meta: &std::fs::Metadata, uid: u32, gid: u32, need: u32) -> bool {
 enum ImportError {
     /// The certificate is not acceptable; nothing was written.
     Refused(String),
-    /// The store could not be read or written.
-    Store(KeyStoreError),
+    /// The store could not be read or written (the cause, on one line).
+    Store(String),
 }
 
 impl From<KeyStoreError> for ImportError {
     fn from(err: KeyStoreError) -> Self {
-        ImportError::Store(err)
+        ImportError::Store(error_chain(&err).replace('\n', " "))
     }
 }
 
-fn import(dir: &Path, source: &str) -> ExitCode {
+/// Imports every certificate in `source` with `store_one`, which judges and writes one.
+fn import(source: &str, mut store_one: impl FnMut(Cert) -> Result<Cert, ImportError>) -> ExitCode {
     let data = match read_input(source) {
         Ok(data) => data,
         Err(err) => {
@@ -325,7 +357,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
             }
         };
         let fingerprint = cert.fingerprint();
-        match import_one(dir, cert) {
+        match store_one(cert) {
             Ok(stored) => {
                 let addresses = openpgp::email_addresses(&stored);
                 println!("imported {fingerprint} {}", bracketed(&addresses));
@@ -335,10 +367,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
                 refused += 1;
             }
             Err(ImportError::Store(err)) => {
-                eprintln!(
-                    "sealgate keys import: {}",
-                    error_chain(&err).replace('\n', " ")
-                );
+                eprintln!("sealgate keys import: {err}");
                 return ExitCode::from(Exit::IoErr);
             }
         }
@@ -361,13 +390,7 @@ fn import(dir: &Path, source: &str) -> ExitCode {
 /// reported as refused): it carries the holder's own newer signatures, e.g. a revocation,
 /// and keeping the old copy would keep encrypting to a key its holder gave up.
 fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
-    if cert.is_tsk() {
-        // Don't even strip and store: whoever exported a secret key by mistake should learn
-        // about it, and the secret should go no further than this process.
-        return Err(ImportError::Refused(
-            "contains secret key material; export the public key with `gpg --export`".into(),
-        ));
-    }
+    refuse_secrets(&cert)?;
     let fingerprint = cert.fingerprint();
     let stored = certd::stored(dir, &fingerprint)?;
     let update = stored.is_some();
@@ -380,14 +403,7 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
         })?,
         None => cert.clone(),
     };
-    let problem = if openpgp::email_addresses(&candidate).is_empty() {
-        Some("no self-signed user ID with an e-mail address".to_string())
-    } else {
-        openpgp::check(&candidate)
-            .err()
-            .map(|why| explain(&candidate, &why))
-    };
-    match problem {
+    match judge(&candidate) {
         None => Ok(certd::insert(dir, &cert)?),
         Some(reason) if update => {
             certd::insert(dir, &cert)?;
@@ -397,6 +413,27 @@ fn import_one(dir: &Path, cert: Cert) -> Result<Cert, ImportError> {
         }
         Some(reason) => Err(ImportError::Refused(reason)),
     }
+}
+
+/// A certificate with secret key material is refused before anything else: whoever exported
+/// a secret key by mistake should learn about it, and the secret should go no further than
+/// this process.
+fn refuse_secrets(cert: &Cert) -> Result<(), ImportError> {
+    if cert.is_tsk() {
+        return Err(ImportError::Refused(
+            "contains secret key material; export the public key with `gpg --export`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a certificate (merged with the stored copy) may not be used, for both backends:
+/// no self-signed e-mail user ID, or unusable now.
+fn judge(cert: &Cert) -> Option<String> {
+    if openpgp::email_addresses(cert).is_empty() {
+        return Some("no self-signed user ID with an e-mail address".to_string());
+    }
+    openpgp::check(cert).err().map(|why| explain(cert, &why))
 }
 
 /// A one-line reason for an unusable certificate, naming the fix where there is one.
@@ -519,8 +556,17 @@ fn show(dir: &Path, address: &str) -> ExitCode {
         Ok(store) => store,
         Err(err) => return store_failure("show", &err),
     };
-    let certs = store.certificates_for(address);
-    if let Lookup::Unknown { reason } = store.lookup(address) {
+    resolution(
+        address,
+        store.lookup(address),
+        &store.certificates_for(address),
+    )
+}
+
+/// What `show` prints for both backends: the service's answer for `address`, then every
+/// certificate it resolves to (usable or not, and why) with the keys a copy is encrypted to.
+fn resolution(address: &str, lookup: Lookup, certs: &[Arc<Cert>]) -> ExitCode {
+    if let Lookup::Unknown { reason } = &lookup {
         eprintln!("sealgate keys show: cannot tell whether {address} has a key: {reason}");
         return ExitCode::from(Exit::TempFail);
     }
@@ -528,7 +574,7 @@ fn show(dir: &Path, address: &str) -> ExitCode {
         eprintln!("sealgate keys show: no certificate for {address}");
         return ExitCode::FAILURE;
     }
-    let usable = match store.lookup(address) {
+    let usable = match lookup {
         Lookup::Usable(usable) => {
             let fingerprints: Vec<String> =
                 usable.iter().map(|c| c.fingerprint().to_hex()).collect();
@@ -550,10 +596,9 @@ fn show(dir: &Path, address: &str) -> ExitCode {
             println!("{address} resolves to {fingerprint} (unusable: {reason})");
             false
         }
-        // The store did not change between the two calls (same process, no reload).
         Lookup::None | Lookup::Unknown { .. } => false,
     };
-    for cert in &certs {
+    for cert in certs {
         println!("{}", summary(cert));
         for (fingerprint, algorithm, expires) in encryption_subkeys(cert) {
             println!(
@@ -790,5 +835,251 @@ mod tests {
         }
         assert!(parse_fingerprint("0123").is_none());
         assert!(parse_fingerprint("g123456789ABCDEF0123456789ABCDEF01234567").is_none());
+    }
+}
+
+/// `sealgate keys` against a PostgreSQL key store: the same verbs, refusals and output as for
+/// a directory; each write is one transaction (store/postgres/admin.rs).
+mod database {
+    use super::*;
+
+    use sealgate::store::postgres::Location;
+    use sealgate::store::postgres::admin::{Admin, Imported};
+
+    /// A current-thread runtime for the database client: `sealgate keys` is one short command.
+    fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| {
+                eprintln!("sealgate keys: cannot start the runtime: {err}");
+                ExitCode::from(Exit::OsErr)
+            })
+    }
+
+    fn location(config: &Config, url: &str) -> Result<Location, ExitCode> {
+        Location::parse(url, config.keystore_password_file.as_deref()).map_err(|err| {
+            eprintln!("sealgate keys: invalid configuration: SEALGATE_KEYSTORE: {err}");
+            ExitCode::from(Exit::Config)
+        })
+    }
+
+    /// The database failed: exit 74 with the cause (never the password).
+    fn failed(verb: &str, err: &sealgate::store::postgres::PgError) -> ExitCode {
+        eprintln!("sealgate keys {verb}: {}", one_line(&err.to_string()));
+        ExitCode::from(Exit::IoErr)
+    }
+
+    /// Who imports, for `certificates.imported_by`: `sealgate keys import (USER@HOST)`.
+    fn imported_by() -> String {
+        let env = config::environment();
+        let user = env
+            .get("USER")
+            .or_else(|| env.get("LOGNAME"))
+            .map_or("?", String::as_str);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("sealgate keys import ({user}@{})", host.trim())
+    }
+
+    pub(super) fn main(config: &Config, url: &str, verb: Verb<'_>) -> ExitCode {
+        let location = match location(config, url) {
+            Ok(location) => location,
+            Err(code) => return code,
+        };
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        let connected = runtime.block_on(async {
+            match verb {
+                Verb::Migrate => Admin::connect_unchecked(&location).await,
+                _ => Admin::connect(&location).await,
+            }
+        });
+        let mut admin = match connected {
+            Ok(admin) => admin,
+            Err(err) => {
+                eprintln!("sealgate keys: {}", one_line(&err.to_string()));
+                // A schema to migrate is the operator's to fix; a database away may come back.
+                return match err {
+                    sealgate::store::postgres::PgError::Schema(_) => ExitCode::from(Exit::Config),
+                    _ => ExitCode::from(Exit::TempFail),
+                };
+            }
+        };
+        let code = match verb {
+            // `import` is synchronous: each certificate's transaction runs on the runtime.
+            Verb::Import(source) => {
+                let by = imported_by();
+                import(source, |cert| {
+                    refuse_secrets(&cert)?;
+                    match runtime.block_on(admin.import(&cert, &by, judge)) {
+                        Ok(Imported::Stored(stored)) => Ok(stored),
+                        Ok(Imported::MergedUnusable(_, reason)) => {
+                            Err(ImportError::Refused(format!(
+                                "{reason} (merged into the stored copy, which is no longer used)"
+                            )))
+                        }
+                        Ok(Imported::Refused(reason)) => Err(ImportError::Refused(reason)),
+                        Err(err) => Err(ImportError::Store(one_line(&err.to_string()))),
+                    }
+                })
+            }
+            verb => runtime.block_on(run(&mut admin, &location, verb)),
+        };
+        runtime.block_on(admin.close());
+        code
+    }
+
+    async fn run(admin: &mut Admin, location: &Location, verb: Verb<'_>) -> ExitCode {
+        match verb {
+            Verb::Migrate => match admin.migrate().await {
+                Ok(applied) if applied.is_empty() => {
+                    println!("key store {location}: schema is up to date");
+                    ExitCode::SUCCESS
+                }
+                Ok(applied) => {
+                    let versions: Vec<String> = applied.iter().map(ToString::to_string).collect();
+                    println!(
+                        "key store {location}: applied schema version(s) {}",
+                        versions.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(err) => failed("migrate", &err),
+            },
+            // Imported by `main`, synchronously.
+            Verb::Import(_) => ExitCode::from(Exit::Usage),
+            Verb::List => match admin.certificates().await {
+                Ok(certs) => {
+                    for cert in certs {
+                        println!("{}", summary(&cert));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => failed("list", &err),
+            },
+            Verb::Show(address) => match admin.lookup(address).await {
+                Ok((lookup, certs)) => resolution(address, lookup, &certs),
+                Err(err) => failed("show", &err),
+            },
+            Verb::Remove(text) => {
+                let Some(fingerprint) = parse_fingerprint(&text) else {
+                    eprintln!(
+                        "sealgate keys remove: not a fingerprint: {text} (expected 40 or 64 \
+                         hex digits)\n\n{USAGE}"
+                    );
+                    return ExitCode::from(Exit::Usage);
+                };
+                match admin.remove(&fingerprint.to_hex()).await {
+                    Ok(true) => {
+                        println!("removed {fingerprint}");
+                        ExitCode::SUCCESS
+                    }
+                    Ok(false) => {
+                        eprintln!(
+                            "sealgate keys remove: no certificate {fingerprint} in the key store"
+                        );
+                        ExitCode::FAILURE
+                    }
+                    Err(err) => failed("remove", &err),
+                }
+            }
+            Verb::Init | Verb::Reindex => {
+                eprintln!(
+                    "sealgate keys: init and reindex are for a directory; a database's schema \
+                     is made by `sealgate keys migrate`"
+                );
+                ExitCode::from(Exit::Usage)
+            }
+            Verb::Copy { .. } => ExitCode::from(Exit::Usage),
+        }
+    }
+
+    /// `sealgate keys copy --from STORE --to STORE`: every certificate of one store imported
+    /// into the other (directory or database, either way) with import's refusals.
+    pub(super) fn copy(config: &Config, from: &str, to: &str) -> ExitCode {
+        let runtime = match runtime() {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+        let certs: Vec<Cert> = if sealgate::store::postgres::connect::is_url(from) {
+            let location = match location(config, from) {
+                Ok(location) => location,
+                Err(code) => return code,
+            };
+            let read = runtime.block_on(async {
+                let admin = Admin::connect(&location).await?;
+                let certs = admin.certificates().await;
+                admin.close().await;
+                certs
+            });
+            match read {
+                Ok(certs) => certs,
+                Err(err) => return failed("copy", &err),
+            }
+        } else {
+            match KeyStore::open(Path::new(from)) {
+                Ok(store) => {
+                    if !store.problems().is_empty() {
+                        return degraded("copy", &store);
+                    }
+                    store.certificates().iter().map(|c| (**c).clone()).collect()
+                }
+                Err(err) => return store_failure("copy", &err),
+            }
+        };
+        let mut bytes = Vec::new();
+        for cert in &certs {
+            if let Err(err) = sequoia_openpgp::serialize::Serialize::serialize(cert, &mut bytes) {
+                eprintln!("sealgate keys copy: {}: {err}", cert.fingerprint());
+                return ExitCode::from(Exit::IoErr);
+            }
+        }
+        let input = match tempfile_with(&bytes) {
+            Ok(file) => file,
+            Err(err) => {
+                eprintln!("sealgate keys copy: cannot stage the certificates: {err}");
+                return ExitCode::from(Exit::IoErr);
+            }
+        };
+        let source = input.path().display().to_string();
+        let code = if sealgate::store::postgres::connect::is_url(to) {
+            let mut target = config.clone();
+            target.keystore = KeyStoreLocation::Database(to.to_string());
+            main(&target, to, Verb::Import(&source))
+        } else {
+            let dir = PathBuf::from(to);
+            import(&source, |cert| import_one(&dir, cert))
+        };
+        println!("copied {} certificate(s) from {from}", certs.len());
+        code
+    }
+
+    /// A private temporary file holding `bytes` (public certificates only).
+    fn tempfile_with(bytes: &[u8]) -> io::Result<TempInput> {
+        let path = std::env::temp_dir().join(format!(
+            "sealgate-keys-copy-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::write(&path, bytes)?;
+        Ok(TempInput(path))
+    }
+
+    struct TempInput(PathBuf);
+
+    impl TempInput {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempInput {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }

@@ -4,9 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sealgate::config::Config;
+use sealgate::Keys;
+use sealgate::config::{Config, KeyStoreLocation};
 use sealgate::net::Address;
 use sealgate::store::keys::KeyStore;
+use sealgate::store::postgres::{Location, PgError, PgKeyStore};
 use sealgate::store::secure::SecureAddresses;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -23,24 +25,9 @@ pub(crate) fn check_config() -> ExitCode {
     match checked {
         Ok(config) => {
             print!("{}", config.describe());
-            let problems = match KeyStore::open(&config.keystore) {
-                Ok(keys) => keys.problems(),
-                Err(err) => {
-                    eprintln!(
-                        "sealgate: key store {}: {}",
-                        config.keystore.display(),
-                        sealgate::error::error_chain(&err)
-                    );
-                    return ExitCode::from(Exit::TempFail);
-                }
-            };
-            for problem in &problems {
-                eprintln!("sealgate: key store degraded: {problem}");
-            }
-            if problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(Exit::TempFail)
+            match &config.keystore {
+                KeyStoreLocation::Directory(dir) => check_directory(dir),
+                KeyStoreLocation::Database(url) => check_database(&config, url),
             }
         }
         Err(err) => {
@@ -48,6 +35,67 @@ pub(crate) fn check_config() -> ExitCode {
             ExitCode::from(Exit::Config)
         }
     }
+}
+
+/// A cert-d store that cannot vouch for its contents: exit 75 with each problem.
+fn check_directory(dir: &std::path::Path) -> ExitCode {
+    let problems = match KeyStore::open(dir) {
+        Ok(keys) => keys.problems(),
+        Err(err) => {
+            eprintln!(
+                "sealgate: key store {}: {}",
+                dir.display(),
+                sealgate::error::error_chain(&err)
+            );
+            return ExitCode::from(Exit::TempFail);
+        }
+    };
+    for problem in &problems {
+        eprintln!("sealgate: key store degraded: {problem}");
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(Exit::TempFail)
+    }
+}
+
+/// A key database: connect and check the schema. A schema this binary does not know is a
+/// configuration error (78: run `sealgate keys migrate`, or upgrade); a database that does not
+/// answer is 75, as a degraded directory is.
+fn check_database(config: &Config, url: &str) -> ExitCode {
+    let location = match database_location(config, url) {
+        Ok(location) => location,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("sealgate: cannot start the runtime: {err}");
+            return ExitCode::from(Exit::OsErr);
+        }
+    };
+    match runtime.block_on(PgKeyStore::preflight(&location)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err @ PgError::Schema(_)) => {
+            eprintln!("sealgate: key store {location}: {err}");
+            ExitCode::from(Exit::Config)
+        }
+        Err(err) => {
+            eprintln!("sealgate: key store {location}: {err}");
+            ExitCode::from(Exit::TempFail)
+        }
+    }
+}
+
+fn database_location(config: &Config, url: &str) -> Result<Location, ExitCode> {
+    Location::parse(url, config.keystore_password_file.as_deref()).map_err(|err| {
+        eprintln!("sealgate: invalid configuration: SEALGATE_KEYSTORE: {err}");
+        ExitCode::from(Exit::Config)
+    })
 }
 
 /// The checks beyond the variables' syntax that `check-config` and `run` share, so that
@@ -69,7 +117,9 @@ fn preflight(config: &Config) -> Result<(), String> {
             sealgate::error::error_chain(&err)
         )
     })?;
-    keystore_can_exist(&config.keystore).map_err(|err| format!("SEALGATE_KEYSTORE: {err}"))?;
+    if let KeyStoreLocation::Directory(dir) = &config.keystore {
+        keystore_can_exist(dir).map_err(|err| format!("SEALGATE_KEYSTORE: {err}"))?;
+    }
     let listeners = [
         ("SEALGATE_LMTP_LISTEN", &config.lmtp_listen),
         ("SEALGATE_MILTER_LISTEN", &config.milter_listen),
@@ -175,15 +225,38 @@ pub(crate) fn run() -> ExitCode {
         }
     };
     // The key store is loaded before any port is bound: a broken one stops us here.
-    let keys = match KeyStore::open(&config.keystore) {
-        Ok(keys) => Arc::new(keys),
-        Err(err) => {
-            eprintln!(
-                "sealgate: cannot open the key store {}: {}",
-                config.keystore.display(),
-                sealgate::error::error_chain(&err)
-            );
-            return ExitCode::from(Exit::Config);
+    let keys = match &config.keystore {
+        KeyStoreLocation::Directory(dir) => match KeyStore::open(dir) {
+            Ok(keys) => Keys::Directory(Arc::new(keys)),
+            Err(err) => {
+                eprintln!(
+                    "sealgate: cannot open the key store {}: {}",
+                    dir.display(),
+                    sealgate::error::error_chain(&err)
+                );
+                return ExitCode::from(Exit::Config);
+            }
+        },
+        KeyStoreLocation::Database(url) => {
+            let location = match database_location(&config, url) {
+                Ok(location) => location,
+                Err(code) => return code,
+            };
+            // A schema this binary does not know stops the start; a database that does not
+            // answer yet does not (its recipients get 451 until it does).
+            match runtime.block_on(PgKeyStore::preflight(&location)) {
+                Ok(()) => {}
+                Err(err @ PgError::Schema(_)) => {
+                    eprintln!("sealgate: key store {location}: {err}");
+                    return ExitCode::from(Exit::Config);
+                }
+                Err(err) => warn!(
+                    keystore = %location,
+                    error = %err,
+                    "key database unreachable at start; recipients get 451 until it answers"
+                ),
+            }
+            Keys::Database(PgKeyStore::new(location, config.keystore_max_stale))
         }
     };
     let secure = match SecureAddresses::new(
@@ -210,14 +283,14 @@ pub(crate) fn run() -> ExitCode {
         };
         info!(
             next_hop = %config.next_hop,
-            keystore = %config.keystore.display(),
-            keystore_id = keys.manifest_id().as_deref().unwrap_or("(no manifest)"),
+            keystore = %config.keystore,
+            keystore_id = %keystore_id(&keys),
             secure_mailboxes = %config
                 .secure_mailboxes
                 .as_ref()
                 .map_or_else(|| "(none)".into(), |p| p.display().to_string()),
-            certificates = keys.len(),
-            problems = keys.problems().len(),
+            certificates = %certificates(&keys),
+            problems = problems(&keys),
             "sealgate {} starting",
             env!("CARGO_PKG_VERSION")
         );
@@ -227,7 +300,7 @@ pub(crate) fn run() -> ExitCode {
         // Type=notify: the key store is loaded and every listener bound.
         let status = format!(
             "READY=1\nSTATUS=serving; {} certificates; next hop {}",
-            stores.keys.len(),
+            certificates(&stores.keys),
             config.next_hop
         );
         if let Err(err) = systemd::notify(&status) {
@@ -244,6 +317,33 @@ pub(crate) fn run() -> ExitCode {
             }
         }
     })
+}
+
+/// For the start line: the store's identity (a directory's manifest id).
+fn keystore_id(keys: &Keys) -> String {
+    match keys {
+        Keys::Directory(store) => store
+            .manifest_id()
+            .unwrap_or_else(|| "(no manifest)".into()),
+        Keys::Database(_) => "(database)".into(),
+    }
+}
+
+/// For the start line and systemd's status: how many certificates a directory holds.
+fn certificates(keys: &Keys) -> String {
+    match keys {
+        Keys::Directory(store) => store.len().to_string(),
+        Keys::Database(_) => "(in the database)".into(),
+    }
+}
+
+/// For the start line: what a directory cannot vouch for (a database reports through
+/// /readyz and its metrics).
+fn problems(keys: &Keys) -> usize {
+    match keys {
+        Keys::Directory(store) => store.problems().len(),
+        Keys::Database(_) => 0,
+    }
 }
 
 /// Process-wide limits, set once at start.

@@ -25,6 +25,33 @@ pub use sections::{
 };
 pub use vars::{Config, VARIABLES, Variable};
 
+/// Where recipients' keys are (`SEALGATE_KEYSTORE`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyStoreLocation {
+    /// A cert-d directory, absolute.
+    Directory(PathBuf),
+    /// A PostgreSQL URL, as configured: it may hold a password, so it is shown (Display,
+    /// Debug) with the password replaced.
+    Database(String),
+}
+
+impl fmt::Display for KeyStoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyStoreLocation::Directory(path) => write!(f, "{}", path.display()),
+            KeyStoreLocation::Database(url) => {
+                f.write_str(&crate::store::postgres::connect::redact(url))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for KeyStoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
 /// The next hop, in Postfix-like destination syntax (`SEALGATE_NEXT_HOP`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NextHopAddr {
@@ -163,6 +190,14 @@ impl Config {
                 "off, and SEALGATE_MILTER_LISTEN is off too: nothing to listen on",
             ));
         }
+        if config.keystore_password_file.is_some()
+            && matches!(config.keystore, KeyStoreLocation::Directory(_))
+        {
+            return Err(ConfigError::new(
+                "SEALGATE_KEYSTORE_PASSWORD_FILE",
+                "set, but SEALGATE_KEYSTORE is a directory, not a postgresql:// URL",
+            ));
+        }
         if raw.get("SEALGATE_TRUSTED_MTA").is_none() {
             // The system host name is rarely Postfix's myhostname: with secure addresses or
             // an explicit scrub setting, guessing would refuse TLS mail and leave submitted
@@ -261,7 +296,10 @@ mod tests {
         // Relative paths are resolved once, against the working directory at start.
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(config.next_hop, NextHopAddr::Maildir(cwd.join("mail")));
-        assert_eq!(config.keystore, cwd.join("keys"));
+        assert_eq!(
+            config.keystore,
+            KeyStoreLocation::Directory(cwd.join("keys"))
+        );
         assert_eq!(config.max_message_size, Some(104_857_600));
         assert_eq!(config.bare_newline, BareNewline::Reject);
         // check-config output names every variable, in order, in the syntax it is read in.

@@ -138,6 +138,15 @@ pub(super) fn path(raw: &str) -> Result<PathBuf, String> {
     std::path::absolute(raw).map_err(|err| format!("{raw:?}: cannot make it absolute: {err}"))
 }
 
+/// `SEALGATE_KEYSTORE`: a `postgresql://` URL (checked, kept as written) or a directory.
+pub(super) fn keystore(raw: &str) -> Result<super::KeyStoreLocation, String> {
+    if crate::store::postgres::connect::is_url(raw) {
+        crate::store::postgres::Location::parse(raw, None)?;
+        return Ok(super::KeyStoreLocation::Database(raw.to_string()));
+    }
+    path(raw).map(super::KeyStoreLocation::Directory)
+}
+
 /// `HOST:PORT`, kept as written.
 pub(super) fn host_port(raw: &str) -> Result<String, String> {
     let (host, port) = raw

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sealgate_protocol::BareNewline;
 
-use super::{Config, ScrubMode};
+use super::{Config, KeyStoreLocation, ScrubMode};
 use crate::message::tls::TlsVersion;
 use crate::net::Address;
 use crate::ops::redact::AddressLog;
@@ -81,8 +81,12 @@ pub struct NextHopClient {
 /// The key store's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStoreSettings {
-    /// `SEALGATE_KEYSTORE`, absolute.
-    pub path: PathBuf,
+    /// `SEALGATE_KEYSTORE`: a directory (absolute) or a database.
+    pub location: KeyStoreLocation,
+    /// `SEALGATE_KEYSTORE_PASSWORD_FILE`
+    pub password_file: Option<PathBuf>,
+    /// `SEALGATE_KEYSTORE_MAX_STALE`
+    pub max_stale: Duration,
     /// `SEALGATE_KEYSTORE_RELOAD`
     pub reload: Duration,
 }
@@ -174,7 +178,9 @@ impl Config {
     /// The key store's settings.
     pub fn key_store(&self) -> KeyStoreSettings {
         KeyStoreSettings {
-            path: self.keystore.clone(),
+            location: self.keystore.clone(),
+            password_file: self.keystore_password_file.clone(),
+            max_stale: self.keystore_max_stale,
             reload: self.keystore_reload,
         }
     }
@@ -243,7 +249,7 @@ mod tests {
         assert_eq!(config.next_hop_client().pool_size, 0);
         assert_eq!(config.scrubbing().mode, ScrubMode::All);
         assert_eq!(config.secure().trusted_mta, ["mx.example.org"]);
-        assert_eq!(config.key_store().path, config.keystore);
+        assert_eq!(config.key_store().location, config.keystore);
         assert_eq!(config.logs().filter, "info");
     }
 }

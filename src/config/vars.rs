@@ -11,8 +11,8 @@ use sealgate_protocol::BareNewline;
 
 use super::parse::{self, Keyword};
 use super::{
-    ConfigError, DEFAULT_SCRUB_HEADERS, LogFormat, MIN_MILTER_FRAME, NextHopAddr, Raw, ScrubMode,
-    UnusableKey,
+    ConfigError, DEFAULT_SCRUB_HEADERS, KeyStoreLocation, LogFormat, MIN_MILTER_FRAME, NextHopAddr,
+    Raw, ScrubMode, UnusableKey,
 };
 use crate::message::tls::TlsVersion;
 use crate::net::Address;
@@ -257,13 +257,28 @@ variables! {
         parse: parse::on_off,
         show: on_off,
     }
-    /// Absolute, resolved once at start.
-    keystore: PathBuf {
+    /// A directory is absolute, resolved once at start.
+    keystore: KeyStoreLocation {
         name: "SEALGATE_KEYSTORE",
         default: "./keys",
-        doc: "Directory of recipients' OpenPGP certificates (cert-d format, as sq uses) with its manifest; `sealgate keys init` or `keys import` creates it. A relative path is resolved at start. Manage it with `sealgate keys`.",
-        parse: parse::path,
-        show: |path: &PathBuf| path.display().to_string(),
+        doc: "Where recipients' OpenPGP certificates are: a directory (cert-d format, as sq uses, with its manifest; `sealgate keys init` or `keys import` creates it; a relative path is resolved at start), or a PostgreSQL URL for a fleet, postgresql://USER@HOST/DBNAME (?host=/run/postgresql for a unix socket, ?sslmode=require|verify-full; docs/keystore-postgres.md). Manage it with `sealgate keys`.",
+        parse: parse::keystore,
+        show: ToString::to_string,
+    }
+    keystore_password_file: Option<PathBuf> {
+        name: "SEALGATE_KEYSTORE_PASSWORD_FILE",
+        default: "(none)",
+        unset: None,
+        doc: "With a PostgreSQL key store: a file whose first line is the database password (read at every connection, so a rotated password needs no restart). Never logged.",
+        parse: |raw| parse::path(raw).map(Some),
+        show: optional_path,
+    }
+    keystore_max_stale: Duration {
+        name: "SEALGATE_KEYSTORE_MAX_STALE",
+        default: "300s",
+        doc: "With a PostgreSQL key store: how long after the database last answered its cached answers are still used; after that, and at once for an address not in the cache, the recipient gets 451 4.7.0 (never plaintext).",
+        parse: parse::timeout,
+        show: seconds,
     }
     keystore_reload: Duration {
         name: "SEALGATE_KEYSTORE_RELOAD",

@@ -219,7 +219,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reverse_path,
                 params,
             } => self.mail(reverse_path, params),
-            Command::Rcpt { forward_path, .. } => self.rcpt(forward_path),
+            Command::Rcpt { forward_path, .. } => {
+                self.prefetch(&forward_path).await;
+                self.rcpt(forward_path);
+            }
             Command::Data => return self.data().await,
             Command::Rset => {
                 self.txn = None;
@@ -301,6 +304,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             span,
         });
         self.reply(replies::sender_ok());
+    }
+
+    /// A networked key store answers RCPT checks from memory: before the first of a pipelined
+    /// batch of RCPTs, fetch every address in the batch (this one and those already buffered)
+    /// in one round trip; the later ones of the batch then find their answers in memory.
+    async fn prefetch(&mut self, address: &str) {
+        let pipeline = &self.shared.pipeline;
+        let Some(txn) = self.txn.as_ref() else {
+            return;
+        };
+        if !pipeline.needs_prefetch() {
+            return;
+        }
+        let mut batch = vec![address.to_string()];
+        let buffered = &self.io.input[..];
+        let complete = buffered
+            .windows(2)
+            .rposition(|w| w == b"\r\n")
+            .map_or(&buffered[..0], |end| &buffered[..end]);
+        // Up to DATA (what follows is the message, not commands), and no more than a
+        // transaction may have.
+        for line in complete.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match parse_command(line) {
+                Ok(Command::Rcpt { forward_path, .. }) => batch.push(forward_path),
+                Ok(Command::Data) => break,
+                _ => {}
+            }
+            if batch.len() >= self.shared.config.max_recipients {
+                break;
+            }
+        }
+        pipeline.prefetch(&txn.envelope, &batch).await;
     }
 
     fn rcpt(&mut self, address: String) {

@@ -19,15 +19,15 @@ mod session;
 use std::fmt;
 use std::sync::Arc;
 
-use sealgate_protocol::milter::{FrameDecoder, MilterError, Response};
+use sealgate_protocol::milter::{Command, FrameDecoder, MilterError, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
 use crate::conn::{Conn, Next, ReadEnd, WriteEnd};
 use crate::ops::metrics::{Metrics, SessionProtocol};
-use crate::pipeline::Pipeline;
 use crate::pipeline::scrub::ScrubStage;
+use crate::pipeline::{Envelope, Pipeline};
 use crate::shutdown::Shutdown;
 use negotiate::Negotiated;
 use session::{ConnState, Message};
@@ -173,6 +173,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             match self.frames.decode(&mut self.io.input) {
                 Ok(Some(command)) => {
+                    if let Command::Rcpt { args } = &command
+                        && let Some((pipeline, envelope, address)) = self.to_prefetch(args)
+                    {
+                        pipeline.prefetch(&envelope, &[address]).await;
+                    }
                     let next = self.command(command)?;
                     self.flush().await?;
                     if let Next::Close = next {
@@ -187,6 +192,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(err) => return Err(End::Malformed(err)),
             }
         }
+    }
+
+    /// A networked key store answers the RCPT check from memory: what to fetch for this
+    /// recipient first (Postfix sends one RCPT at a time and waits for its reply), if the
+    /// pipeline needs it.
+    fn to_prefetch(&self, args: &[String]) -> Option<(Arc<Pipeline>, Envelope, String)> {
+        let Some(Message::Envelope { envelope, .. }) = self.msg.as_ref() else {
+            return None;
+        };
+        if !self.context.pipeline.needs_prefetch() {
+            return None;
+        }
+        let address = match args.first() {
+            Some(arg) => session::bare_address(arg),
+            None => self
+                .pending
+                .iter()
+                .find(|(name, _)| name == "rcpt_addr")
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default(),
+        };
+        let mut envelope = envelope.clone();
+        envelope.tls = Some(self.conn.evidence());
+        Some((Arc::clone(&self.context.pipeline), envelope, address))
     }
 
     /// Reads more input. Shutdown ends a session between messages at once; inside a message

@@ -36,7 +36,7 @@ impl ConnState {
     /// TLS evidence from the macros Postfix sent so far on this SMTP connection. A TLS
     /// session never turns back into plaintext, so the latest values stand even if a later
     /// stage does not repeat them.
-    fn evidence(&self) -> TlsEvidence {
+    pub(super) fn evidence(&self) -> TlsEvidence {
         TlsEvidence::from_macros(
             self.tls.get("tls_version").map(String::as_str),
             self.tls.get("cipher").map(String::as_str),

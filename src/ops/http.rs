@@ -23,6 +23,7 @@ use crate::delivery;
 use crate::net::Listener;
 use crate::server::{self, Limits};
 use crate::store::keys::KeyStore;
+use crate::store::postgres::PgKeyStore;
 
 /// Largest request head (request line and header fields) in octets; a larger one gets
 /// `431 Request Header Fields Too Large`.
@@ -52,6 +53,8 @@ pub(crate) struct Readiness {
     keystore: AtomicBool,
     /// The loaded key store, whose problems make us unready.
     store: std::sync::OnceLock<Arc<KeyStore>>,
+    /// The key database, whose health makes us unready.
+    database: std::sync::OnceLock<Arc<PgKeyStore>>,
     next_hop: NextHopAddr,
     /// The last next-hop probe and when it ran; the lock also makes concurrent requests wait
     /// for one probe instead of starting their own.
@@ -65,6 +68,7 @@ impl Readiness {
             serving: AtomicBool::new(false),
             keystore: AtomicBool::new(false),
             store: std::sync::OnceLock::new(),
+            database: std::sync::OnceLock::new(),
             next_hop,
             probed: Mutex::new(None),
         }
@@ -86,6 +90,13 @@ impl Readiness {
         self.set_keystore_loaded(true);
     }
 
+    /// The key store is a database: from now on, a database that does not answer is a
+    /// failure (its recipients get 451 once the cached answers are too old).
+    pub(crate) fn set_key_database(&self, database: Arc<PgKeyStore>) {
+        let _ = self.database.set(database);
+        self.set_keystore_loaded(true);
+    }
+
     /// The checks that fail right now, one line each; empty when ready.
     pub(crate) async fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
@@ -103,6 +114,23 @@ impl Readiness {
                     "its last good certificate is still used"
                 };
                 failures.push(format!("key store: {problem} ({effect})"));
+            }
+        }
+        if let Some(database) = self.database.get() {
+            let health = database.health();
+            if !health.up {
+                let since = health
+                    .since_contact
+                    .map_or("never answered".to_string(), |t| {
+                        format!("last answered {} s ago", t.as_secs())
+                    });
+                let why = health.error.unwrap_or_else(|| "connecting".to_string());
+                failures.push(format!(
+                    "key database {}: {why} ({since}; cached answers are used for up to {} s, \
+                     then recipients get 451)",
+                    database.location(),
+                    database.max_stale().as_secs()
+                ));
             }
         }
         if let Err(why) = self.next_hop_reachable().await {

@@ -22,6 +22,7 @@ use crate::message::outcome::Tally;
 pub(crate) use crate::message::outcome::{MessageOutcome, RecipientOutcome};
 use crate::openpgp::Unusable;
 use crate::store::keys::KeyStore;
+use crate::store::postgres::PgKeyStore;
 
 /// Buckets for work inside sealgate (one stage for one message): 50 µs to 10 s.
 const STAGE_BUCKETS: &[f64] = &[
@@ -488,6 +489,111 @@ impl Collector for KeyStoreCollector {
         families.extend(self.reload_errors.collect());
         families.extend(self.bad_entries.collect());
         families.extend(self.blind.collect());
+        families
+    }
+}
+
+/// Registers the PostgreSQL key store's metrics, read from its counters at each scrape.
+pub(crate) fn register_key_database(
+    registry: &Registry,
+    database: Arc<PgKeyStore>,
+) -> prometheus::Result<()> {
+    let collector = KeyDatabaseCollector {
+        database,
+        up: IntGauge::new(
+            "sealgate_keystore_database_up",
+            "1 while the key database's connection is up and listening for changes.",
+        )?,
+        since_contact: Gauge::new(
+            "sealgate_keystore_database_seconds_since_contact",
+            "Seconds since the key database last answered (cached answers are used up to SEALGATE_KEYSTORE_MAX_STALE after it).",
+        )?,
+        answers: IntCounterVec::new(
+            Opts::new(
+                "sealgate_keystore_answers_total",
+                "Recipient lookups answered, by how: current (kept current by the database), stale (cached, the database away), unknown (451).",
+            ),
+            &["answer"],
+        )?,
+        misses: IntCounter::new(
+            "sealgate_keystore_cache_misses_total",
+            "Addresses the cache had no current answer for, asked of the database.",
+        )?,
+        errors: IntCounter::new(
+            "sealgate_keystore_database_errors_total",
+            "Failed connections and round trips to the key database.",
+        )?,
+        notifications: IntCounter::new(
+            "sealgate_keystore_notifications_total",
+            "Change notifications received from the key database.",
+        )?,
+        sync: Mutex::new(()),
+    };
+    for answer in ["current", "stale", "unknown"] {
+        collector.answers.with_label_values(&[answer]);
+    }
+    registry.register(Box::new(collector))
+}
+
+/// Reads the key database's counters when Prometheus scrapes.
+struct KeyDatabaseCollector {
+    database: Arc<PgKeyStore>,
+    up: IntGauge,
+    since_contact: Gauge,
+    answers: IntCounterVec,
+    misses: IntCounter,
+    errors: IntCounter,
+    notifications: IntCounter,
+    /// Serialises scrapes while the counters catch up with the store's counts.
+    sync: Mutex<()>,
+}
+
+impl Collector for KeyDatabaseCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.up.desc();
+        descs.extend(self.since_contact.desc());
+        descs.extend(self.answers.desc());
+        descs.extend(self.misses.desc());
+        descs.extend(self.errors.desc());
+        descs.extend(self.notifications.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _sync = self.sync.lock().unwrap_or_else(PoisonError::into_inner);
+        let catch_up = |counter: &IntCounter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        let health = self.database.health();
+        self.up.set(i64::from(health.up));
+        self.since_contact.set(
+            health
+                .since_contact
+                .map_or(f64::INFINITY, |t| t.as_secs_f64()),
+        );
+        let counts = &self.database.counters;
+        catch_up(
+            &self.answers.with_label_values(&["current"]),
+            counts.current_answers.load(Relaxed),
+        );
+        catch_up(
+            &self.answers.with_label_values(&["stale"]),
+            counts.stale_answers.load(Relaxed),
+        );
+        catch_up(
+            &self.answers.with_label_values(&["unknown"]),
+            counts.unknown_answers.load(Relaxed),
+        );
+        catch_up(&self.misses, counts.cache_misses.load(Relaxed));
+        catch_up(&self.errors, counts.errors.load(Relaxed));
+        catch_up(&self.notifications, counts.notifications.load(Relaxed));
+        let mut families = self.up.collect();
+        families.extend(self.since_contact.collect());
+        families.extend(self.answers.collect());
+        families.extend(self.misses.collect());
+        families.extend(self.errors.collect());
+        families.extend(self.notifications.collect());
         families
     }
 }

@@ -18,6 +18,7 @@ use sealgate_protocol::Reply;
 use crate::message::outcome::RefusalReason;
 pub(crate) use crate::message::outcome::{CopyKind, Refusal};
 pub(crate) use crate::message::{Envelope, Recipient};
+use crate::store::Prefetch;
 
 /// What one stage does to one recipient's copy.
 pub(crate) enum Plan {
@@ -37,6 +38,20 @@ pub(crate) trait Stage: Send + Sync {
     /// unless the stage refuses for one reason only.
     fn refusal_reason(&self) -> RefusalReason {
         RefusalReason::Other
+    }
+
+    /// Whether [`Stage::prefetch`] does anything: only a stage backed by a networked store
+    /// (the encryption stage over the PostgreSQL key store) needs the protocol task to wait.
+    fn needs_prefetch(&self) -> bool {
+        false
+    }
+
+    /// Before RCPT checks: brings what `check_recipient` and `plan` will ask of a networked
+    /// store into memory for these recipients' mailboxes (as earlier stages routed them), in
+    /// one round trip. See the lookup contract in `store/`.
+    fn prefetch<'a>(&'a self, mailboxes: &'a [&'a str]) -> Prefetch<'a> {
+        let _ = mailboxes;
+        Box::pin(std::future::ready(()))
     }
 
     /// RCPT time: `Err(reply)` refuses the recipient with that reply. A stage that routes
@@ -104,21 +119,53 @@ pub trait Rewrite: Send {
 }
 
 /// The configured stages, in order.
-#[derive(Default)]
 pub(crate) struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
+    /// Some stage needs [`Pipeline::prefetch`] (decided once, so the common case costs nothing).
+    needs_prefetch: bool,
 }
 
 impl Pipeline {
     /// The pass-through pipeline: no stages, every copy is the message as received.
     #[cfg(test)]
     pub(crate) fn pass_through() -> Pipeline {
-        Pipeline::default()
+        Pipeline::new(Vec::new())
     }
 
     /// A pipeline of the given stages, applied in order.
     pub(crate) fn new(stages: Vec<Box<dyn Stage>>) -> Pipeline {
-        Pipeline { stages }
+        let needs_prefetch = stages.iter().any(|stage| stage.needs_prefetch());
+        Pipeline {
+            stages,
+            needs_prefetch,
+        }
+    }
+
+    /// Whether RCPT checks should be preceded by [`Pipeline::prefetch`].
+    pub(crate) fn needs_prefetch(&self) -> bool {
+        self.needs_prefetch
+    }
+
+    /// Before the RCPT checks of `addresses` (one, or a pipelined batch): each stage that
+    /// needs it prefetches for the recipients' mailboxes, routed as the stages before it route
+    /// them. The routing runs on scratch copies; the real checks follow, answered from memory.
+    pub(crate) async fn prefetch(&self, envelope: &Envelope, addresses: &[String]) {
+        if !self.needs_prefetch {
+            return;
+        }
+        let mut scratch: Vec<Recipient> = addresses.iter().cloned().map(Recipient::new).collect();
+        let last = self.stages.iter().rposition(|stage| stage.needs_prefetch());
+        for (i, stage) in self.stages.iter().enumerate() {
+            if stage.needs_prefetch() {
+                let mailboxes: Vec<&str> = scratch.iter().map(|r| r.mailbox.as_str()).collect();
+                stage.prefetch(&mailboxes).await;
+            }
+            if Some(i) == last {
+                return;
+            }
+            // A recipient this stage refuses needs nothing from later stages.
+            scratch.retain_mut(|rcpt| stage.check_recipient(envelope, rcpt).is_ok());
+        }
     }
 
     /// The stages' names, in order: the indexes of [`Chain::elapsed`].

@@ -13,8 +13,9 @@
 //!   a network backend makes one round trip for all of them; it never fails (what it could
 //!   not fetch is answered "unknown" by the lookup), and the caller may bound it with a
 //!   timeout. A backend that holds everything in memory (cert-d, the mailbox file) needs no
-//!   prefetch: the default is ready at once, and nothing calls it yet; the LMTP and milter
-//!   sessions await it before their RCPT checks once a backend needs it (issue 14).
+//!   prefetch: the default is ready at once. The LMTP and milter
+//!   sessions await it (through `Pipeline::prefetch`) before their RCPT checks when a backend needs
+//!   it.
 //! - **"Cannot tell" is an answer.** [`Lookup::Unknown`] is distinct from [`Lookup::None`]:
 //!   it tempfails the recipient (`451 4.7.0`), never turns it into a plaintext recipient. A
 //!   backend answers it whenever it cannot vouch for "no key" (an unreadable entry, a store
@@ -75,6 +76,12 @@ pub trait KeyLookup: Send + Sync {
     /// What is known about `address` (a mailbox, as the pipeline routes it), from memory
     /// only.
     fn lookup(&self, address: &str) -> Lookup;
+
+    /// Whether [`KeyLookup::prefetch`] does anything (a networked backend): the sessions then
+    /// await it before their RCPT checks.
+    fn needs_prefetch(&self) -> bool {
+        false
+    }
 
     /// Brings the answers for `addresses` into memory, in one round trip.
     fn prefetch<'a>(&'a self, addresses: &'a [&'a str]) -> Prefetch<'a> {

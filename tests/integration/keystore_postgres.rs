@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+const WAIT: Duration = Duration::from_secs(30);
+
 use sealgate::store::Lookup;
 use sealgate::store::postgres::admin::{Admin, Imported};
 use sealgate::store::postgres::{Location, PgError, PgKeyStore, schema};
@@ -414,4 +416,263 @@ fn tls_and_unix_sockets_and_passwords_as_the_url_says() {
     let text = err.to_string();
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("wrong-pw-1234"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service and `sealgate keys` with SEALGATE_KEYSTORE=postgresql://…, as an operator runs them
+// ---------------------------------------------------------------------------------------------
+
+const MESSAGE: &[u8] =
+    b"From: sender@example.net\r\nSubject: fleet\r\n\r\nthe secret body line\r\n";
+
+/// The variables an operator sets for a database key store.
+fn database_env(pg: &Postgres) -> Vec<(String, String)> {
+    vec![
+        ("SEALGATE_KEYSTORE".into(), pg.url()),
+        (
+            "SEALGATE_KEYSTORE_PASSWORD_FILE".into(),
+            password_file(pg).display().to_string(),
+        ),
+    ]
+}
+
+/// `sealgate ARGS` with `env` (and the input on stdin): exit code and stdout+stderr.
+fn sealgate_cli(env: &[(String, String)], args: &[&str], input: &[u8]) -> (Option<i32>, String) {
+    use std::io::Write as _;
+    let mut command = testkit::sealgate::command();
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("run sealgate");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("sealgate output");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A sealgate serving LMTP into a Maildir with the database key store.
+fn serve(pg: &Postgres, mail: &std::path::Path, extra: &[(&str, &str)]) -> testkit::Sealgate {
+    let env = database_env(pg);
+    let next_hop = format!("maildir:{}", mail.display());
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.push(("SEALGATE_NEXT_HOP", &next_hop));
+    vars.extend_from_slice(extra);
+    testkit::Sealgate::spawn_with_store_as_is(&vars)
+}
+
+#[test]
+fn the_service_encrypts_to_every_key_in_the_database_and_the_cli_manages_them() {
+    if !postgres::require() || !testkit::require("gpg") {
+        return;
+    }
+    let pg = Postgres::start();
+    let env = database_env(&pg);
+    // Before migrate: check-config says what to do, and so does the service.
+    let (code, out) = sealgate_cli(&env, &["check-config"], b"");
+    assert_eq!(code, Some(78), "{out}");
+    assert!(out.contains("run `sealgate keys migrate`"), "{out}");
+    assert!(!out.contains(postgres::PASSWORD), "{out}");
+    let (code, out) = sealgate_cli(&env, &["keys", "migrate"], b"");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("applied schema version(s) 1"), "{out}");
+    let (code, out) = sealgate_cli(&env, &["keys", "migrate"], b"");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("up to date"), "{out}");
+    let (code, out) = sealgate_cli(&env, &["check-config"], b"");
+    assert_eq!(code, Some(0), "{out}");
+
+    // Two keys for one user (laptop and phone), imported with the same refusals as cert-d.
+    let laptop = Gpg::new();
+    laptop.generate("Nina <nina@example.org>", "future-default", "default");
+    let phone = Gpg::new();
+    phone.generate("Nina <nina@example.org>", "default", "default");
+    for gpg in [&laptop, &phone] {
+        let (code, out) = sealgate_cli(
+            &env,
+            &["keys", "import", "-"],
+            &gpg.export("nina@example.org"),
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains("imported ") && out.contains("<nina@example.org>"),
+            "{out}"
+        );
+    }
+    let (code, out) = sealgate_cli(
+        &env,
+        &["keys", "import", "-"],
+        &laptop.export_secret("nina@example.org"),
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("contains secret key material"), "{out}");
+    let (code, out) = sealgate_cli(&env, &["keys", "show", "nina@example.org"], b"");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("copies are encrypted to each"), "{out}");
+    assert_eq!(
+        out.matches("  usable  <nina@example.org>").count(),
+        2,
+        "{out}"
+    );
+    let (code, out) = sealgate_cli(&env, &["keys", "list"], b"");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("usable")).count(),
+        2,
+        "{out}"
+    );
+
+    // The service: one copy, readable with either key; a keyless recipient gets plaintext.
+    let mail = testkit::temp_dir("mail-");
+    let sealgate = serve(&pg, mail.path(), &[]);
+    let mut client = testkit::lmtp::Client::connect(sealgate.port());
+    client.expect("LHLO client.example", "250");
+    client.expect("MAIL FROM:<sender@example.net>", "250");
+    client.expect("RCPT TO:<nina@example.org>", "250");
+    client.expect("RCPT TO:<otto@example.org>", "250");
+    client.expect("DATA", "354");
+    client.send_message(MESSAGE);
+    testkit::lmtp::assert_codes(&client.reply(), "250", "nina");
+    testkit::lmtp::assert_codes(&client.reply(), "250", "otto");
+    let stored = testkit::maildir::messages(&mail.path().join("nina@example.org"));
+    assert_eq!(stored.len(), 1);
+    assert!(
+        !contains(&stored[0], b"the secret body line"),
+        "plaintext stored for nina"
+    );
+    for gpg in [&laptop, &phone] {
+        let decrypted = gpg.decrypt(&testkit::pgp::armored_part(&stored[0]));
+        assert!(decrypted.ok, "{}", decrypted.status);
+        assert!(contains(&decrypted.plaintext, b"the secret body line"));
+    }
+    let otto = testkit::maildir::messages(&mail.path().join("otto@example.org"));
+    assert!(contains(&otto[0], b"the secret body line"));
+    let (status, metrics) = sealgate.http_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("sealgate_keystore_database_up 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(postgres::PASSWORD));
+
+    // Remove one key: the next copy names only the other.
+    let fingerprint = phone.fingerprint("nina@example.org");
+    let (code, out) = sealgate_cli(&env, &["keys", "remove", &fingerprint], b"");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = sealgate_cli(&env, &["keys", "show", "nina@example.org"], b"");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("copies are encrypted to each"), "{out}");
+    assert!(
+        !sealgate.log().contains(postgres::PASSWORD),
+        "the password reached the log"
+    );
+}
+
+#[test]
+fn the_service_tempfails_once_the_database_has_been_away_too_long() {
+    if !postgres::require() || !testkit::require("gpg") {
+        return;
+    }
+    let mut pg = Postgres::start();
+    let env = database_env(&pg);
+    let (code, out) = sealgate_cli(&env, &["keys", "migrate"], b"");
+    assert_eq!(code, Some(0), "{out}");
+    let ida = Gpg::new();
+    ida.generate("Ida <ida@example.org>", "future-default", "default");
+    let (code, out) = sealgate_cli(
+        &env,
+        &["keys", "import", "-"],
+        &ida.export("ida@example.org"),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let mail = testkit::temp_dir("mail-");
+    let sealgate = serve(&pg, mail.path(), &[("SEALGATE_KEYSTORE_MAX_STALE", "2s")]);
+    let rcpt = |address: &str| {
+        let mut client = testkit::lmtp::Client::connect(sealgate.port());
+        client.expect("LHLO client.example", "250");
+        client.expect("MAIL FROM:<sender@example.net>", "250");
+        client.command(&format!("RCPT TO:<{address}>"))
+    };
+    testkit::lmtp::assert_codes(&rcpt("ida@example.org"), "250", "ida, database up");
+    pg.stop();
+    testkit::wait_until("/readyz to report the key database", WAIT, || {
+        let (status, body) = sealgate.http_get("/readyz");
+        status == 503 && body.contains("key database")
+    });
+    // Never seen: 451 at once. Seen: 451 once max_stale has passed, never plaintext.
+    testkit::lmtp::assert_codes(
+        &rcpt("new@example.org"),
+        "451 4.7.0",
+        "unseen, database away",
+    );
+    testkit::wait_until("ida's cached answer to expire", WAIT, || {
+        rcpt("ida@example.org").code == 451
+    });
+    let (code, out) = sealgate_cli(&env, &["check-config"], b"");
+    assert_eq!(code, Some(75), "{out}");
+    pg.restart();
+    testkit::wait_until(
+        "the database to be used again",
+        Duration::from_secs(60),
+        || rcpt("ida@example.org").code == 250,
+    );
+    assert!(
+        sealgate.log().contains("key database reachable again"),
+        "{}",
+        sealgate.log()
+    );
+}
+
+#[test]
+fn keys_copy_moves_a_directory_store_into_the_database_and_back() {
+    if !postgres::require() || !testkit::require("gpg") {
+        return;
+    }
+    let pg = Postgres::start();
+    let env = database_env(&pg);
+    assert_eq!(sealgate_cli(&env, &["keys", "migrate"], b"").0, Some(0));
+    let gpg = Gpg::new();
+    gpg.generate("Kim <kim@example.org>", "future-default", "default");
+    let dir = testkit::temp_dir("certd-");
+    let store = dir.path().join("keys");
+    testkit::sealgate::keys_import_ok(&store, &gpg.export("kim@example.org"));
+    let store_text = store.display().to_string();
+    let url = pg.url();
+    let (code, out) = sealgate_cli(
+        &env,
+        &["keys", "copy", "--from", &store_text, "--to", &url],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("copied 1 certificate(s)"), "{out}");
+    let (code, out) = sealgate_cli(&env, &["keys", "show", "kim@example.org"], b"");
+    assert_eq!(code, Some(0), "{out}");
+    let back = dir.path().join("back");
+    let back_text = back.display().to_string();
+    let (code, out) = sealgate_cli(
+        &env,
+        &["keys", "copy", "--from", &url, "--to", &back_text],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let dir_env = vec![("SEALGATE_KEYSTORE".to_string(), back_text.clone())];
+    let (code, out) = sealgate_cli(&dir_env, &["keys", "show", "kim@example.org"], b"");
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -23,7 +23,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::redact::AddressLog;
 use crate::pipeline::encrypt::pgp_mime::fingerprints;
 use crate::pipeline::{Envelope, Plan, Recipient, Stage};
-use crate::store::{KeyLookup, Lookup};
+use crate::store::{KeyLookup, Lookup, Prefetch};
 
 /// The encryption stage.
 pub(crate) struct EncryptStage {
@@ -151,6 +151,14 @@ fn short(reason: &str) -> String {
 impl Stage for EncryptStage {
     fn name(&self) -> &'static str {
         "encrypt"
+    }
+
+    fn needs_prefetch(&self) -> bool {
+        self.keys.needs_prefetch()
+    }
+
+    fn prefetch<'a>(&'a self, mailboxes: &'a [&'a str]) -> Prefetch<'a> {
+        self.keys.prefetch(mailboxes)
     }
 
     fn check_recipient(&self, _envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {

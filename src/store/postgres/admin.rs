@@ -7,8 +7,14 @@ use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::serialize::SerializeInto;
 use tokio_postgres::{Client, GenericClient};
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::cache::{CertRow, decide};
 use super::{Location, PgError, schema};
+use crate::message::address;
 use crate::openpgp::{email_addresses, strip_third_party_certifications};
+use crate::store::Lookup;
 
 /// An administrative connection (short-lived: one `sealgate keys` command).
 pub struct Admin {
@@ -232,6 +238,41 @@ impl Admin {
             )
             .await?;
         Ok(())
+    }
+
+    /// What the service would answer for `address` now (its canonical form, else without the
+    /// subaddress), and every certificate the index names for it, readable or not shown.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn lookup(&self, address_text: &str) -> Result<(Lookup, Vec<Arc<Cert>>), PgError> {
+        let canonical = address::canonical(address_text);
+        let base = address::without_subaddress(&canonical);
+        let wanted: Vec<String> = std::iter::once(canonical.clone())
+            .chain(base.clone())
+            .collect();
+        let fetched = super::fetch(&self.client, &wanted).await?;
+        let rows_of = |address: &str| -> Vec<CertRow> {
+            fetched
+                .iter()
+                .find(|f| f.address == address)
+                .map(|f| f.certs.clone())
+                .unwrap_or_default()
+        };
+        let mut rows = rows_of(&canonical);
+        if rows.is_empty()
+            && let Some(base) = &base
+        {
+            rows = rows_of(base);
+        }
+        let certs = rows
+            .iter()
+            .filter_map(|row| match row {
+                CertRow::Readable(key) => Some(Arc::clone(&key.cert)),
+                CertRow::Damaged { .. } => None,
+            })
+            .collect();
+        Ok((decide(&rows, SystemTime::now()), certs))
     }
 
     /// Closes the connection.

@@ -304,7 +304,7 @@ fn unknown(link: &Link, what: &str) -> Served {
 /// The cert-d store's rule, over database rows: every usable certificate, newest first; if
 /// none, a damaged row makes the answer unknown; else the newest unusable one's reason; no
 /// rows: no key.
-fn decide(rows: &[CertRow], now: SystemTime) -> Lookup {
+pub(super) fn decide(rows: &[CertRow], now: SystemTime) -> Lookup {
     let mut usable: Vec<&Key> = Vec::new();
     let mut unusable: Option<(&Key, Unusable)> = None;
     let mut damaged: Option<&str> = None;

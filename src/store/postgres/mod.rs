@@ -121,6 +121,8 @@ pub struct PgKeyStore {
     state: Mutex<State>,
     /// Wakes the supervisor when a lookup saw the link fail.
     trouble: Notify,
+    /// Wakes [`PgKeyStore::wait_up`] when the link comes up.
+    came_up: Notify,
     /// Metrics counts.
     pub counters: Counters,
 }
@@ -143,6 +145,7 @@ impl PgKeyStore {
                 client: None,
             }),
             trouble: Notify::new(),
+            came_up: Notify::new(),
             counters: Counters::default(),
         })
     }
@@ -170,6 +173,21 @@ impl PgKeyStore {
         tokio::spawn(async move { store.supervise(shutdown).await })
     }
 
+    /// Waits up to `limit` for the link to be up (at start, so the first recipients need not
+    /// tempfail while the connection is made); `false` if it is not.
+    pub async fn wait_up(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let came_up = self.came_up.notified();
+            if self.lock().link.is_up() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, came_up).await.is_err() {
+                return self.lock().link.is_up();
+            }
+        }
+    }
+
     /// The database's state for `/readyz`.
     pub fn health(&self) -> Health {
         let state = self.lock();
@@ -183,6 +201,11 @@ impl PgKeyStore {
     /// The location, for logs (no password).
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// How long cached answers outlive the database's last answer.
+    pub fn max_stale(&self) -> Duration {
+        self.max_stale
     }
 
     /// What is known about each of `addresses` (in order), in at most one round trip for all
@@ -373,6 +396,7 @@ impl PgKeyStore {
             state.client = Some(Arc::clone(client));
             recovered
         };
+        self.came_up.notify_waiters();
         if recovered {
             info!(keystore = %self.location, "key database reachable again");
         } else {
@@ -529,6 +553,10 @@ impl CertRow {
 impl crate::store::KeyLookup for PgKeyStore {
     fn lookup(&self, address: &str) -> Lookup {
         self.lookup_cached(address)
+    }
+
+    fn needs_prefetch(&self) -> bool {
+        true
     }
 
     fn prefetch<'a>(&'a self, addresses: &'a [&'a str]) -> crate::store::Prefetch<'a> {
