@@ -261,7 +261,7 @@ variables! {
     keystore: KeyStoreLocation {
         name: "SEALGATE_KEYSTORE",
         default: "./keys",
-        doc: "Where recipients' OpenPGP certificates are: a directory (cert-d format, as sq uses, with its manifest; `sealgate keys init` or `keys import` creates it; a relative path is resolved at start), or a PostgreSQL URL for a fleet, postgresql://USER@HOST/DBNAME (?host=/run/postgresql for a unix socket, ?sslmode=require|verify-full; docs/keystore-postgres.md). Manage it with `sealgate keys`.",
+        doc: "Where recipients' OpenPGP certificates are: a directory (cert-d format, as sq uses, with its manifest; `sealgate keys init` or `keys import` creates it; a relative path is resolved at start), or a PostgreSQL URL for a fleet, postgresql://USER@HOST/DBNAME (?host=/run/postgresql for a unix socket, ?sslmode=require or verify-full; docs/keystore-postgres.md). Manage it with `sealgate keys`.",
         parse: parse::keystore,
         show: ToString::to_string,
     }
