@@ -519,6 +519,10 @@ pub(crate) fn register_key_database(
             "sealgate_keystore_cache_misses_total",
             "Addresses the cache had no current answer for, asked of the database.",
         )?,
+        fetches: IntCounter::new(
+            "sealgate_keystore_database_fetches_total",
+            "Round trips for those addresses: one per batch (the pipelined RCPTs of one message).",
+        )?,
         errors: IntCounter::new(
             "sealgate_keystore_database_errors_total",
             "Failed connections and round trips to the key database.",
@@ -542,6 +546,7 @@ struct KeyDatabaseCollector {
     since_contact: Gauge,
     answers: IntCounterVec,
     misses: IntCounter,
+    fetches: IntCounter,
     errors: IntCounter,
     notifications: IntCounter,
     /// Serialises scrapes while the counters catch up with the store's counts.
@@ -554,6 +559,7 @@ impl Collector for KeyDatabaseCollector {
         descs.extend(self.since_contact.desc());
         descs.extend(self.answers.desc());
         descs.extend(self.misses.desc());
+        descs.extend(self.fetches.desc());
         descs.extend(self.errors.desc());
         descs.extend(self.notifications.desc());
         descs
@@ -586,12 +592,14 @@ impl Collector for KeyDatabaseCollector {
             counts.unknown_answers.load(Relaxed),
         );
         catch_up(&self.misses, counts.cache_misses.load(Relaxed));
+        catch_up(&self.fetches, counts.fetches.load(Relaxed));
         catch_up(&self.errors, counts.errors.load(Relaxed));
         catch_up(&self.notifications, counts.notifications.load(Relaxed));
         let mut families = self.up.collect();
         families.extend(self.since_contact.collect());
         families.extend(self.answers.collect());
         families.extend(self.misses.collect());
+        families.extend(self.fetches.collect());
         families.extend(self.errors.collect());
         families.extend(self.notifications.collect());
         families

@@ -572,6 +572,31 @@ fn the_service_encrypts_to_every_key_in_the_database_and_the_cli_manages_them() 
     );
     assert!(!metrics.contains(postgres::PASSWORD));
 
+    // Recipients the cache has not seen, pipelined as Postfix's LMTP client sends them: one
+    // round trip for the whole batch.
+    let fetches = |sealgate: &testkit::Sealgate| -> u64 {
+        let (_, text) = sealgate.http_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("sealgate_keystore_database_fetches_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no fetches metric in:\n{text}"))
+    };
+    let before = fetches(&sealgate);
+    let mut client = testkit::lmtp::Client::connect(sealgate.port());
+    client.expect("LHLO client.example", "250");
+    let batch: String = std::iter::once("MAIL FROM:<sender@example.net>\r\n".to_string())
+        .chain((1..=5).map(|i| format!("RCPT TO:<batch{i}@example.org>\r\n")))
+        .collect();
+    client.send(batch.as_bytes());
+    for i in 0..6 {
+        testkit::lmtp::assert_codes(&client.reply(), "250", &format!("pipelined reply {i}"));
+    }
+    assert_eq!(
+        fetches(&sealgate),
+        before + 1,
+        "one round trip for five new recipients"
+    );
+
     // Remove one key: the next copy names only the other.
     let fingerprint = phone.fingerprint("nina@example.org");
     let (code, out) = sealgate_cli(&env, &["keys", "remove", &fingerprint], b"");

@@ -90,6 +90,8 @@ pub struct Counters {
     pub lookups: AtomicU64,
     /// Addresses the cache had no current answer for (each one asked of the database).
     pub cache_misses: AtomicU64,
+    /// Round trips made for them: one per batch (the pipelined RCPTs of one message).
+    pub fetches: AtomicU64,
     /// Answered from an answer the database keeps current.
     pub current_answers: AtomicU64,
     /// Answered from a cached answer the database had not confirmed lately (link down,
@@ -243,6 +245,7 @@ impl PgKeyStore {
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
         if let Some(client) = client {
             let started = Instant::now();
+            self.counters.fetches.fetch_add(1, Ordering::Relaxed);
             match fetch(&client, &missing).await {
                 Ok(rows) => {
                     let mut state = self.lock();
