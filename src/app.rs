@@ -163,7 +163,11 @@ pub async fn run(
             }
         }
     }
-    let next_hop = NextHop::new(&config, Arc::clone(&metrics));
+    let next_hop = NextHop::new(
+        &config.next_hop,
+        config.next_hop_client(),
+        Arc::clone(&metrics),
+    );
     let pipeline = pipeline(
         &config,
         keys.lookup(),
@@ -171,10 +175,9 @@ pub async fn run(
         Arc::clone(&metrics),
     );
     metrics.declare(&pipeline.stage_names(), next_hop.kind());
-    let config = Arc::new(config);
     let pipeline = Arc::new(pipeline);
     let milter = Arc::new(milter::Context::new(
-        Arc::clone(&config),
+        &config,
         Arc::clone(&pipeline),
         Arc::clone(&metrics),
     ));
@@ -186,9 +189,9 @@ pub async fn run(
     let lmtp_limits = limits(SessionProtocol::Lmtp.as_str());
     let milter_limits = limits(SessionProtocol::Milter.as_str());
     let shared = Arc::new(lmtp::Context {
+        limits: config.lmtp(),
         pipeline,
         next_hop,
-        config,
         metrics,
     });
     // One shutdown signal, fanned out to every listener.

@@ -48,7 +48,7 @@ impl Wiring {
     /// The milter's context, as `app::run` builds it.
     pub(crate) fn milter(&self) -> Arc<milter::Context> {
         Arc::new(milter::Context::new(
-            Arc::clone(&self.config),
+            &self.config,
             Arc::clone(&self.pipeline),
             Arc::clone(&self.metrics),
         ))
@@ -57,9 +57,13 @@ impl Wiring {
     /// The LMTP sessions' context, with the configured next hop.
     pub(crate) fn lmtp(&self) -> Arc<lmtp::Context> {
         Arc::new(lmtp::Context {
-            config: Arc::clone(&self.config),
+            limits: self.config.lmtp(),
             pipeline: Arc::clone(&self.pipeline),
-            next_hop: NextHop::new(&self.config, Arc::clone(&self.metrics)),
+            next_hop: NextHop::new(
+                &self.config.next_hop,
+                self.config.next_hop_client(),
+                Arc::clone(&self.metrics),
+            ),
             metrics: Arc::clone(&self.metrics),
         })
     }

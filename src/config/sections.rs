@@ -2,7 +2,7 @@
 //! instead of the whole configuration (house.md habit 5). A section is built from the parsed
 //! `Config` (`config.lmtp()`), so the variable table stays the one declaration. The accept
 //! loop's limits (`server::Limits`) and the encrypt stage's (`EncryptConfig`) are defined by
-//! their components.
+//! their components. The LMTP and milter sessions and the next hop hold only their section.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +52,8 @@ pub struct LmtpLimits {
     pub bare_newline: BareNewline,
     /// `SEALGATE_LOG_ADDRESSES`
     pub log_addresses: AddressLog,
+    /// `SEALGATE_TRUSTED_MTA`: whose first Received field the fan-out reads (the queue ID).
+    pub trusted_mta: Vec<String>,
 }
 
 /// What a milter session needs.
@@ -59,6 +61,8 @@ pub struct LmtpLimits {
 pub struct MilterLimits {
     /// `SEALGATE_MILTER_MAX_FRAME`
     pub max_frame: usize,
+    /// `SEALGATE_TLS_MIN_VERSION`, named in the milter's refusal log line.
+    pub tls_min_version: TlsVersion,
     /// `SEALGATE_MILTER_TIMEOUT`
     pub timeout: Duration,
     /// `SEALGATE_LOG_ADDRESSES`
@@ -153,6 +157,7 @@ impl Config {
             data_timeout: self.data_timeout,
             bare_newline: self.bare_newline,
             log_addresses: self.log_addresses,
+            trusted_mta: self.trusted_mta.clone(),
         }
     }
 
@@ -160,6 +165,7 @@ impl Config {
     pub fn milter(&self) -> MilterLimits {
         MilterLimits {
             max_frame: self.milter_max_frame,
+            tls_min_version: self.tls_min_version,
             timeout: self.milter_timeout,
             log_addresses: self.log_addresses,
         }

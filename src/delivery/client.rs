@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 use super::{connection_lost, unreachable};
-use crate::config::Config;
+use crate::config::NextHopClient;
 use crate::net::{self, Address, BoxStream, ConnectError};
 use crate::ops::metrics::{Metrics, NextHopError, NextHopKind};
 use crate::pipeline::{Envelope, Recipient};
@@ -104,16 +104,16 @@ impl Client {
     pub(crate) fn new(
         endpoint: &Address,
         lmtp: bool,
-        config: &Config,
+        settings: NextHopClient,
         metrics: Arc<Metrics>,
     ) -> Client {
         Client {
             endpoint: endpoint.clone(),
             lmtp,
-            hostname: config.hostname.clone(),
-            connect_timeout: config.next_hop_connect_timeout,
-            timeout: config.next_hop_timeout,
-            pool_size: config.next_hop_pool_size,
+            hostname: settings.hostname,
+            connect_timeout: settings.connect_timeout,
+            timeout: settings.timeout,
+            pool_size: settings.pool_size,
             idle: Mutex::new(Vec::new()),
             metrics,
             down: Mutex::new(None),

@@ -13,7 +13,7 @@ use sealgate_protocol::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use crate::config::{Config, NextHopAddr};
+use crate::config::{NextHopAddr, NextHopClient};
 pub(crate) use crate::message::replies::{connection_lost, stored, unreachable};
 use crate::net::{self, ConnectError};
 use crate::ops::metrics::{Metrics, NextHopKind};
@@ -33,16 +33,20 @@ pub(crate) enum NextHop {
 impl NextHop {
     /// Builds the next hop named by the configuration; its failures are counted in
     /// `metrics`. Nothing is opened yet.
-    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> NextHop {
-        match &config.next_hop {
+    pub(crate) fn new(
+        address: &NextHopAddr,
+        settings: NextHopClient,
+        metrics: Arc<Metrics>,
+    ) -> NextHop {
+        match address {
             NextHopAddr::Maildir(root) => {
-                NextHop::Maildir(Maildir::new(root, &config.hostname, metrics))
+                NextHop::Maildir(Maildir::new(root, &settings.hostname, metrics))
             }
             NextHopAddr::Lmtp(endpoint) => {
-                NextHop::Client(Arc::new(Client::new(endpoint, true, config, metrics)))
+                NextHop::Client(Arc::new(Client::new(endpoint, true, settings, metrics)))
             }
             NextHopAddr::Smtp(endpoint) => {
-                NextHop::Client(Arc::new(Client::new(endpoint, false, config, metrics)))
+                NextHop::Client(Arc::new(Client::new(endpoint, false, settings, metrics)))
             }
         }
     }

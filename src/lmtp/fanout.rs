@@ -96,7 +96,7 @@ impl<'a> Fanout<'a> {
     /// `id` of the first Received field written by a trusted MTA is recorded as `queue_id` in
     /// the current span (the transaction's), before any stage logs about the message.
     pub(crate) async fn feed(&mut self, mut data: &[u8]) {
-        let max_header_size = self.shared.config.max_header_size;
+        let max_header_size = self.shared.limits.max_header_size;
         if let State::Headers { buffer, scanned } = &mut self.state {
             let before = buffer.len();
             buffer.extend_from_slice(data);
@@ -229,7 +229,7 @@ impl<'a> Fanout<'a> {
         // Tokenized once for the questions below (the stages read the block themselves).
         let head = Head::parse(headers);
         let first = received::first_in(&head);
-        let trusted = received::first_trusted_in(&head, &shared.config.trusted_mta);
+        let trusted = received::first_trusted_in(&head, &shared.limits.trusted_mta);
         if self.envelope.queue_id.is_none()
             && let Some(id) = trusted
                 .as_ref()
@@ -248,7 +248,7 @@ impl<'a> Fanout<'a> {
         {
             tracing::warn!(
                 by = first.by.as_deref().unwrap_or("(none)"),
-                trusted = %shared.config.trusted_mta.join(","),
+                trusted = %shared.limits.trusted_mta.join(","),
                 "first Received header not written by a SEALGATE_TRUSTED_MTA host: no TLS or \
                  authentication evidence counts for such messages (logged once per host)"
             );

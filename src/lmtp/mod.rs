@@ -8,15 +8,15 @@ mod tests;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::LmtpLimits;
 use crate::delivery::NextHop;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
 /// What LMTP sessions share: built once by `app::run`, read by every session and fan-out.
 pub(crate) struct Context {
-    /// The validated configuration.
-    pub config: Arc<Config>,
+    /// The session's settings (its section of the configuration).
+    pub limits: LmtpLimits,
     /// The stages every message goes through (the milter runs the same RCPT checks).
     pub pipeline: Arc<Pipeline>,
     /// Where messages go.

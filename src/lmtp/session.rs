@@ -59,7 +59,7 @@ pub(crate) async fn serve<S>(
     let mut session = Session {
         io: Conn::new(io, shutdown.into(), 4096),
         shared: Arc::clone(&shared),
-        lines: LineDecoder::new(shared.config.max_line_length),
+        lines: LineDecoder::new(shared.limits.max_line_length),
         conn: ConnState {
             lhlo: None,
             xforward: Vec::new(),
@@ -137,7 +137,7 @@ impl From<End> for String {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn run(&mut self) -> Result<(), End> {
-        self.reply(replies::greeting(&self.shared.config.hostname));
+        self.reply(replies::greeting(&self.shared.limits.hostname));
         loop {
             match self.lines.decode(&mut self.io.input) {
                 Ok(Some(line)) => {
@@ -151,16 +151,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.flush().await?;
                     let idle = self.txn.is_none();
                     let wait = if idle {
-                        self.shared.config.idle_timeout
+                        self.shared.limits.idle_timeout
                     } else {
-                        self.shared.config.command_timeout
+                        self.shared.limits.command_timeout
                     };
                     if let Err(end) = self.read_more(wait, idle).await {
                         return self.close_for(end).await;
                     }
                 }
                 Err(LineError::TooLong) => {
-                    self.reply(replies::line_too_long(self.shared.config.max_line_length));
+                    self.reply(replies::line_too_long(self.shared.limits.max_line_length));
                 }
                 Err(_) => self.reply(syntax_error("Malformed command line")),
             }
@@ -184,9 +184,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ReadEnd::Closed => return Ok(()),
             ReadEnd::TimedOut => {
                 info!("timeout, closing");
-                self.reply(replies::timed_out(&self.shared.config.hostname));
+                self.reply(replies::timed_out(&self.shared.limits.hostname));
             }
-            ReadEnd::Shutdown => self.reply(shutting_down(&self.shared.config.hostname)),
+            ReadEnd::Shutdown => self.reply(shutting_down(&self.shared.limits.hostname)),
         }
         self.flush().await
     }
@@ -196,7 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn flush(&mut self) -> Result<(), End> {
-        let wait = self.shared.config.command_timeout;
+        let wait = self.shared.limits.command_timeout;
         self.io.flush(wait).await.map_err(End::Write)
     }
 
@@ -251,7 +251,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn lhlo_reply(&self) -> Reply {
-        let config = &self.shared.config;
+        let config = &self.shared.limits;
         let mut lines = vec![
             config.hostname.clone(),
             "PIPELINING".into(),
@@ -276,7 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.txn.is_some() {
             return self.reply(bad_sequence("Nested MAIL command"));
         }
-        if let (Some(size), Some(limit)) = (params.size, self.shared.config.max_message_size)
+        if let (Some(size), Some(limit)) = (params.size, self.shared.limits.max_message_size)
             && size > limit
         {
             return self.reply(too_big(limit));
@@ -332,7 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Command::Data) => break,
                 _ => {}
             }
-            if batch.len() >= self.shared.config.max_recipients {
+            if batch.len() >= self.shared.limits.max_recipients {
                 break;
             }
         }
@@ -340,7 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn rcpt(&mut self, address: String) {
-        let max = self.shared.config.max_recipients;
+        let max = self.shared.limits.max_recipients;
         let Some(txn) = self.txn.as_mut() else {
             return self.reply(bad_sequence("Need MAIL before RCPT"));
         };
@@ -362,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         // Refused at RCPT: this is the recipient's final answer in this transaction.
-        let log = self.shared.config.log_addresses;
+        let log = self.shared.limits.log_addresses;
         answer.report(&address, log, &*self.shared.metrics, Decided::LmtpRcpt);
         self.reply(answer.reply);
     }
@@ -389,7 +389,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.flush().await?;
 
         let shared = Arc::clone(&self.shared);
-        let config = &shared.config;
+        let config = &shared.limits;
         let mut fanout = Some(Fanout::new(&shared, &txn.envelope, &txn.recipients));
         let mut decoder = DataDecoder::new(config.bare_newline);
         let mut chunk = BytesMut::with_capacity(READ_CHUNK + 1024);

@@ -23,7 +23,7 @@ use sealgate_protocol::milter::{Command, FrameDecoder, MilterError, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::Config;
+use crate::config::{Config, MilterLimits};
 use crate::conn::{Conn, Next, ReadEnd, WriteEnd};
 use crate::ops::metrics::{Metrics, SessionProtocol};
 use crate::pipeline::scrub::ScrubStage;
@@ -35,8 +35,8 @@ use session::{ConnState, Message};
 /// What milter sessions share: the configuration, the pipeline (whose RCPT checks the milter
 /// runs too: the LMTP side holds the same one) and the counters.
 pub(crate) struct Context {
-    /// The validated configuration.
-    pub config: Arc<Config>,
+    /// The session's settings (its section of the configuration).
+    pub limits: MilterLimits,
     /// The stages; the milter asks their RCPT-time checks.
     pub pipeline: Arc<Pipeline>,
     /// What is counted.
@@ -48,18 +48,14 @@ pub(crate) struct Context {
 impl Context {
     /// The milter's share of the wiring: `pipeline` is the one the LMTP side holds too; the
     /// scrub rules come from `config` as the scrub stage's do.
-    pub(crate) fn new(
-        config: Arc<Config>,
-        pipeline: Arc<Pipeline>,
-        metrics: Arc<Metrics>,
-    ) -> Context {
+    pub(crate) fn new(config: &Config, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Context {
         let scrub = ScrubStage::new(
             config.scrub,
             config.scrub_headers.clone(),
             config.trusted_mta.clone(),
         );
         Context {
-            config,
+            limits: config.milter(),
             pipeline,
             metrics,
             scrub,
@@ -85,10 +81,9 @@ pub(crate) async fn serve<S>(
         client = tracing::field::Empty,
         id = tracing::field::Empty
     );
-    let config = &context.config;
     let mut session = Session {
         io: Conn::new(io, shutdown.into(), 1024),
-        frames: FrameDecoder::new(config.milter_max_frame),
+        frames: FrameDecoder::new(context.limits.max_frame),
         context: Arc::clone(&context),
         negotiated: None,
         conn: ConnState::default(),
@@ -221,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads more input. Shutdown ends a session between messages at once; inside a message
     /// it lets the message finish.
     async fn read_more(&mut self) -> Result<(), End> {
-        let wait = self.context.config.milter_timeout;
+        let wait = self.context.limits.timeout;
         let between_messages = self.msg.is_none();
         self.io
             .read_more(wait, between_messages)
@@ -243,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Writes the queued responses (in one write: see [`Conn::flush`]).
     async fn flush(&mut self) -> Result<(), End> {
-        let wait = self.context.config.milter_timeout;
+        let wait = self.context.limits.timeout;
         self.io.flush(wait).await.map_err(|end| match end {
             WriteEnd::Failed(err) => End::Io(err.to_string()),
             WriteEnd::TimedOut => End::Io("write timed out".into()),

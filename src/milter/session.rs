@@ -271,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.msg.is_some() {
             return Err(End::OutOfOrder("MAIL inside a message".into()));
         }
-        let config = &self.context.config;
+        let config = &self.context.limits;
         let macros = std::mem::take(&mut self.pending);
         let macro_value = |name: &str| {
             macros
@@ -310,7 +310,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let macros = self.take_macros();
         let context = Arc::clone(&self.context);
-        let config = &context.config;
+        let config = &context.limits;
         let address = match args.first() {
             Some(arg) => bare_address(arg),
             None => macros
