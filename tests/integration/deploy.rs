@@ -1255,8 +1255,9 @@ fn readme_block(marker: &str) -> String {
 /// The snippets the documents show (docs/deployment.md) are the shipped files: the block after
 /// `<!-- packaging/X -->` has exactly the settings of packaging/X; the block after
 /// `<!-- sealgate settings: packaging/X -->` has the sealgate settings that X's header names
-/// (for sealgate.env: some of its settings, as they are there). Every Postfix or sealgate
-/// setting block in any document has a marker.
+/// (for sealgate.env: some of its settings, as they are there); the block after
+/// `<!-- example settings -->` (another deployment's settings) has declared variables the
+/// configuration accepts. Every Postfix or sealgate setting block in any document has a marker.
 #[test]
 fn readme_snippets_are_the_shipped_files() {
     let readme = documents();
@@ -1289,6 +1290,25 @@ fn readme_snippets_are_the_shipped_files() {
                     snippet_settings(&shipped(path)),
                     "README's settings for {path}"
                 );
+            }
+            settings += 1;
+        } else if inner == "example settings" {
+            // Settings for a deployment other than the shipped one: declared variables whose
+            // values the configuration accepts.
+            let shown = env_file::parse(&readme_block(marker));
+            assert!(!shown.is_empty(), "an empty example settings block");
+            let vars: std::collections::BTreeMap<String, String> = shown
+                .iter()
+                .map(|(name, value)| {
+                    assert!(
+                        sealgate::config::VARIABLES.iter().any(|v| v.name == name),
+                        "example settings: {name} is not a setting"
+                    );
+                    (name.clone(), value.clone())
+                })
+                .collect();
+            if let Err(err) = sealgate::config::Config::from_vars(&vars) {
+                panic!("example settings {shown:?}: {err}");
             }
             settings += 1;
         } else if inner.starts_with("packaging/") {
