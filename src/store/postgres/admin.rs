@@ -12,7 +12,6 @@ use std::time::SystemTime;
 
 use super::cache::{CertRow, decide};
 use super::{Location, PgError, schema};
-use crate::message::address;
 use crate::openpgp::{email_addresses, strip_third_party_certifications};
 use crate::store::Lookup;
 
@@ -225,29 +224,13 @@ impl Admin {
         .await
     }
 
-    /// Marks `address` (canonical) as TLS-only, or not.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn set_tls_required(&self, address: &str, required: bool) -> Result<(), PgError> {
-        self.client
-            .execute(
-                "INSERT INTO sealgate.mailbox_flags (address, tls_required) VALUES ($1, $2)
-                 ON CONFLICT (address) DO UPDATE SET tls_required = EXCLUDED.tls_required",
-                &[&address, &required],
-            )
-            .await?;
-        Ok(())
-    }
-
     /// What the service would answer for `address` now (its canonical form, else without the
     /// subaddress), and every certificate the index names for it, readable or not shown.
     ///
     /// # Errors
     /// The database failed.
     pub async fn lookup(&self, address_text: &str) -> Result<(Lookup, Vec<Arc<Cert>>), PgError> {
-        let canonical = address::canonical(address_text);
-        let base = address::without_subaddress(&canonical);
+        let (canonical, base) = super::forms(address_text);
         let wanted: Vec<String> = std::iter::once(canonical.clone())
             .chain(base.clone())
             .collect();

@@ -110,14 +110,11 @@ pub struct Fetched {
     pub address: String,
     /// Its certificates (none: a negative answer).
     pub certs: Vec<CertRow>,
-    /// `mailbox_flags.tls_required`.
-    pub tls_required: bool,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     certs: Arc<[CertRow]>,
-    tls_required: bool,
     /// When the query that produced it was sent.
     fetched: Instant,
     /// Known current up to here (only moves when the link drops).
@@ -200,7 +197,6 @@ impl Cache {
                 answer.address,
                 Entry {
                     certs: answer.certs.into(),
-                    tls_required: answer.tls_required,
                     fetched: sent,
                     confirmed: sent,
                     last_used: previous_use.unwrap_or(sent),
@@ -276,21 +272,6 @@ impl Cache {
             Served::Current(lookup)
         }
     }
-
-    /// `tls_required` for `canonical` if its answer may still be used.
-    pub fn tls_required(
-        &self,
-        canonical: &str,
-        link: &Link,
-        now: Instant,
-        max_stale: Duration,
-    ) -> Option<bool> {
-        let entry = self.entries.get(canonical)?;
-        match entry.freshness(link, now, max_stale) {
-            Freshness::Current | Freshness::Stale => Some(entry.tls_required),
-            Freshness::Expired => None,
-        }
-    }
 }
 
 fn unknown(link: &Link, what: &str) -> Served {
@@ -350,7 +331,6 @@ mod tests {
         Fetched {
             address: address.into(),
             certs: Vec::new(),
-            tls_required: false,
         }
     }
 

@@ -225,8 +225,7 @@ impl PgKeyStore {
         let wanted: Vec<String> = addresses
             .iter()
             .flat_map(|a| {
-                let canonical = address::canonical(a);
-                let base = address::without_subaddress(&canonical);
+                let (canonical, base) = forms(a);
                 std::iter::once(canonical).chain(base)
             })
             .collect();
@@ -260,8 +259,7 @@ impl PgKeyStore {
     /// What the cache says about `address` now, without waiting: current, stale (the
     /// database away, within `max_stale`) or unknown (never "no key" for want of an answer).
     pub fn lookup_cached(&self, address_text: &str) -> Lookup {
-        let canonical = address::canonical(address_text);
-        let base = address::without_subaddress(&canonical);
+        let (canonical, base) = forms(address_text);
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let state = self.lock();
         let answer = state.cache.answer(
@@ -278,18 +276,6 @@ impl PgKeyStore {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         answer.into_lookup()
-    }
-
-    /// Whether `address` (canonical) must be received over TLS (`mailbox_flags.tls_required`);
-    /// `None` when the database cannot tell now (fail closed: the caller tempfails).
-    pub async fn tls_required(&self, address_text: &str) -> Option<bool> {
-        // The flags travel with the key rows, so a lookup fills them in the same round trip.
-        let _ = self.lookup_many(&[address_text]).await;
-        let canonical = address::canonical(address_text);
-        let state = self.lock();
-        state
-            .cache
-            .tls_required(&canonical, &state.link, Instant::now(), self.max_stale)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -485,15 +471,14 @@ async fn round_trip<T, E: Into<PgError>>(
     }
 }
 
-/// One round trip: the certificates and flags of every address in `addresses`; an address
-/// with neither gets an empty answer (a negative answer worth caching).
+/// One round trip: the certificates of every address in `addresses`; an address with none
+/// gets an empty answer (a negative answer worth caching).
 async fn fetch(client: &Client, addresses: &[String]) -> Result<Vec<Fetched>, PgError> {
     let rows = round_trip(client.query(
-        "SELECT q.address, c.fingerprint, c.certificate, coalesce(f.tls_required, false)
+        "SELECT q.address, c.fingerprint, c.certificate
            FROM unnest($1::text[]) AS q(address)
            LEFT JOIN sealgate.addresses a ON a.address = q.address
-           LEFT JOIN sealgate.certificates c ON c.fingerprint = a.fingerprint
-           LEFT JOIN sealgate.mailbox_flags f ON f.address = q.address",
+           LEFT JOIN sealgate.certificates c ON c.fingerprint = a.fingerprint",
         &[&addresses],
     ))
     .await?;
@@ -502,13 +487,11 @@ async fn fetch(client: &Client, addresses: &[String]) -> Result<Vec<Fetched>, Pg
         let address: String = row.try_get(0)?;
         let fingerprint: Option<String> = row.try_get(1)?;
         let bytes: Option<Vec<u8>> = row.try_get(2)?;
-        let tls_required: bool = row.try_get(3)?;
         let entry = by_address
             .entry(address.clone())
             .or_insert_with(|| Fetched {
                 address: address.clone(),
                 certs: Vec::new(),
-                tls_required,
             });
         if let (Some(fingerprint), Some(bytes)) = (fingerprint, bytes) {
             entry
@@ -551,6 +534,14 @@ impl CertRow {
         }
         CertRow::Readable(cache::Key::new(cert))
     }
+}
+
+/// The forms an address is looked up under: canonical, then without its subaddress (as the
+/// cert-d store looks it up).
+fn forms(address_text: &str) -> (String, Option<String>) {
+    let canonical = address::canonical(address_text);
+    let base = address::without_subaddress(&canonical);
+    (canonical, base)
 }
 
 impl crate::store::KeyLookup for PgKeyStore {
