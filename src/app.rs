@@ -19,18 +19,19 @@ use crate::pipeline::require_tls::RequireTlsStage;
 use crate::pipeline::scrub::ScrubStage;
 use crate::server::{self, Limits};
 use crate::shutdown::Shutdown;
-use crate::store::KeyLookup;
 use crate::store::keys::KeyStore;
 use crate::store::postgres::PgKeyStore;
 use crate::store::secure::SecureAddresses;
 use crate::store::watch::{self, Reload};
+use crate::store::{KeyLookup, SecureLookup};
 
-/// The configured stages, in order: scrub, TLS policy (which routes secure twins to their
-/// mailbox), encrypt (which looks keys up by mailbox and counts in `metrics`).
+/// The configured stages, in order: scrub, TLS policy (which asks each of `secure` and routes
+/// secure twins to their mailbox), encrypt (which looks keys up by mailbox and counts in
+/// `metrics`).
 pub(crate) fn pipeline(
     config: &Config,
     keys: Arc<dyn KeyLookup>,
-    secure: Arc<SecureAddresses>,
+    secure: Vec<Arc<dyn SecureLookup>>,
     metrics: Arc<Metrics>,
 ) -> Pipeline {
     Pipeline::new(vec![
@@ -82,6 +83,14 @@ impl Keys {
         match self {
             Keys::Directory(keys) => Arc::clone(keys) as _,
             Keys::Database(keys) => Arc::clone(keys) as _,
+        }
+    }
+
+    /// The key database's TLS-only flags (`mailbox_flags`); a directory has none.
+    fn secure_lookup(&self) -> Option<Arc<dyn SecureLookup>> {
+        match self {
+            Keys::Directory(_) => None,
+            Keys::Database(keys) => Some(Arc::clone(keys) as _),
         }
     }
 }
@@ -168,12 +177,10 @@ pub async fn run(
         config.next_hop_client(),
         Arc::clone(&metrics),
     );
-    let pipeline = pipeline(
-        &config,
-        keys.lookup(),
-        Arc::clone(&secure),
-        Arc::clone(&metrics),
-    );
+    let secure_lookups = std::iter::once(Arc::clone(&secure) as Arc<dyn SecureLookup>)
+        .chain(keys.secure_lookup())
+        .collect();
+    let pipeline = pipeline(&config, keys.lookup(), secure_lookups, Arc::clone(&metrics));
     metrics.declare(&pipeline.stage_names(), next_hop.kind());
     let pipeline = Arc::new(pipeline);
     let milter = Arc::new(milter::Context::new(

@@ -35,7 +35,7 @@ pub(crate) fn context(vars: &[(&str, &str)], keys: &Path) -> Wiring {
     let secure = Arc::new(SecureAddresses::new(config.secure_domains.clone(), None).unwrap());
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::new(&registry).unwrap());
-    let pipeline = crate::app::pipeline(&config, keys, secure, Arc::clone(&metrics));
+    let pipeline = crate::app::pipeline(&config, keys, vec![secure], Arc::clone(&metrics));
     Wiring {
         config: Arc::new(config),
         pipeline: Arc::new(pipeline),

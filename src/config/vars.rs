@@ -321,7 +321,7 @@ variables! {
         name: "SEALGATE_SECURE_MAILBOXES",
         default: "(none)",
         unset: None,
-        doc: "File of single TLS-only addresses, one per line (# comments); re-read when it changes (see SEALGATE_KEYSTORE_RELOAD) and on SIGHUP.",
+        doc: "File of single TLS-only addresses, one per line (# comments); re-read when it changes (see SEALGATE_KEYSTORE_RELOAD) and on SIGHUP. With a database key store, its mailbox_flags apply too.",
         parse: |raw| parse::path(raw).map(Some),
         show: optional_path,
     }

@@ -84,6 +84,42 @@ pub(crate) fn internal_error() -> Reply {
     local_error("Internal error, try again later")
 }
 
+/// `451 4.7.0`: the key store cannot tell whether `address` has a key (`reason`, shortened).
+pub(crate) fn key_unknown(address: &str, reason: &str) -> Reply {
+    Reply::new(
+        451,
+        EnhancedCode::new(4, 7, 0),
+        format!(
+            "<{address}> key store cannot tell whether this recipient has a key ({}), try \
+             again later",
+            short(reason)
+        ),
+    )
+}
+
+/// `451 4.7.0`: whether `address` requires TLS is unknown (`reason`, shortened), and the
+/// message came without it.
+pub(crate) fn tls_rule_unknown(address: &str, reason: &str) -> Reply {
+    Reply::new(
+        451,
+        EnhancedCode::new(4, 7, 0),
+        format!(
+            "<{address}> cannot tell whether this address requires TLS ({}), try again later",
+            short(reason)
+        ),
+    )
+}
+
+/// `reason` cut to fit a reply line (the log has it whole).
+fn short(reason: &str) -> String {
+    const MAX: usize = 160;
+    let one_line: String = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &one_line[..at]),
+        None => one_line,
+    }
+}
+
 /// `451 4.4.1`: the next hop could not be reached.
 pub(crate) fn unreachable(what: &str) -> Reply {
     Reply::new(

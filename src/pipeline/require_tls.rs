@@ -1,5 +1,7 @@
 //! The require-TLS stage: secure addresses (`SEALGATE_SECURE_DOMAINS`,
-//! `SEALGATE_SECURE_MAILBOXES`) get mail only if it reached our MTA over TLS.
+//! `SEALGATE_SECURE_MAILBOXES`, the key database's `mailbox_flags`) get mail only if it
+//! reached our MTA over TLS. A recipient whose rule cannot be told (the database away too
+//! long) is accepted over TLS and tempfailed (`451 4.7.0`) without it.
 //!
 //! Before the queue (the milter) the envelope carries the TLS evidence of Postfix's macros, and
 //! the verdict ([`tls_verdict`]) comes at RCPT time. After the queue (LMTP) TLS is known only
@@ -13,13 +15,14 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use sealgate_protocol::Reply;
 
-use crate::message::address;
 use crate::message::outcome::RefusalReason;
 use crate::message::tls::TlsVersion;
 use crate::message::tls::{TlsEvidence, tls_verdict};
+use crate::message::{address, replies};
 use crate::ops::redact::AddressLog;
+use crate::pipeline::Prefetch;
 use crate::pipeline::{Envelope, Plan, Recipient, Rewrite, Stage};
-use crate::store::secure::SecureAddresses;
+use crate::store::{SecureLookup, TlsRule};
 
 /// The stage's name ([`Stage::name`]); its refusals are [`RefusalReason::NoTls`].
 pub(crate) const NAME: &str = "require_tls";
@@ -29,7 +32,8 @@ pub(crate) const ORIGINAL_TO: &str = "X-Original-To";
 
 /// Enforces TLS-only receipt for secure addresses and routes secure twins to their mailbox.
 pub(crate) struct RequireTlsStage {
-    secure: Arc<SecureAddresses>,
+    /// Asked in order; the first `Required` decides, an `Unknown` counts only if none is.
+    secure: Vec<Arc<dyn SecureLookup>>,
     /// Host names of our own MTAs (lower-case): only their Received field is evidence.
     trusted: Vec<String>,
     /// The lowest TLS version a secure address accepts.
@@ -39,11 +43,11 @@ pub(crate) struct RequireTlsStage {
 }
 
 impl RequireTlsStage {
-    /// The stage for `secure`, trusting the Received fields written by `trusted_mta`
+    /// The stage for the lookups in `secure`, trusting the Received fields written by `trusted_mta`
     /// (`SEALGATE_TRUSTED_MTA`, lower-case) and requiring at least `min`
     /// (`SEALGATE_TLS_MIN_VERSION`); addresses are logged as `log` says.
     pub(crate) fn new(
-        secure: Arc<SecureAddresses>,
+        secure: Vec<Arc<dyn SecureLookup>>,
         trusted_mta: Vec<String>,
         min: TlsVersion,
         log: AddressLog,
@@ -57,6 +61,42 @@ impl RequireTlsStage {
     }
 }
 
+impl RequireTlsStage {
+    /// What the lookups say of `address`: required if any requires it, else unknown if any
+    /// cannot tell, else optional.
+    fn rule(&self, address: &str) -> TlsRule {
+        let mut unknown = None;
+        for lookup in &self.secure {
+            match lookup.tls_rule(address) {
+                required @ TlsRule::Required { .. } => return required,
+                rule @ TlsRule::Unknown { .. } => {
+                    unknown.get_or_insert(rule);
+                }
+                TlsRule::Optional => {}
+            }
+        }
+        unknown.unwrap_or(TlsRule::Optional)
+    }
+
+    /// `evidence` for a recipient whose rule is unknown: TLS enough for any secure address
+    /// passes; anything less is a tempfail naming the cause (never a bounce).
+    fn unknown_verdict(
+        &self,
+        rcpt: &Recipient,
+        evidence: &TlsEvidence,
+        reason: &str,
+    ) -> Result<(), Reply> {
+        if tls_verdict(&rcpt.address, evidence, self.min).is_ok() {
+            return Ok(());
+        }
+        tracing::warn!(
+            rcpt = %self.log.show(&rcpt.address), %evidence, reason,
+            "tempfailed: cannot tell whether this address requires TLS"
+        );
+        Err(replies::tls_rule_unknown(&rcpt.address, reason))
+    }
+}
+
 impl Stage for RequireTlsStage {
     fn name(&self) -> &'static str {
         NAME
@@ -66,12 +106,31 @@ impl Stage for RequireTlsStage {
         RefusalReason::NoTls
     }
 
+    fn needs_prefetch(&self) -> bool {
+        self.secure.iter().any(|lookup| lookup.needs_prefetch())
+    }
+
+    fn prefetch<'a>(&'a self, addresses: &'a [&'a str]) -> Prefetch<'a> {
+        Box::pin(async move {
+            for lookup in self.secure.iter().filter(|l| l.needs_prefetch()) {
+                lookup.prefetch(addresses).await;
+            }
+        })
+    }
+
     /// Routes a secure address to its mailbox (`user@secure.example.org` → `user@example.org`).
     /// With the envelope's TLS evidence (the milter) it decides now; without it (LMTP) it
     /// accepts: whether TLS was used shows only in the header block.
     fn check_recipient(&self, envelope: &Envelope, rcpt: &mut Recipient) -> Result<(), Reply> {
-        let Some(mailbox) = self.secure.classify(&rcpt.address) else {
-            return Ok(());
+        let mailbox = match self.rule(&rcpt.address) {
+            TlsRule::Optional => return Ok(()),
+            TlsRule::Unknown { reason } => {
+                return match &envelope.tls {
+                    Some(evidence) => self.unknown_verdict(rcpt, evidence, &reason),
+                    None => Ok(()),
+                };
+            }
+            TlsRule::Required { mailbox } => mailbox,
         };
         if let Some(evidence) = &envelope.tls {
             tls_verdict(&rcpt.address, evidence, self.min)?;
@@ -83,13 +142,18 @@ impl Stage for RequireTlsStage {
     }
 
     fn plan(&self, envelope: &Envelope, headers: &[u8], rcpt: &Recipient) -> Result<Plan, Reply> {
-        if self.secure.classify(&rcpt.address).is_none() {
+        let rule = self.rule(&rcpt.address);
+        if rule == TlsRule::Optional {
             return Ok(Plan::Unchanged);
         }
         let evidence = match &envelope.tls {
             Some(evidence) => evidence.clone(),
             None => TlsEvidence::from_received(headers, &self.trusted),
         };
+        if let TlsRule::Unknown { reason } = &rule {
+            self.unknown_verdict(rcpt, &evidence, reason)?;
+            return Ok(Plan::Unchanged);
+        }
         let shown = self.log.show(&rcpt.address);
         if let Err(reply) = tls_verdict(&rcpt.address, &evidence, self.min) {
             tracing::warn!(
@@ -150,6 +214,7 @@ impl Rewrite for OriginalTo {
 mod tests {
     use super::*;
     use crate::pipeline::Pipeline;
+    use crate::store::secure::SecureAddresses;
     use sealgate_protocol::EnhancedCode;
 
     const TLS12: &str = "Received: from client.example.net (unknown [192.0.2.1])\r\n\
@@ -174,7 +239,7 @@ mod tests {
         )
         .unwrap();
         RequireTlsStage::new(
-            Arc::new(secure),
+            vec![Arc::new(secure)],
             vec!["mx.test.example".into()],
             min,
             AddressLog::Full,
@@ -434,5 +499,78 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(refusal.reason, RefusalReason::NoTls);
+    }
+
+    /// A store that cannot tell about any address (a key database away too long).
+    struct CannotTell;
+
+    impl SecureLookup for CannotTell {
+        fn tls_rule(&self, _address: &str) -> TlsRule {
+            TlsRule::Unknown {
+                reason: "the key database has been unreachable too long".into(),
+            }
+        }
+    }
+
+    /// The usual stage with a second lookup that cannot tell.
+    fn stage_with_doubt() -> RequireTlsStage {
+        let mut stage = stage(TlsVersion::Tls1_2);
+        stage.secure.push(Arc::new(CannotTell));
+        stage
+    }
+
+    #[test]
+    fn an_unknown_rule_tempfails_without_tls_and_accepts_with_it() {
+        let stage = stage_with_doubt();
+        let envelope = envelope();
+        // After the queue: RCPT accepts (TLS shows only in the header block), then the
+        // verdict at header time.
+        let mut rcpt = Recipient::new("nina@example.org".into());
+        stage.check_recipient(&envelope, &mut rcpt).unwrap();
+        assert_eq!(rcpt.mailbox, "nina@example.org");
+        let reply = match stage.plan(&envelope, format!("{PLAIN}{REST}").as_bytes(), &rcpt) {
+            Err(reply) => reply,
+            Ok(_) => panic!("a plaintext message to an unknown rule passed"),
+        };
+        assert_eq!(reply.code, 451);
+        assert_eq!(reply.enhanced, Some(EnhancedCode::new(4, 7, 0)));
+        let text = reply.lines.join(" ");
+        assert!(
+            text.contains("cannot tell whether this address requires TLS"),
+            "{text}"
+        );
+        assert!(text.contains("unreachable too long"), "{text}");
+        assert!(matches!(
+            stage.plan(&envelope, format!("{TLS12}{REST}").as_bytes(), &rcpt),
+            Ok(Plan::Unchanged)
+        ));
+        // Before the queue: the macros decide at RCPT.
+        for (tls, code) in [
+            (TlsEvidence::Plaintext, Some(451)),
+            (
+                TlsEvidence::from_macros(Some("TLSv1.3"), Some("TLS_AES_256_GCM_SHA384")),
+                None,
+            ),
+        ] {
+            let envelope = Envelope {
+                tls: Some(tls),
+                ..Envelope::default()
+            };
+            let mut rcpt = Recipient::new("nina@example.org".into());
+            let got = stage
+                .check_recipient(&envelope, &mut rcpt)
+                .err()
+                .map(|r| r.code);
+            assert_eq!(got, code);
+        }
+    }
+
+    #[test]
+    fn a_required_rule_outweighs_an_unknown_one() {
+        let stage = stage_with_doubt();
+        let got = run(&stage, &format!("{PLAIN}{REST}"), "user@secure.example.org");
+        assert!(got.is_err(), "{got:?}");
+        let got = run(&stage, &format!("{TLS12}{REST}"), "user@secure.example.org");
+        assert_eq!(got, Ok("original-to:user@secure.example.org".to_string()));
     }
 }

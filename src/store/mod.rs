@@ -4,7 +4,7 @@
 //!
 //! # The lookup contract
 //!
-//! - **Answers come from memory.** [`KeyLookup::lookup`] and [`SecureLookup::classify`] are
+//! - **Answers come from memory.** [`KeyLookup::lookup`] and [`SecureLookup::tls_rule`] are
 //!   called on the protocol task, inside the synchronous pipeline stages: they never wait on
 //!   the disk or the network. A backend whose answers need a round trip keeps them in memory
 //!   and fetches them in [`KeyLookup::prefetch`] / [`SecureLookup::prefetch`].
@@ -20,8 +20,8 @@
 //!   it tempfails the recipient (`451 4.7.0`), never turns it into a plaintext recipient. A
 //!   backend answers it whenever it cannot vouch for "no key" (an unreadable entry, a store
 //!   that shrank, a database away for longer than its staleness limit, an address never
-//!   fetched). For the secure addresses the fail-closed side is "secure": a backend that
-//!   cannot tell answers `Some(address)` (TLS required, delivered as addressed).
+//!   fetched). For the secure addresses it is [`TlsRule::Unknown`]: accepted over TLS,
+//!   tempfailed without (never bounced, never let through in plaintext).
 //! - **Usable is decided once** ([`crate::openpgp`]); a backend returns every usable
 //!   certificate of the address, newest first, and the stage judges them again at plan time.
 //! - **Reloading** is the backend's own business; the file backends implement
@@ -90,12 +90,37 @@ pub trait KeyLookup: Send + Sync {
     }
 }
 
-/// Which recipients require TLS, and where their mail goes: the require-TLS stage and the
-/// milter's RCPT check ask it. Same contract as [`KeyLookup`].
+/// Whether a recipient requires TLS, as a store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsRule {
+    /// Not a secure address.
+    Optional,
+    /// A secure address: accepted only over TLS, and its mail goes to `mailbox`.
+    Required {
+        /// Where the mail is delivered (the real mailbox of a secure twin).
+        mailbox: String,
+    },
+    /// The store cannot tell (a database away too long, an address never fetched): the
+    /// recipient is accepted over TLS, as addressed, and tempfailed (`451 4.7.0`) without
+    /// it. Never a bounce: the mailbox may well not be a secure one.
+    Unknown {
+        /// A short cause, for the reply and the log.
+        reason: String,
+    },
+}
+
+/// Which recipients require TLS, and where their mail goes: the require-TLS stage (at RCPT
+/// time for LMTP and the milter alike, and at plan time) asks each configured lookup (the
+/// domains and mailbox file; the key database's `mailbox_flags`). Same contract as
+/// [`KeyLookup`].
 pub trait SecureLookup: Send + Sync {
-    /// `None`: `address` is not a secure address; `Some(mailbox)`: it is, and its mail goes to
-    /// `mailbox`. From memory only.
-    fn classify(&self, address: &str) -> Option<String>;
+    /// What is known about `address` (as the client gave it), from memory only.
+    fn tls_rule(&self, address: &str) -> TlsRule;
+
+    /// Whether [`SecureLookup::prefetch`] does anything (a networked backend).
+    fn needs_prefetch(&self) -> bool {
+        false
+    }
 
     /// Brings the answers for `addresses` into memory, in one round trip.
     fn prefetch<'a>(&'a self, addresses: &'a [&'a str]) -> Prefetch<'a> {

@@ -14,8 +14,8 @@ use tracing::{info, warn};
 
 use crate::error::error_chain;
 use crate::message::address::{self, Address};
-use crate::store::SecureLookup;
 use crate::store::watch::{self, Reload, Trigger};
+use crate::store::{SecureLookup, TlsRule};
 
 /// Why the secure addresses could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +161,7 @@ impl SecureAddresses {
         let hit = listed.addresses.contains(&key)
             || address::without_subaddress(&key)
                 .is_some_and(|base| listed.addresses.contains(&base));
-        hit.then(|| format!("{local}@{}", given_domain(given)))
+        hit.then(|| as_addressed(address))
     }
 
     fn current(&self) -> Arc<Mailboxes> {
@@ -212,10 +212,22 @@ impl Reload for SecureAddresses {
 }
 
 impl SecureLookup for SecureAddresses {
-    /// See [`SecureAddresses::classify`]: everything is in memory, so no prefetch is needed.
-    fn classify(&self, address: &str) -> Option<String> {
-        SecureAddresses::classify(self, address)
+    /// See [`SecureAddresses::classify`]: everything is in memory, so no prefetch is needed,
+    /// and the answer is never unknown.
+    fn tls_rule(&self, address: &str) -> TlsRule {
+        match SecureAddresses::classify(self, address) {
+            Some(mailbox) => TlsRule::Required { mailbox },
+            None => TlsRule::Optional,
+        }
     }
+}
+
+/// The mailbox a listed (not twinned) secure address is delivered to: the address as given,
+/// its domain lower-cased, without a trailing dot. One rule for the file and the database.
+pub(crate) fn as_addressed(address: &str) -> String {
+    let given = address::path_mailbox(address);
+    let local = given.rsplit_once('@').map_or(given, |(local, _)| local);
+    format!("{local}@{}", given_domain(given))
 }
 
 /// A secure domain as the map is keyed: canonical, or lower-cased if it is not a domain.

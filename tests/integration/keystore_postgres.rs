@@ -701,3 +701,162 @@ fn keys_copy_moves_a_directory_store_into_the_database_and_back() {
     let (code, out) = sealgate_cli(&dir_env, &["keys", "show", "kim@example.org"], b"");
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// The server's reply to the client line containing `sent` in a swaks transcript.
+fn swaks_reply(transcript: &str, sent: &str) -> String {
+    let lines: Vec<&str> = transcript.lines().map(str::trim_start).collect();
+    let Some(at) = lines
+        .iter()
+        .position(|l| (l.starts_with("->") || l.starts_with("~>")) && l.contains(sent))
+    else {
+        return String::new();
+    };
+    lines[at + 1..]
+        .iter()
+        .skip_while(|l| !(l.starts_with("<-") || l.starts_with("<~") || l.starts_with("<**")))
+        .take_while(|l| l.starts_with("<-") || l.starts_with("<~") || l.starts_with("<**"))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `sealgate.mailbox_flags.tls_required` makes a mailbox TLS-only: the milter refuses it at
+/// RCPT without STARTTLS (550), the LMTP side refuses a plaintext copy at the end of DATA, a
+/// change reaches the service at once, and while the database is away too long the answer is
+/// 451, never a bounce and never a plaintext delivery.
+#[test]
+fn the_tls_only_flag_in_the_database_is_honoured_by_lmtp_and_the_milter() {
+    use testkit::peers::{Postfix, PostfixConfig, TestCert, swaks};
+    if !postgres::require() || !testkit::require_all(&["postfix", "swaks", "openssl"]) {
+        return;
+    }
+    let Some(mut pg) = migrated() else { return };
+    pg.psql("INSERT INTO sealgate.mailbox_flags (address, tls_required) VALUES ('vera@example.org', true)");
+    let mail = testkit::temp_dir("mail-");
+    let sealgate = serve(
+        &pg,
+        mail.path(),
+        &[
+            ("SEALGATE_MILTER_LISTEN", "127.0.0.1:0"),
+            ("SEALGATE_TRUSTED_MTA", "mx.example.org"),
+            ("SEALGATE_KEYSTORE_MAX_STALE", "1s"),
+        ],
+    );
+    let cert = TestCert::generate("mx.example.org");
+    let postfix = Postfix::start(
+        PostfixConfig::default()
+            .with_main_cf(format!(
+                "smtpd_milters = inet:127.0.0.1:{}",
+                sealgate.milter_port()
+            ))
+            .with_main_cf("milter_default_action = tempfail")
+            .with_main_cf("milter_protocol = 6")
+            .with_lmtp_transport(sealgate.port())
+            .with_starttls(&cert),
+    );
+    let port = postfix.smtp_port.to_string();
+    let send = |to: &str, tls: bool, body: &str| {
+        let mut args = vec![
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--from",
+            "sender@example.net",
+            "--to",
+            to,
+            "--helo",
+            "client.example.net",
+            "--body",
+            body,
+        ];
+        if tls {
+            args.push("--tls");
+        }
+        let (_, out) = swaks(&args);
+        (swaks_reply(&out, &format!("RCPT TO:<{to}>")), out)
+    };
+    let stored = |mailbox: &str| testkit::maildir::messages(&mail.path().join(mailbox));
+
+    // The milter, at RCPT.
+    let (reply, out) = send("vera@example.org", false, "token-plain-vera");
+    assert!(
+        reply.contains("550 5.7.1 <vera@example.org>: TLS required for this address"),
+        "{reply}\n{out}"
+    );
+    let (reply, out) = send("Vera+lists@Example.org", false, "token-plain-vera-tag");
+    assert!(reply.contains("550 5.7.1"), "a subaddress: {reply}\n{out}");
+    let (reply, out) = send("vera@example.org", true, "token-tls-vera");
+    assert!(reply.contains(" 250 "), "{reply}\n{out}");
+    let (reply, out) = send("ulla@example.org", false, "token-plain-ulla");
+    assert!(reply.contains(" 250 "), "{reply}\n{out}");
+    testkit::wait_until("both accepted messages stored", WAIT, || {
+        stored("vera@example.org").len() == 1 && stored("ulla@example.org").len() == 1
+    });
+    assert!(contains(&stored("vera@example.org")[0], b"token-tls-vera"));
+
+    // The LMTP side: a copy whose trusted Received field shows no TLS.
+    let plain_received = "Received: from client.example.net (client.example.net [192.0.2.1])\r\n\
+        \tby mx.example.org (Postfix) with ESMTP id 3D78AC876E\r\n\
+        \tfor <vera@example.org>; Sun, 22 Nov 2026 12:41:13 +0000 (UTC)\r\n";
+    let message = format!("{plain_received}From: sender@example.net\r\nSubject: x\r\n\r\nbody\r\n");
+    let mut client = testkit::lmtp::Client::connect(sealgate.port());
+    client.expect("LHLO client.example", "250");
+    let replies = client.deliver(
+        "sender@example.net",
+        &["vera@example.org"],
+        message.as_bytes(),
+    );
+    testkit::lmtp::assert_codes(
+        replies.last().expect("a reply"),
+        "550 5.7.1",
+        "LMTP, plaintext",
+    );
+    assert_eq!(stored("vera@example.org").len(), 1);
+
+    // The flag removed: plaintext is accepted again, promptly (NOTIFY, not the full check).
+    pg.psql("DELETE FROM sealgate.mailbox_flags WHERE address = 'vera@example.org'");
+    let removed = Instant::now();
+    testkit::wait_until("the removed flag to reach the service", WAIT, || {
+        send("vera@example.org", false, "token-plain-vera-2")
+            .0
+            .contains(" 250 ")
+    });
+    assert!(
+        removed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        removed.elapsed()
+    );
+    pg.psql("INSERT INTO sealgate.mailbox_flags (address, tls_required) VALUES ('vera@example.org', true)");
+    testkit::wait_until("the flag set again to reach the service", WAIT, || {
+        send("vera@example.org", false, "token-plain-vera-3")
+            .0
+            .contains("550 5.7.1")
+    });
+
+    // The database away beyond the staleness limit: whether a mailbox is TLS-only is unknown,
+    // so plaintext gets 451 (Postfix's client retries), for a flagged and an unflagged one.
+    pg.stop();
+    for to in ["vera@example.org", "ulla@example.org"] {
+        let mut last = String::new();
+        testkit::wait_until("a tempfail while the database is away", WAIT, || {
+            last = send(to, false, "token-away").0;
+            last.contains("451 4.7.0")
+        });
+        assert!(
+            last.contains("cannot tell whether this address requires TLS"),
+            "{to}: {last}"
+        );
+    }
+    assert!(
+        !stored("ulla@example.org")
+            .iter()
+            .any(|m| contains(m, b"token-away"))
+    );
+    pg.restart();
+    testkit::wait_until("plaintext to ulla accepted again", WAIT, || {
+        send("ulla@example.org", false, "token-back")
+            .0
+            .contains(" 250 ")
+    });
+}

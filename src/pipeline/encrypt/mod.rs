@@ -18,6 +18,7 @@ use std::sync::Arc;
 use sealgate_protocol::{EnhancedCode, Reply};
 
 use crate::config::UnusableKey;
+use crate::message::replies;
 use crate::openpgp::Unusable;
 use crate::ops::metrics::Metrics;
 use crate::ops::redact::AddressLog;
@@ -125,26 +126,7 @@ impl EncryptStage {
             rcpt = %self.log.show(&rcpt.address), reason,
             "key store cannot tell whether the recipient has a key: tempfail"
         );
-        Reply::new(
-            451,
-            EnhancedCode::new(4, 7, 0),
-            format!(
-                "<{}> key store cannot tell whether this recipient has a key ({}), try again \
-                 later",
-                rcpt.address,
-                short(reason)
-            ),
-        )
-    }
-}
-
-/// `reason` cut to fit a reply line (the log has it whole).
-fn short(reason: &str) -> String {
-    const MAX: usize = 160;
-    let one_line: String = reason.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}...", &one_line[..at]),
-        None => one_line,
+        replies::key_unknown(&rcpt.address, reason)
     }
 }
 

@@ -110,11 +110,14 @@ pub struct Fetched {
     pub address: String,
     /// Its certificates (none: a negative answer).
     pub certs: Vec<CertRow>,
+    /// Its `mailbox_flags.tls_required` (no row: false).
+    pub tls_required: bool,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     certs: Arc<[CertRow]>,
+    tls_required: bool,
     /// When the query that produced it was sent.
     fetched: Instant,
     /// Known current up to here (only moves when the link drops).
@@ -197,6 +200,7 @@ impl Cache {
                 answer.address,
                 Entry {
                     certs: answer.certs.into(),
+                    tls_required: answer.tls_required,
                     fetched: sent,
                     confirmed: sent,
                     last_used: previous_use.unwrap_or(sent),
@@ -272,14 +276,47 @@ impl Cache {
             Served::Current(lookup)
         }
     }
+
+    /// Whether a recipient requires TLS: its own address's flag or (for `local+tag@`) its
+    /// address without the subaddress's, as the mailbox file matches. `Err` with the cause
+    /// when either answer is missing or too old: the caller cannot tell.
+    pub fn tls_required(
+        &self,
+        canonical: &str,
+        base: Option<&str>,
+        link: &Link,
+        now: Instant,
+        max_stale: Duration,
+    ) -> Result<bool, String> {
+        let mut required = false;
+        for address in std::iter::once(canonical).chain(base) {
+            let Some(entry) = self.entries.get(address) else {
+                return Err(reason(link, "no answer from the key database yet"));
+            };
+            if let Freshness::Expired = entry.freshness(link, now, max_stale) {
+                return Err(reason(
+                    link,
+                    "the key database has been unreachable too long",
+                ));
+            }
+            required |= entry.tls_required;
+        }
+        Ok(required)
+    }
 }
 
 fn unknown(link: &Link, what: &str) -> Served {
-    let reason = match &link.error {
+    Served::Unknown(Lookup::Unknown {
+        reason: reason(link, what),
+    })
+}
+
+/// `what`, with the link's error when it is down.
+fn reason(link: &Link, what: &str) -> String {
+    match &link.error {
         Some(error) => format!("{what}: {error}"),
         None => what.to_string(),
-    };
-    Served::Unknown(Lookup::Unknown { reason })
+    }
 }
 
 /// The cert-d store's rule, over database rows: every usable certificate, newest first; if
@@ -331,6 +368,7 @@ mod tests {
         Fetched {
             address: address.into(),
             certs: Vec::new(),
+            tls_required: false,
         }
     }
 
@@ -439,5 +477,34 @@ mod tests {
         assert_eq!(cache.addresses().len(), 1);
         cache.evict_idle(t0 + Duration::from_secs(61), Duration::from_secs(60));
         assert!(cache.addresses().is_empty());
+    }
+
+    #[test]
+    fn the_tls_flag_follows_the_freshness_rule_and_the_base_address() {
+        let t0 = Instant::now();
+        let max = Duration::from_secs(300);
+        let mut link = Link::default();
+        link.up(t0, t0);
+        let mut cache = Cache::default();
+        let (tagged, base) = ("a+tag@example.org", Some("a@example.org"));
+        assert!(cache.tls_required(tagged, base, &link, t0, max).is_err());
+        cache.store(vec![negative(tagged)], t0);
+        // The base address unanswered: cannot tell.
+        assert!(cache.tls_required(tagged, base, &link, t0, max).is_err());
+        let mut flagged = negative("a@example.org");
+        flagged.tls_required = true;
+        cache.store(vec![flagged], t0);
+        assert_eq!(cache.tls_required(tagged, base, &link, t0, max), Ok(true));
+        assert_eq!(cache.tls_required(tagged, None, &link, t0, max), Ok(false));
+        link.down("gone".into(), &mut cache);
+        assert_eq!(
+            cache.tls_required(tagged, base, &link, t0 + max, max),
+            Ok(true)
+        );
+        let after = cache.tls_required(tagged, base, &link, t0 + max + Duration::from_secs(1), max);
+        assert!(
+            after.as_ref().is_err_and(|why| why.contains("gone")),
+            "{after:?}"
+        );
     }
 }

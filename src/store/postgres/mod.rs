@@ -37,7 +37,8 @@ use tokio_postgres::{AsyncMessage, Client};
 use tracing::{error, info, warn};
 
 use crate::message::address;
-use crate::store::Lookup;
+use crate::store::secure::as_addressed;
+use crate::store::{Lookup, SecureLookup, TlsRule};
 
 use cache::{Cache, CertRow, Fetched, Link};
 pub use connect::Location;
@@ -471,12 +472,13 @@ async fn round_trip<T, E: Into<PgError>>(
     }
 }
 
-/// One round trip: the certificates of every address in `addresses`; an address with none
-/// gets an empty answer (a negative answer worth caching).
+/// One round trip: the certificates and the TLS flag of every address in `addresses`; an
+/// address with neither gets an empty answer (a negative answer worth caching).
 async fn fetch(client: &Client, addresses: &[String]) -> Result<Vec<Fetched>, PgError> {
     let rows = round_trip(client.query(
-        "SELECT q.address, c.fingerprint, c.certificate
+        "SELECT q.address, c.fingerprint, c.certificate, coalesce(f.tls_required, false)
            FROM unnest($1::text[]) AS q(address)
+           LEFT JOIN sealgate.mailbox_flags f ON f.address = q.address
            LEFT JOIN sealgate.addresses a ON a.address = q.address
            LEFT JOIN sealgate.certificates c ON c.fingerprint = a.fingerprint",
         &[&addresses],
@@ -487,11 +489,13 @@ async fn fetch(client: &Client, addresses: &[String]) -> Result<Vec<Fetched>, Pg
         let address: String = row.try_get(0)?;
         let fingerprint: Option<String> = row.try_get(1)?;
         let bytes: Option<Vec<u8>> = row.try_get(2)?;
+        let tls_required: bool = row.try_get(3)?;
         let entry = by_address
             .entry(address.clone())
             .or_insert_with(|| Fetched {
                 address: address.clone(),
                 certs: Vec::new(),
+                tls_required,
             });
         if let (Some(fingerprint), Some(bytes)) = (fingerprint, bytes) {
             entry
@@ -542,6 +546,45 @@ fn forms(address_text: &str) -> (String, Option<String>) {
     let canonical = address::canonical(address_text);
     let base = address::without_subaddress(&canonical);
     (canonical, base)
+}
+
+impl PgKeyStore {
+    /// Whether `address_text` requires TLS (`mailbox_flags`), from the cache, without waiting:
+    /// unknown under the same rule as the key answers.
+    pub fn tls_rule_cached(&self, address_text: &str) -> TlsRule {
+        let (canonical, base) = forms(address_text);
+        let state = self.lock();
+        let required = state.cache.tls_required(
+            &canonical,
+            base.as_deref(),
+            &state.link,
+            Instant::now(),
+            self.max_stale,
+        );
+        match required {
+            Ok(true) => TlsRule::Required {
+                mailbox: as_addressed(address_text),
+            },
+            Ok(false) => TlsRule::Optional,
+            Err(reason) => TlsRule::Unknown { reason },
+        }
+    }
+}
+
+/// The key database's `mailbox_flags` as the require-TLS stage asks them: the rows come with
+/// the key answers, in the same round trip and the same cache.
+impl SecureLookup for PgKeyStore {
+    fn tls_rule(&self, address: &str) -> TlsRule {
+        self.tls_rule_cached(address)
+    }
+
+    fn needs_prefetch(&self) -> bool {
+        true
+    }
+
+    fn prefetch<'a>(&'a self, addresses: &'a [&'a str]) -> crate::store::Prefetch<'a> {
+        Box::pin(PgKeyStore::prefetch(self, addresses))
+    }
 }
 
 impl crate::store::KeyLookup for PgKeyStore {
