@@ -281,7 +281,7 @@ fn plan(args: &[String], under_cargo_test: bool) -> Result<Plan, String> {
         ]
     };
     let mut pg = (!custom).then_some(postgres::PgPlan {
-        rounds: 2,
+        rounds: 4,
         messages: 5000,
         warmup: 300,
         connections: 8,
