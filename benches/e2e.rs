@@ -28,13 +28,19 @@
 //! - `cargo bench --bench e2e`: the default scenarios (pass-through 4 KiB, 64 KiB, 1 MiB, one
 //!   256 MiB; encryption Cv25519 and RSA-3072 4 KiB and 64 KiB, one Cv25519 256 MiB).
 //! - `cargo bench --bench e2e -- --quick`: the same with a tenth of the messages (smoke run).
-//! - `cargo bench --bench e2e -- --only passthrough|encrypt`: one group of scenarios.
+//! - `cargo bench --bench e2e -- --only passthrough|encrypt|postgres`: one group of scenarios.
+//!   `postgres` (also part of the default run; `benches/e2e/postgres.rs` says what it does):
+//!   the 4 KiB Cv25519 scenario with the key in cert-d and in a private PostgreSQL, warm, and
+//!   their ratio; cold lookups (RCPT reply time per new recipient); one message to 100 new
+//!   recipients, which must cost one database round trip (else exit 1).
 //! - `cargo bench --bench e2e -- --messages N --size BYTES --connections M [--key
 //!   cv25519|rsa3072]`: one custom scenario, encrypted to a key of that kind if `--key` is given.
 //!
 //! `cargo test --all-targets` runs this binary too, unoptimised and without arguments; it then
 //! does the `--quick` run, with one small encryption scenario and a short baseline instead of
-//! the encryption group. Linux only: reads `/proc/<pid>/status` and `/proc/<pid>/stat`.
+//! the encryption group, and a tiny `postgres` group (20 messages per warm row, 5 cold
+//! recipients of each kind, the 100-recipient message with 5 keys; about 2 s more): PostgreSQL
+//! missing skips it with a note, or fails it with `CI=true`. Linux only: reads `/proc/<pid>/status` and `/proc/<pid>/stat`.
 #![allow(
     clippy::disallowed_methods,
     reason = "test code reads its own knobs (CI, TEST_*) and the harness environment; .clippy.toml guards the service code"
@@ -61,6 +67,9 @@ use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Mess
 use sequoia_openpgp::types::{DataFormat, SymmetricAlgorithm};
 use sequoia_openpgp::{Cert, armor};
 use testkit::Sealgate;
+
+#[path = "e2e/postgres.rs"]
+mod postgres;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -133,6 +142,7 @@ impl Suite {
 enum Group {
     Passthrough,
     Encrypt,
+    Postgres,
 }
 
 struct Scenario {
@@ -163,6 +173,8 @@ struct Plan {
     /// A baseline run lasts at least this long (more messages than the scenario's if need
     /// be), so that CPU time in 10 ms ticks is measured to about 1 %.
     bare_min: Duration,
+    /// The `postgres` group, when it runs.
+    postgres: Option<postgres::PgPlan>,
 }
 
 fn main() {
@@ -178,7 +190,7 @@ fn main() {
     };
     let plan = plan(&args, under_cargo_test).unwrap_or_else(|err| {
         eprintln!(
-            "e2e: {err}\nusage: cargo bench --bench e2e -- [--quick] [--only passthrough|encrypt] \
+            "e2e: {err}\nusage: cargo bench --bench e2e -- [--quick] [--only passthrough|encrypt|postgres] \
              [--messages N --size BYTES --connections M [--key cv25519|rsa3072]]"
         );
         std::process::exit(2)
@@ -203,7 +215,12 @@ fn plan(args: &[String], under_cargo_test: bool) -> Result<Plan, String> {
                 only = Some(match word(arg)?.as_str() {
                     "passthrough" => Group::Passthrough,
                     "encrypt" => Group::Encrypt,
-                    other => return Err(format!("--only: passthrough or encrypt, not {other:?}")),
+                    "postgres" => Group::Postgres,
+                    other => {
+                        return Err(format!(
+                            "--only: passthrough, encrypt or postgres, not {other:?}"
+                        ));
+                    }
                 })
             }
             "--key" => {
@@ -263,9 +280,21 @@ fn plan(args: &[String], under_cargo_test: bool) -> Result<Plan, String> {
             ),
         ]
     };
+    let mut pg = (!custom).then_some(postgres::PgPlan {
+        rounds: 4,
+        messages: 5000,
+        warmup: 300,
+        connections: 8,
+        cold: 1000,
+        fanout: 100,
+        fanout_keyed: 100,
+    });
     if quick {
         for s in &mut list {
             (s.messages, s.warmup) = ((s.messages / 10).max(1), s.warmup / 10);
+        }
+        if let Some(pg) = &mut pg {
+            (pg.rounds, pg.messages, pg.warmup, pg.cold) = (1, 500, 30, 100);
         }
     }
     let (mut bare_messages, mut bare_min) = (None, Duration::from_secs(1));
@@ -274,15 +303,21 @@ fn plan(args: &[String], under_cargo_test: bool) -> Result<Plan, String> {
         list.retain(|s| s.key.is_none());
         list.push(sc("encrypt cv25519 4KiB", Some(Cv25519), 20, 4 << 10, 4, 0));
         (bare_messages, bare_min) = (Some(40), Duration::ZERO);
+        if let Some(pg) = &mut pg {
+            (pg.messages, pg.warmup, pg.connections) = (20, 5, 4);
+            (pg.cold, pg.fanout_keyed) = (5, 5);
+        }
     }
     if let Some(group) = only {
         list.retain(|s| s.group() == group);
+        pg = pg.filter(|_| group == Group::Postgres);
     }
     Ok(Plan {
         scenarios: list,
         quick,
         bare_messages,
         bare_min,
+        postgres: pg,
     })
 }
 
@@ -291,6 +326,8 @@ fn plan(args: &[String], under_cargo_test: bool) -> Result<Plan, String> {
 struct Outcome {
     /// Delivered messages per second.
     rate: f64,
+    /// Wall-clock seconds of the measured run.
+    secs: f64,
     /// Peak RSS, MiB.
     rss: f64,
     /// sealgate's CPU seconds during the measured run.
@@ -330,10 +367,10 @@ async fn run(plan: Plan, command: &str) -> bool {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut keys: Vec<BenchKey> = Vec::new();
-    for sc in &plan.scenarios {
-        if let Some(suite) = sc.key
-            && keys.iter().all(|k| k.suite != suite)
-        {
+    let suites = plan.scenarios.iter().filter_map(|sc| sc.key);
+    let pg_suite = plan.postgres.as_ref().map(|_| Suite::Cv25519);
+    for suite in suites.chain(pg_suite) {
+        if keys.iter().all(|k| k.suite != suite) {
             let key = BenchKey::new(suite, work.path());
             println!(
                 "# key {}: {} {KEY_USERID}, generated and imported with `sealgate keys import` \
@@ -358,15 +395,21 @@ async fn run(plan: Plan, command: &str) -> bool {
         .expect("bind the sink");
     let sink_port = listener.local_addr().expect("sink address").port();
     tokio::spawn(sink(listener));
-    println!("{HEADER}");
+    if !plan.scenarios.is_empty() {
+        println!("{HEADER}");
+    }
     let mut results: Vec<(&Scenario, Outcome)> = Vec::new();
     for sc in &plan.scenarios {
         let store = match sc.key {
             Some(suite) => key_for(&keys, suite).store.as_path(),
             None => empty_store.as_path(),
         };
-        results.push((sc, run_scenario(sc, sink_port, store).await));
+        results.push((sc, run_scenario(sc, sink_port, &Store::CertD(store)).await));
     }
+    let pg_failed = match &plan.postgres {
+        Some(pg) => postgres::run(pg, sink_port, work.path(), key_for(&keys, Suite::Cv25519)).await,
+        None => false,
+    };
 
     // The baseline, with sealgate stopped: the machine is sequoia's alone.
     let encrypted: Vec<_> = results.iter().filter(|(sc, _)| sc.key.is_some()).collect();
@@ -486,7 +529,7 @@ async fn run(plan: Plan, command: &str) -> bool {
         rss,
         |v| v <= 64.0,
     );
-    let failed = results.iter().any(|(_, o)| o.errors > 0);
+    let failed = results.iter().any(|(_, o)| o.errors > 0) || pg_failed;
     if failed {
         println!(
             "FAILED: some messages were not delivered, or not encrypted (see the notes above)"
@@ -521,7 +564,7 @@ fn per_cpu(messages: usize, cpu: f64) -> f64 {
 }
 
 /// One scenario against a fresh sealgate using the key store `store`; prints its row.
-async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
+async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Store<'_>) -> Outcome {
     let payload = Payload::new(sc.size, sc.key.is_some());
     let mut gate = spawn_sealgate(sink_port, store);
     let (addr, pid) = (format!("127.0.0.1:{}", gate.port()), gate.child.id());
@@ -536,6 +579,8 @@ async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
             ));
         }
     }
+    let on_pg = matches!(store, Store::Postgres { .. });
+    let db0 = on_pg.then(|| (postgres::misses(&gate), postgres::fetches(&gate)));
     let (cpu0, sink_msgs0, sink_bytes0, sink_enc0) = (
         cpu_seconds(pid),
         sink_messages(),
@@ -548,6 +593,13 @@ async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
     let (cpu, rss) = (cpu_seconds(pid) - cpu0, peak_rss_mib(pid));
     let (sink_msgs, sink_bytes) = (sink_messages() - sink_msgs0, sink_bytes() - sink_bytes0);
     let sink_enc = sink_encrypted() - sink_enc0;
+    if let Some((misses0, fetches0)) = db0 {
+        notes.push(format!(
+            "key database during the measured run: {} cache misses, {} round trips",
+            postgres::misses(&gate) - misses0,
+            postgres::fetches(&gate) - fetches0
+        ));
+    }
     if res.errors > 0 {
         notes.push(format!("{} failed, first: {}", res.errors, res.first()));
     }
@@ -591,11 +643,7 @@ async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
         }
     }
     res.latencies.sort_unstable();
-    let n = res.latencies.len();
-    let pct = |p: usize| match n {
-        0 => f64::NAN,
-        _ => res.latencies[(n * p).div_ceil(100).clamp(1, n) - 1] as f64 / 1000.0,
-    };
+    let pct = |p: usize| percentile(&res.latencies, p);
     let rate = ok as f64 / secs;
     println!(
         "{:<30} {:>6} {:>4} {:>7.2} {:>8} {:>7} {:>6} {:>6} {:>7} {:>8.1} {:>6.2} {:>10}",
@@ -617,10 +665,20 @@ async fn run_scenario(sc: &Scenario, sink_port: u16, store: &Path) -> Outcome {
     }
     Outcome {
         rate,
+        secs,
         rss,
         cpu,
         ok,
         errors,
+    }
+}
+
+/// The `p`th percentile of `sorted` microseconds, in milliseconds; NaN when empty.
+fn percentile(sorted: &[u64], p: usize) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ => sorted[(n * p).div_ceil(100).clamp(1, n) - 1] as f64 / 1000.0,
     }
 }
 
@@ -1017,6 +1075,8 @@ struct BenchKey {
     cert: Arc<Cert>,
     /// The cert-d directory, for `SEALGATE_KEYSTORE`.
     store: PathBuf,
+    /// The armored certificate.
+    file: PathBuf,
     generated_in: Duration,
 }
 
@@ -1059,6 +1119,7 @@ impl BenchKey {
             suite,
             cert: Arc::new(cert),
             store,
+            file,
             generated_in,
         }
     }
@@ -1206,12 +1267,39 @@ fn seal(
 // ---------------------------------------------------------------------------------------------
 // The sealgate process
 
-/// Starts sealgate (testkit's harness) with the key store `store` (a cert-d directory) and
-/// the sink as its next hop.
-fn spawn_sealgate(sink_port: u16, store: &Path) -> Sealgate {
+/// Where a sealgate under test keeps its keys.
+enum Store<'a> {
+    /// A cert-d directory.
+    CertD(&'a Path),
+    /// The PostgreSQL key store.
+    Postgres {
+        url: &'a str,
+        password_file: &'a Path,
+    },
+}
+
+impl Store<'_> {
+    /// `SEALGATE_KEYSTORE` (and the password file) for this store.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Store::CertD(dir) => vec![("SEALGATE_KEYSTORE", dir.display().to_string())],
+            Store::Postgres { url, password_file } => vec![
+                ("SEALGATE_KEYSTORE", (*url).to_owned()),
+                (
+                    "SEALGATE_KEYSTORE_PASSWORD_FILE",
+                    password_file.display().to_string(),
+                ),
+            ],
+        }
+    }
+}
+
+/// Starts sealgate (testkit's harness) with the key store `store` and the sink as its next
+/// hop.
+fn spawn_sealgate(sink_port: u16, store: &Store<'_>) -> Sealgate {
     let next_hop = format!("lmtp:127.0.0.1:{sink_port}");
-    let store = store.display().to_string();
-    Sealgate::spawn(&[
+    let store_env = store.env();
+    let mut env = vec![
         // Plain `warn` would hide the INFO lines that carry the bound ports; the per-message
         // INFO lines would cost what is measured.
         (
@@ -1222,8 +1310,13 @@ fn spawn_sealgate(sink_port: u16, store: &Path) -> Sealgate {
         ("SEALGATE_MAX_MESSAGE_SIZE", "0"),
         ("SEALGATE_MAX_CONNECTIONS", "200"),
         ("SEALGATE_NEXT_HOP_POOL_SIZE", "64"),
-        ("SEALGATE_KEYSTORE", &store),
-    ])
+    ];
+    env.extend(store_env.iter().map(|(k, v)| (*k, v.as_str())));
+    match store {
+        Store::CertD(_) => Sealgate::spawn(&env),
+        // Not a directory: no manifest to prepare.
+        Store::Postgres { .. } => Sealgate::spawn_with_store_as_is(&env),
+    }
 }
 
 /// SIGTERM, then waits for the exit. Returns notes: a bad exit, logged warnings and errors
