@@ -285,6 +285,39 @@ impl Postgres {
         );
     }
 
+    /// Kills the server as a crash would: SIGKILL to every backend and to the postmaster,
+    /// no shutdown checkpoint. [`Postgres::restart`] then recovers from the WAL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let port = self.port;
+        assert!(
+            poll_until(STOP_TIMEOUT, || !port_accepts(port)),
+            "PostgreSQL still accepts on {port} after SIGKILL"
+        );
+    }
+
+    /// psql as the `sealgate` role with its standard input open: what is written to it runs
+    /// as it arrives, so a test can hold a transaction (and its locks) open while it acts.
+    pub fn psql_session(&self) -> Child {
+        let mut command = Command::new(bin("psql"));
+        command
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg("-h")
+            .arg(self.dir.path().join("run"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", ROLE, "-d", DATABASE])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command.spawn().expect("start psql")
+    }
+
     /// Starts the stopped server again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
